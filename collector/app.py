@@ -1,0 +1,46 @@
+"""The app factory: everything the collector needs is passed in; the CLI and the tests build it alike."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector import handlers_agent, handlers_ops, handlers_people
+from collector.appkeys import (
+    AGENT_TOKENS,
+    AUTH_LIMITER,
+    BUFFER,
+    CLOCK,
+    METRICS,
+    SETTINGS,
+    STORE,
+)
+from collector.auth import AgentTokenCache, FailedAuthLimiter
+from collector.background import background_tasks
+from collector.bodies import MAX_BODY
+from collector.buffer import HeartbeatBuffer
+from collector.errors import error_middleware
+from collector.metrics import Metrics
+from collector.settings import Settings
+from collector.store.base import Store
+from wire.clock import Clock
+
+
+def create_app(settings: Settings, *, store: Store, clock: Clock) -> web.Application:
+    metrics = Metrics()
+
+    def count_rejection(reason: str) -> None:
+        metrics.rejected.labels(reason=reason).inc()
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware(count_rejection)])
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[CLOCK] = clock
+    app[METRICS] = metrics
+    app[BUFFER] = HeartbeatBuffer()
+    app[AGENT_TOKENS] = AgentTokenCache(store)
+    app[AUTH_LIMITER] = FailedAuthLimiter()
+    app.add_routes(handlers_agent.routes)
+    app.add_routes(handlers_people.routes)
+    app.add_routes(handlers_ops.routes)
+    app.cleanup_ctx.append(background_tasks)
+    return app

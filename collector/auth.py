@@ -1,0 +1,145 @@
+"""Who is calling: API tokens for people and jobs (with roles), agent tokens for agents.
+
+Agent lookups are cached so a heartbeat costs no database read; every instance polls the shared
+revocation feed, so a revoked token stops working everywhere within `auth_cache_s`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Literal
+
+from aiohttp import web
+
+from collector.errors import ApiError
+from collector.store.base import AgentIdentity, ApiTokenInfo, Role, Store
+from collector.tokens import hash_token
+
+Permission = Literal["machines.read", "commands.read", "offboard.request", "inventory.read",
+                     "audit.read", "clients.manage"]
+
+_VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
+PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    "viewer": _VIEWER,
+    "technician": _VIEWER | {"offboard.request"},
+    "billing": _VIEWER | {"inventory.read"},
+    "admin": _VIEWER | {"offboard.request", "inventory.read", "audit.read", "clients.manage"},
+}
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class FailedAuthLimiter:
+    """Slows down token guessing: failed attempts beyond the limit from one address get 429.
+
+    Only failures are counted and limited: a request with a valid token is always checked first and
+    never refused here.
+    """
+
+    def __init__(self, max_failures: int = 30, window_s: float = 60.0) -> None:
+        self._max = max_failures
+        self._window = window_s
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(address, deque())
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        return times
+
+    def fail(self, address: str, error: ApiError) -> ApiError:
+        """Count a failed attempt; the error to answer with (429 once over the limit)."""
+        now = time.monotonic()
+        recent = self._recent(address, now)
+        recent.append(now)
+        if len(self._failures) > 100_000:
+            self._failures = {a: t for a, t in self._failures.items() if t}
+        if len(recent) > self._max:
+            return ApiError(429, "too_many_failed_attempts",
+                            "too many failed authentication attempts; try again later")
+        return error
+
+
+class AgentTokenCache:
+    def __init__(self, store: Store, max_entries: int = 2_000_000) -> None:
+        self._store = store
+        self._entries: dict[str, AgentIdentity] = {}
+        self._max = max_entries
+        self._seq = -1
+
+    async def start(self) -> None:
+        _, self._seq = await self._store.revocations_since(-1)
+
+    async def lookup(self, token: str) -> AgentIdentity | None:
+        digest = hash_token(token)
+        identity = self._entries.get(digest)
+        if identity is not None:
+            return identity
+        identity = await self._store.find_agent(digest)
+        if identity is not None:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[digest] = identity
+        return identity
+
+    async def apply_revocations(self) -> int:
+        """Drop every token revoked since the last poll (by any collector instance)."""
+        revoked, self._seq = await self._store.revocations_since(self._seq)
+        for digest in revoked:
+            self._entries.pop(digest, None)
+        return len(revoked)
+
+
+def remote_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def authenticate_person(
+    request: web.Request,
+    store: Store,
+    agents: AgentTokenCache,
+    limiter: FailedAuthLimiter,
+    permission: Permission,
+) -> ApiTokenInfo:
+    """The API token's owner, if its role grants `permission`; 401/403 otherwise."""
+    address = remote_address(request)
+    token = bearer_token(request)
+    if token is None:
+        raise limiter.fail(address, ApiError(
+            401, "missing_token", "send an API token as 'Authorization: Bearer <token>'"))
+    info = await store.find_api_token(hash_token(token))
+    if info is None:
+        if await agents.lookup(token) is not None:
+            raise ApiError(403, "agent_token_not_allowed",
+                           "an agent token opens only the agent endpoints")
+        raise limiter.fail(address, ApiError(
+            401, "invalid_token", "the API token is unknown or revoked"))
+    if permission not in PERMISSIONS[info.role]:
+        raise ApiError(403, "forbidden",
+                       f"the {info.role} role may not do this (needs {permission})")
+    return info
+
+
+async def authenticate_agent(
+    request: web.Request, store: Store, agents: AgentTokenCache, limiter: FailedAuthLimiter
+) -> AgentIdentity:
+    address = remote_address(request)
+    token = bearer_token(request)
+    if token is not None:
+        identity = await agents.lookup(token)
+        if identity is not None:
+            return identity
+    if token is None:
+        raise limiter.fail(address, ApiError(
+            401, "missing_token", "send the agent token as 'Authorization: Bearer <token>'"))
+    if await store.find_api_token(hash_token(token)) is not None:
+        raise ApiError(403, "api_token_not_allowed", "this endpoint is for agents only")
+    raise limiter.fail(address, ApiError(
+        401, "invalid_token", "the agent token is unknown or revoked"))

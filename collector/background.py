@@ -1,0 +1,94 @@
+"""Work the collector does on its own: flushing last-seen, the expiry sweep, revocation polling.
+
+Each is safe to run in every instance sharing one database: the SQL is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+from aiohttp import web
+
+from collector.appkeys import AGENT_TOKENS, BUFFER, CLOCK, METRICS, SETTINGS, STORE
+from collector.store.base import StateWindows
+from wire.clock import Clock
+from wire.times import EXPIRY
+
+log = logging.getLogger(__name__)
+
+
+def state_windows(clock: Clock, online_window_s: int) -> StateWindows:
+    now = clock.now()
+    return StateWindows(
+        now=now,
+        online_since=now - timedelta(seconds=online_window_s),
+        expired_before=now - EXPIRY,
+    )
+
+
+async def flush_heartbeats(app: web.Application) -> int:
+    """Write everything buffered in one transaction; on failure keep it for the next try."""
+    batch = app[BUFFER].take()
+    if not batch:
+        return 0
+    started = time.perf_counter()
+    try:
+        await app[STORE].apply_heartbeats(batch, gap_s=app[SETTINGS].online_window_s)
+    except Exception:
+        app[BUFFER].put_back(batch)
+        app[METRICS].flush_failures.inc()
+        log.exception("last-seen flush of %d machines failed; retrying next tick", len(batch))
+        raise
+    app[METRICS].flush_seconds.observe(time.perf_counter() - started)
+    app[METRICS].flush_batch.set(len(batch))
+    return len(batch)
+
+
+async def sweep_expired(app: web.Application) -> list[str]:
+    windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
+    expired = await app[STORE].expire_machines(windows)
+    if expired:
+        app[METRICS].expired.inc(len(expired))
+        log.info("%d machine(s) expired after 30 days without a heartbeat", len(expired))
+    return expired
+
+
+async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s failed; it runs again in %.1f s", name, seconds)
+
+
+async def background_tasks(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    await app[AGENT_TOKENS].start()
+    with contextlib.suppress(Exception):
+        await sweep_expired(app)
+    tasks = [
+        asyncio.create_task(_every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))),
+        asyncio.create_task(_every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
+        asyncio.create_task(
+            _every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
+        ),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Nothing acknowledged is lost on a clean shutdown: write the last buffered heartbeats.
+        with contextlib.suppress(Exception):
+            await flush_heartbeats(app)

@@ -1,0 +1,114 @@
+"""Endpoints agents call. They ignore fields they do not know, so newer agents keep working."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+
+import msgspec
+from aiohttp import web
+
+from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, BUFFER, CLOCK, METRICS, SETTINGS, STORE
+from collector.auth import authenticate_agent, remote_address
+from collector.bodies import json_response, read_json
+from collector.errors import ApiError
+from collector.store.base import AgentEvent, EnrollRequestRecord, Facts, NotFound
+from collector.tokens import hash_token, new_token
+from wire.messages import (
+    Component,
+    EnrollRequest,
+    EnrollResponse,
+    EventsRequest,
+    EventsResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+)
+from wire.times import InstantError, parse_instant
+
+routes = web.RouteTableDef()
+
+_encode = msgspec.json.Encoder().encode
+
+
+def components_json(components: list[Component]) -> str:
+    """Canonical form (sorted by name), so an unchanged list compares equal in the database."""
+    return _encode(sorted(components, key=lambda c: c.name)).decode()
+
+
+def next_heartbeat_s(interval_s: int, agent_id: str) -> int:
+    """The interval with a fixed per-agent jitter of up to ±10%, so a fleet does not synchronise."""
+    spread = (zlib.crc32(agent_id.encode()) % 2001 - 1000) / 10_000
+    return max(1, round(interval_s * (1 + spread)))
+
+
+@routes.post("/v1/enroll")
+async def enroll(request: web.Request) -> web.Response:
+    app = request.app
+    body = await read_json(request, EnrollRequest)
+    agent_id = str(uuid.uuid4())
+    agent_token = new_token("agent")
+    record = EnrollRequestRecord(
+        enrollment_token_hash=hash_token(body.enrollment_token),
+        hardware_id=body.hardware_id,
+        facts=Facts(hostname=body.hostname, os=body.os, kind=body.kind, components_json="[]"),
+        agent_id=agent_id,
+        agent_token_hash=hash_token(agent_token),
+        agent_version=body.agent_version,
+    )
+    try:
+        outcome = await app[STORE].enroll(
+            record, now=app[CLOCK].now(), gap_s=app[SETTINGS].online_window_s
+        )
+    except NotFound as exc:
+        error = ApiError(401, "invalid_enrollment_token", str(exc))
+        raise app[AUTH_LIMITER].fail(remote_address(request), error) from exc
+    if outcome.reenrolled:
+        await app[AGENT_TOKENS].apply_revocations()
+    app[METRICS].enrollments.inc()
+    return json_response(
+        EnrollResponse(
+            agent_id=outcome.agent_id,
+            agent_token=agent_token,
+            machine_id=outcome.machine_id,
+            heartbeat_interval_s=next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, agent_id),
+        ),
+        status=201,
+    )
+
+
+@routes.post("/v1/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    app = request.app
+    identity = await authenticate_agent(request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER])
+    body = await read_json(request, HeartbeatRequest)
+    app[BUFFER].add(
+        identity.machine_id,
+        app[CLOCK].now(),
+        hostname=body.hostname,
+        os=body.os,
+        kind=body.kind,
+        components_json=components_json(body.components),
+    )
+    app[METRICS].heartbeats.inc()
+    return json_response(
+        HeartbeatResponse(
+            next_heartbeat_s=next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id),
+            commands=[],
+        )
+    )
+
+
+@routes.post("/v1/events")
+async def events(request: web.Request) -> web.Response:
+    app = request.app
+    identity = await authenticate_agent(request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER])
+    body = await read_json(request, EventsRequest)
+    records = []
+    for index, event in enumerate(body.events):
+        try:
+            at = parse_instant(event.at)
+        except InstantError as exc:
+            raise ApiError(400, "invalid_body", f"events[{index}].at: {exc}") from exc
+        records.append(AgentEvent(event.event_id, at, event.type, _encode(event.detail).decode()))
+    accepted = await app[STORE].record_events(identity, records, now=app[CLOCK].now())
+    return json_response(EventsResponse(accepted=accepted))

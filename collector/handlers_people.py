@@ -1,0 +1,129 @@
+"""Endpoints for the NOC, technicians and the billing job: read with an API token and a role."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import msgspec
+from aiohttp import web
+
+from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, SETTINGS, STORE
+from collector.auth import Permission, authenticate_person
+from collector.background import state_windows
+from collector.bodies import check_query, json_response, query_instant, query_int
+from collector.errors import ApiError
+from collector.store.base import MACHINE_STATES, ApiTokenInfo, AuditFilter, MachineFilter
+from collector.views import audit_view, inventory_view, machine_view
+from wire.messages import Kind
+from wire.times import format_instant
+
+routes = web.RouteTableDef()
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def person(request: web.Request, permission: Permission) -> ApiTokenInfo:
+    app = request.app
+    return await authenticate_person(
+        request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER], permission
+    )
+
+
+@routes.get("/v1/machines")
+async def list_machines(request: web.Request) -> web.Response:
+    await person(request, "machines.read")
+    check_query(request, ("client", "state", "kind", "hostname", "limit", "cursor"))
+    state = request.query.get("state")
+    if state is not None and state not in MACHINE_STATES:
+        raise ApiError(400, "invalid_state", f"state must be one of {', '.join(MACHINE_STATES)}")
+    kind = request.query.get("kind")
+    if kind is not None and kind not in get_args(Kind):
+        raise ApiError(400, "invalid_kind", "kind must be 'pc' or 'server'")
+    limit = query_int(request, "limit", default=1000, low=1, high=10_000)
+    machine_filter = MachineFilter(
+        client_id=request.query.get("client"),
+        state=state,
+        kind=kind,
+        hostname_contains=request.query.get("hostname"),
+        after_machine_id=request.query.get("cursor"),
+        limit=limit + 1,
+    )
+    windows = state_windows(request.app[CLOCK], request.app[SETTINGS].online_window_s)
+    records = await request.app[STORE].list_machines(machine_filter, windows)
+    page = records[:limit]
+    next_cursor = page[-1].machine_id if len(records) > limit else None
+    return json_response(
+        {"machines": [machine_view(r, windows) for r in page], "next_cursor": next_cursor}
+    )
+
+
+@routes.get("/v1/machines/{machine_id}")
+async def get_machine(request: web.Request) -> web.Response:
+    await person(request, "machines.read")
+    check_query(request, ())
+    record = await request.app[STORE].get_machine(request.match_info["machine_id"])
+    if record is None:
+        raise ApiError(404, "machine_not_found", "no machine has that id")
+    windows = state_windows(request.app[CLOCK], request.app[SETTINGS].online_window_s)
+    return json_response(machine_view(record, windows))
+
+
+@routes.get("/v1/machines/{machine_id}/events")
+async def machine_events(request: web.Request) -> web.Response:
+    await person(request, "machines.read")
+    check_query(request, ("limit",))
+    machine_id = request.match_info["machine_id"]
+    if await request.app[STORE].get_machine(machine_id) is None:
+        raise ApiError(404, "machine_not_found", "no machine has that id")
+    limit = query_int(request, "limit", default=200, low=1, high=5000)
+    events = await request.app[STORE].list_events(machine_id, limit=limit)
+    return json_response({
+        "events": [
+            {"event_id": e.event_id, "at": format_instant(e.at), "type": e.type,
+             "detail": msgspec.Raw(e.detail_json.encode())}
+            for e in events
+        ]
+    })
+
+
+@routes.get("/v1/inventory")
+async def inventory(request: web.Request) -> web.StreamResponse:
+    """Every machine enrolled before `as_of`, each field as it stood then; streamed in batches."""
+    await person(request, "inventory.read")
+    check_query(request, ("as_of",))
+    now = request.app[CLOCK].now()
+    as_of = query_instant(request, "as_of") or now
+    if as_of > now:
+        raise ApiError(400, "as_of_in_future",
+                       "as_of is in the future; an inventory can only be taken of the past")
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    await response.write(b'{"as_of":' + _encode(format_instant(as_of)) + b',"machines":[')
+    first = True
+    async for batch in request.app[STORE].iter_inventory(as_of):
+        chunk = _encode([inventory_view(r) for r in batch])[1:-1]
+        await response.write(chunk if first else b"," + chunk)
+        first = False
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
+
+
+@routes.get("/v1/audit")
+async def audit(request: web.Request) -> web.Response:
+    await person(request, "audit.read")
+    check_query(request, ("actor", "action", "target", "since", "before", "limit"))
+    before = request.query.get("before")
+    audit_filter = AuditFilter(
+        actor=request.query.get("actor"),
+        action=request.query.get("action"),
+        target=request.query.get("target"),
+        since=query_instant(request, "since"),
+        before_id=query_int(request, "before", default=0, low=1, high=2**62) if before else None,
+        limit=query_int(request, "limit", default=500, low=1, high=5000),
+    )
+    entries = await request.app[STORE].list_audit(audit_filter)
+    next_before = entries[-1][0] if len(entries) == audit_filter.limit else None
+    return json_response(
+        {"entries": [audit_view(i, e) for i, e in entries], "next_before": next_before}
+    )

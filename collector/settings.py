@@ -1,0 +1,146 @@
+"""Every collector setting, declared once: name, default, help, and its `RMM_COLLECTOR_*` variable.
+
+The command line, the environment and the tests all build a `Settings` from this one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB = "data/collector.sqlite3"
+ENV_PREFIX = "RMM_COLLECTOR_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db: str = DEFAULT_DB
+    host: str = "127.0.0.1"
+    port: int = 8080
+    heartbeat_interval_s: int = 60
+    flush_interval_s: float = 1.0
+    sweep_interval_s: float = 60.0
+    auth_cache_s: float = 10.0
+    enrollment_token_ttl_days: int = 30
+    keys_dir: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    access_log: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def online_window_s(self) -> int:
+        """A machine is online while seen within three heartbeat intervals."""
+        return 3 * self.heartbeat_interval_s
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.db.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        if self.keys_dir:
+            return Path(self.keys_dir)
+        if self.is_postgres:
+            return Path("data/keys")
+        return Path(self.db).resolve().parent / "keys"
+
+
+_HELP: dict[str, str] = {
+    "db": "SQLite file path or postgresql:// URL of the collector's state",
+    "host": "address to listen on",
+    "port": "TCP port to listen on",
+    "heartbeat_interval_s": "seconds between agent heartbeats (each agent gets a small jitter)",
+    "flush_interval_s": "seconds between flushes of buffered last-seen times to the database",
+    "sweep_interval_s": "seconds between sweeps that record machines expiring after 30 days",
+    "auth_cache_s": "seconds an agent token lookup is cached (revocations take effect within this)",
+    "enrollment_token_ttl_days": "days a new enrollment token stays valid",
+    "keys_dir": "folder of command-signing keys (default: keys/ beside the SQLite file)",
+    "tls_cert": "PEM certificate chain: serve HTTPS instead of HTTP",
+    "tls_key": "PEM private key for --tls-cert",
+    "access_log": "log every request (off by default: it costs throughput)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def _converter(default: Any) -> Callable[[str], Any]:
+    if isinstance(default, bool):
+        return _parse_bool
+    return type(default)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Values found in `RMM_COLLECTOR_*` variables, converted to each setting's type."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        raw = environ.get(env_name(field.name))
+        if raw is None:
+            continue
+        try:
+            values[field.name] = _converter(field.default)(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{env_name(field.name)}: {exc}") from exc
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add one `--flag` per setting; the help shows the variable and the default."""
+    for field in fields(Settings):
+        if only is not None and field.name not in only:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{_HELP[field.name]} (env {env_name(field.name)}; default {field.default!r})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, dest=field.name, default=None, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, help=help_text,
+                                type=_converter(field.default))
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, overridden by the environment, overridden by flags given on the command line."""
+    values = from_environment(environ)
+    if args is not None:
+        for field in fields(Settings):
+            given = getattr(args, field.name, None)
+            if given is not None:
+                values[field.name] = given
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if settings.heartbeat_interval_s < 1:
+        raise SettingsError("heartbeat_interval_s must be at least 1")
+    if settings.flush_interval_s <= 0 or settings.flush_interval_s > 10:
+        raise SettingsError("flush_interval_s must be in (0, 10] so last-seen never lags far")
+    if settings.enrollment_token_ttl_days < 1:
+        raise SettingsError("enrollment_token_ttl_days must be at least 1")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("tls_cert and tls_key go together")
+    if not 0 < settings.port < 65536:
+        raise SettingsError("port must be between 1 and 65535")

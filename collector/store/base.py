@@ -1,0 +1,249 @@
+"""The storage interface and the records it speaks in.
+
+Instants are timezone-aware UTC datetimes here; each engine chooses its own column types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Role = Literal["admin", "technician", "billing", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "technician", "billing", "viewer")
+OffboardState = Literal["offboard_pending", "offboarded", "offboard_failed"]
+MachineState = Literal["online", "offline", "expired", "offboard_pending", "offboarded", "offboard_failed"]
+MACHINE_STATES: tuple[MachineState, ...] = (
+    "online",
+    "offline",
+    "expired",
+    "offboard_pending",
+    "offboarded",
+    "offboard_failed",
+)
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (the message says why)."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentTokenInfo:
+    token_id: str
+    client_id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenInfo:
+    token_id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """Who an agent token belongs to; the machine is always the token's, never a request body's."""
+
+    agent_id: str
+    machine_id: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    hostname: str
+    os: str
+    kind: str
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequestRecord:
+    enrollment_token_hash: str
+    hardware_id: str
+    facts: Facts
+    agent_id: str
+    agent_token_hash: str
+    agent_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollOutcome:
+    agent_id: str
+    machine_id: str
+    client_id: str
+    reenrolled: bool
+
+
+@dataclass(slots=True)
+class HeartbeatRecord:
+    """Heartbeats of one machine coalesced between two flushes."""
+
+    machine_id: str
+    first_at: datetime
+    last_at: datetime
+    hostname: str | None
+    os: str | None
+    kind: str | None
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRecord:
+    machine_id: str
+    client_id: str
+    hardware_id: str
+    hostname: str
+    os: str
+    kind: str
+    first_seen: datetime
+    last_seen: datetime
+    components_json: str
+    offboard_state: OffboardState | None
+    offboarded_at: datetime | None
+    agent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineFilter:
+    client_id: str | None = None
+    state: MachineState | None = None
+    kind: str | None = None
+    hostname_contains: str | None = None
+    after_machine_id: str | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRecord:
+    machine_id: str
+    client_id: str
+    hostname: str
+    kind: str
+    first_seen: datetime
+    last_seen: datetime
+    offboarded_at: datetime | None
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+    before_id: int | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    event_id: str
+    at: datetime
+    type: str
+    detail_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateWindows:
+    """Clock-derived state boundaries, computed once per query from the collector's clock."""
+
+    now: datetime
+    online_since: datetime  # seen at or after this: online
+    expired_before: datetime  # last seen at or before this: expired (30 days = 720 hours)
+
+
+class Store(Protocol):
+    """Everything the collector keeps. Writes are durable when the awaited call returns."""
+
+    async def close(self) -> None: ...
+
+    # clients and enrollment tokens
+    async def create_client(self, name: str, *, now: datetime, actor: str) -> Client: ...
+    async def list_clients(self) -> list[Client]: ...
+    async def find_client(self, name_or_id: str) -> Client | None: ...
+    async def add_enrollment_token(
+        self, client_id: str, token_hash: str, *, expires_at: datetime, now: datetime, actor: str
+    ) -> EnrollmentTokenInfo: ...
+    async def list_enrollment_tokens(self, client_id: str) -> list[EnrollmentTokenInfo]: ...
+    async def revoke_enrollment_tokens(
+        self, client_id: str, *, token_id: str | None, now: datetime, actor: str
+    ) -> int: ...
+
+    # API tokens for people and jobs
+    async def add_api_token(
+        self, name: str, role: Role, token_hash: str, *, now: datetime, actor: str
+    ) -> ApiTokenInfo: ...
+    async def list_api_tokens(self) -> list[ApiTokenInfo]: ...
+    async def revoke_api_token(self, name: str, *, now: datetime, actor: str) -> bool: ...
+    async def find_api_token(self, token_hash: str) -> ApiTokenInfo | None: ...
+
+    # agents
+    async def enroll(
+        self, request: EnrollRequestRecord, *, now: datetime, gap_s: float
+    ) -> EnrollOutcome: ...
+    async def find_agent(self, token_hash: str) -> AgentIdentity | None: ...
+    async def revocations_since(self, seq: int) -> tuple[list[str], int]:
+        """Agent token hashes revoked after `seq` and the newest seq; -1 asks for the newest only."""
+        ...
+    async def apply_heartbeats(self, batch: Sequence[HeartbeatRecord], *, gap_s: float) -> None: ...
+    async def record_events(
+        self, identity: AgentIdentity, events: Sequence[AgentEvent], *, now: datetime
+    ) -> int: ...
+    async def list_events(self, machine_id: str, *, limit: int) -> list[AgentEvent]: ...
+
+    # machines and inventory
+    async def get_machine(self, machine_id: str) -> MachineRecord | None: ...
+    async def list_machines(
+        self, machine_filter: MachineFilter, windows: StateWindows
+    ) -> list[MachineRecord]: ...
+    async def count_machines_by_state(self, windows: StateWindows) -> dict[MachineState, int]: ...
+    def iter_inventory(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncIterator[list[InventoryRecord]]: ...
+    async def expire_machines(self, windows: StateWindows) -> list[str]: ...
+
+    # audit
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+    async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]: ...
+
+
+def machine_state(record: MachineRecord, windows: StateWindows) -> MachineState:
+    """The state a person sees, derived from the collector's clock and any offboarding."""
+    if record.offboard_state is not None:
+        return record.offboard_state
+    if record.last_seen <= windows.expired_before:
+        return "expired"
+    if record.last_seen >= windows.online_since:
+        return "online"
+    return "offline"

@@ -1,0 +1,726 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+One writer thread owns the only write connection and runs every write as `BEGIN IMMEDIATE` ..
+`COMMIT`, so writers never fight over the lock inside a process; reads run on a small pool of
+read-only connections, off the event loop. `synchronous=FULL` makes an acknowledged write survive
+a crash of the process or of the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from collector.store.base import (
+    MACHINE_STATES,
+    AgentEvent,
+    AgentIdentity,
+    ApiTokenInfo,
+    AuditEntry,
+    AuditFilter,
+    Client,
+    Conflict,
+    EnrollmentTokenInfo,
+    EnrollOutcome,
+    EnrollRequestRecord,
+    HeartbeatRecord,
+    InventoryRecord,
+    MachineFilter,
+    MachineRecord,
+    MachineState,
+    NotFound,
+    OffboardState,
+    Role,
+    StateWindows,
+    StoreError,
+)
+from collector.store.sqlite_schema import MIGRATIONS
+from wire.times import EXPIRY, format_instant, from_micros, to_micros
+
+T = TypeVar("T")
+
+_EXPIRY_US = int(EXPIRY.total_seconds()) * 1_000_000
+_READERS = 4
+
+
+def _us(moment: datetime) -> int:
+    return to_micros(moment)
+
+
+def _opt_dt(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)
+
+
+def _detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(max_workers=_READERS, thread_name_prefix="sqlite-reader")
+        self._write_conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+
+    # lifetime
+
+    @classmethod
+    async def open(cls, db: str) -> SQLiteStore:
+        path = Path(db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Token digests and the audit log live here: readable by the collector's user only.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        store = cls(path)
+        await store._run_write_raw(store._connect_writer)
+        return store
+
+    def _connect_writer(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._write_conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            )
+            applied = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+            for name, sql in MIGRATIONS:
+                if name in applied:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (?)", (name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_writer() -> None:
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._writer, close_writer)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+
+    # plumbing
+
+    async def _run_write_raw(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+        def run() -> T:
+            conn = self._write_conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run_write_raw(run)
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = self._path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._read_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: fn(self._reader())
+        )
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, entry: AuditEntry) -> None:
+        conn.execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (_us(entry.at), entry.actor, entry.action, entry.target, _detail_json(entry.detail)),
+        )
+
+    # clients and enrollment tokens
+
+    async def create_client(self, name: str, *, now: datetime, actor: str) -> Client:
+        client = Client(client_id=str(uuid.uuid4()), name=name, created_at=now)
+
+        def run(conn: sqlite3.Connection) -> Client:
+            try:
+                conn.execute(
+                    "INSERT INTO clients (client_id, name, created_at) VALUES (?, ?, ?)",
+                    (client.client_id, name, _us(now)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"a client named {name!r} already exists") from exc
+            self._audit(conn, AuditEntry(now, actor, "client.created", client.client_id,
+                                         {"name": name}))
+            return client
+
+        return await self._write(run)
+
+    async def list_clients(self) -> list[Client]:
+        def run(conn: sqlite3.Connection) -> list[Client]:
+            rows = conn.execute(
+                "SELECT client_id, name, created_at FROM clients ORDER BY name"
+            ).fetchall()
+            return [Client(r[0], r[1], from_micros(r[2])) for r in rows]
+
+        return await self._read(run)
+
+    async def find_client(self, name_or_id: str) -> Client | None:
+        def run(conn: sqlite3.Connection) -> Client | None:
+            row = conn.execute(
+                "SELECT client_id, name, created_at FROM clients WHERE client_id = ? OR name = ?",
+                (name_or_id, name_or_id),
+            ).fetchone()
+            return None if row is None else Client(row[0], row[1], from_micros(row[2]))
+
+        return await self._read(run)
+
+    async def add_enrollment_token(
+        self, client_id: str, token_hash: str, *, expires_at: datetime, now: datetime, actor: str
+    ) -> EnrollmentTokenInfo:
+        info = EnrollmentTokenInfo(str(uuid.uuid4()), client_id, now, expires_at, None)
+
+        def run(conn: sqlite3.Connection) -> EnrollmentTokenInfo:
+            if conn.execute("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)).fetchone() is None:
+                raise NotFound(f"no client {client_id!r}")
+            conn.execute(
+                "INSERT INTO enrollment_tokens (token_id, client_id, token_hash, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?)",
+                (info.token_id, client_id, token_hash, _us(now), _us(expires_at)),
+            )
+            self._audit(conn, AuditEntry(now, actor, "enrollment_token.created", client_id,
+                                         {"token_id": info.token_id,
+                                          "expires_at": format_instant(expires_at)}))
+            return info
+
+        return await self._write(run)
+
+    async def list_enrollment_tokens(self, client_id: str) -> list[EnrollmentTokenInfo]:
+        def run(conn: sqlite3.Connection) -> list[EnrollmentTokenInfo]:
+            rows = conn.execute(
+                "SELECT token_id, client_id, created_at, expires_at, revoked_at "
+                "FROM enrollment_tokens WHERE client_id = ? ORDER BY created_at",
+                (client_id,),
+            ).fetchall()
+            return [
+                EnrollmentTokenInfo(r[0], r[1], from_micros(r[2]), from_micros(r[3]), _opt_dt(r[4]))
+                for r in rows
+            ]
+
+        return await self._read(run)
+
+    async def revoke_enrollment_tokens(
+        self, client_id: str, *, token_id: str | None, now: datetime, actor: str
+    ) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE enrollment_tokens SET revoked_at = ? "
+                "WHERE client_id = ? AND revoked_at IS NULL"
+            )
+            params: tuple[Any, ...] = (_us(now), client_id)
+            if token_id is not None:
+                sql += " AND token_id = ?"
+                params += (token_id,)
+            count = conn.execute(sql, params).rowcount
+            if count:
+                self._audit(conn, AuditEntry(now, actor, "enrollment_token.revoked", client_id,
+                                             {"token_id": token_id or "all", "count": count}))
+            return count
+
+        return await self._write(run)
+
+    # API tokens
+
+    async def add_api_token(
+        self, name: str, role: Role, token_hash: str, *, now: datetime, actor: str
+    ) -> ApiTokenInfo:
+        info = ApiTokenInfo(str(uuid.uuid4()), name, role, now, None)
+
+        def run(conn: sqlite3.Connection) -> ApiTokenInfo:
+            try:
+                conn.execute(
+                    "INSERT INTO api_tokens (token_id, name, role, token_hash, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (info.token_id, name, role, token_hash, _us(now)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"an active API token named {name!r} already exists") from exc
+            self._audit(conn, AuditEntry(now, actor, "api_token.created", name, {"role": role}))
+            return info
+
+        return await self._write(run)
+
+    async def list_api_tokens(self) -> list[ApiTokenInfo]:
+        def run(conn: sqlite3.Connection) -> list[ApiTokenInfo]:
+            rows = conn.execute(
+                "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens "
+                "ORDER BY created_at"
+            ).fetchall()
+            return [
+                ApiTokenInfo(r[0], r[1], cast(Role, r[2]), from_micros(r[3]), _opt_dt(r[4]))
+                for r in rows
+            ]
+
+        return await self._read(run)
+
+    async def revoke_api_token(self, name: str, *, now: datetime, actor: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            count = conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (_us(now), name),
+            ).rowcount
+            if count:
+                self._audit(conn, AuditEntry(now, actor, "api_token.revoked", name, {}))
+            return count > 0
+
+        return await self._write(run)
+
+    async def find_api_token(self, token_hash: str) -> ApiTokenInfo | None:
+        def run(conn: sqlite3.Connection) -> ApiTokenInfo | None:
+            r = conn.execute(
+                "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens "
+                "WHERE token_hash = ? AND revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+            if r is None:
+                return None
+            return ApiTokenInfo(r[0], r[1], cast(Role, r[2]), from_micros(r[3]), None)
+
+        return await self._read(run)
+
+    # agents
+
+    async def enroll(
+        self, request: EnrollRequestRecord, *, now: datetime, gap_s: float
+    ) -> EnrollOutcome:
+        now_us = _us(now)
+        gap_us = int(gap_s * 1_000_000)
+        facts = request.facts
+
+        def run(conn: sqlite3.Connection) -> EnrollOutcome:
+            token = conn.execute(
+                "SELECT client_id FROM enrollment_tokens WHERE token_hash = ? "
+                "AND revoked_at IS NULL AND expires_at > ?",
+                (request.enrollment_token_hash, now_us),
+            ).fetchone()
+            if token is None:
+                raise NotFound("the enrollment token is unknown, expired or revoked")
+            client_id: str = token[0]
+            existing = conn.execute(
+                "SELECT machine_id, offboard_state, last_seen FROM machines "
+                "WHERE client_id = ? AND hardware_id = ?",
+                (client_id, request.hardware_id),
+            ).fetchone()
+            reenrolled = existing is not None
+            if existing is None:
+                machine_id = str(uuid.uuid4())
+                conn.execute(
+                    "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
+                    "components, first_seen, presence_start, last_seen, agent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (machine_id, client_id, request.hardware_id, facts.hostname, facts.os,
+                     facts.kind, facts.components_json, now_us, now_us, now_us, request.agent_id),
+                )
+                conn.execute(
+                    "INSERT INTO coverage (machine_id, first_seen) VALUES (?, ?)",
+                    (machine_id, now_us),
+                )
+            else:
+                machine_id = existing[0]
+                offboarded = existing[1] == "offboarded"
+                self._close_presence_if_gap(conn, machine_id, now_us, existing[2], gap_us)
+                self._revoke_agents(conn, machine_id, now_us)
+                if offboarded:
+                    # An offboarded machine enrolled again starts a new coverage period.
+                    conn.execute(
+                        "INSERT INTO coverage (machine_id, first_seen) VALUES (?, ?)",
+                        (machine_id, now_us),
+                    )
+                conn.execute(
+                    "UPDATE machines SET hostname = ?, os = ?, kind = ?, "
+                    "components = CASE WHEN ? = '[]' THEN components ELSE ? END, "
+                    "last_seen = MAX(last_seen, ?), agent_id = ?, "
+                    "first_seen = CASE WHEN ? THEN ? ELSE first_seen END, "
+                    "offboard_state = CASE WHEN ? THEN NULL ELSE offboard_state END, "
+                    "offboarded_at = CASE WHEN ? THEN NULL ELSE offboarded_at END "
+                    "WHERE machine_id = ?",
+                    (facts.hostname, facts.os, facts.kind, facts.components_json,
+                     facts.components_json, now_us, request.agent_id, offboarded, now_us,
+                     offboarded, offboarded, machine_id),
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
+                "components) SELECT machine_id, ?, hostname, os, kind, components FROM machines "
+                "WHERE machine_id = ?",
+                (now_us, machine_id),
+            )
+            conn.execute(
+                "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (request.agent_id, machine_id, request.agent_token_hash, request.agent_version,
+                 now_us),
+            )
+            self._audit(conn, AuditEntry(
+                now, request.agent_id, "machine.reenrolled" if reenrolled else "machine.enrolled",
+                machine_id,
+                {"client_id": client_id, "hostname": facts.hostname, "kind": facts.kind,
+                 "hardware_id": request.hardware_id},
+            ))
+            return EnrollOutcome(request.agent_id, machine_id, client_id, reenrolled)
+
+        return await self._write(run)
+
+    @staticmethod
+    def _close_presence_if_gap(
+        conn: sqlite3.Connection, machine_id: str, seen_us: int, last_seen_us: int, gap_us: int
+    ) -> None:
+        """Enrollment of known hardware counts as a heartbeat: it may end a run of presence."""
+        if seen_us - last_seen_us > gap_us:
+            conn.execute(
+                "INSERT OR REPLACE INTO presence (machine_id, start_at, end_at) "
+                "SELECT machine_id, presence_start, last_seen FROM machines WHERE machine_id = ?",
+                (machine_id,),
+            )
+            conn.execute(
+                "UPDATE machines SET presence_start = ? WHERE machine_id = ?",
+                (seen_us, machine_id),
+            )
+
+    @staticmethod
+    def _revoke_agents(conn: sqlite3.Connection, machine_id: str, now_us: int) -> None:
+        """Revoke every live agent token of a machine and publish it to every collector instance."""
+        conn.execute(
+            "INSERT INTO revocations (token_hash) SELECT token_hash FROM agents "
+            "WHERE machine_id = ? AND revoked_at IS NULL",
+            (machine_id,),
+        )
+        conn.execute(
+            "UPDATE agents SET revoked_at = ? WHERE machine_id = ? AND revoked_at IS NULL",
+            (now_us, machine_id),
+        )
+
+    async def revocations_since(self, seq: int) -> tuple[list[str], int]:
+        def run(conn: sqlite3.Connection) -> tuple[list[str], int]:
+            if seq < 0:
+                top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM revocations").fetchone()
+                return [], int(top[0])
+            rows = conn.execute(
+                "SELECT seq, token_hash FROM revocations WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+            return [r[1] for r in rows], int(rows[-1][0]) if rows else seq
+
+        return await self._read(run)
+
+    async def find_agent(self, token_hash: str) -> AgentIdentity | None:
+        def run(conn: sqlite3.Connection) -> AgentIdentity | None:
+            row = conn.execute(
+                "SELECT a.agent_id, a.machine_id, m.client_id FROM agents a "
+                "JOIN machines m ON m.machine_id = a.machine_id "
+                "WHERE a.token_hash = ? AND a.revoked_at IS NULL",
+                (token_hash,),
+            ).fetchone()
+            return None if row is None else AgentIdentity(row[0], row[1], row[2])
+
+        return await self._read(run)
+
+    async def apply_heartbeats(self, batch: Sequence[HeartbeatRecord], *, gap_s: float) -> None:
+        if not batch:
+            return
+        gap_us = int(gap_s * 1_000_000)
+        rows = [
+            (r.machine_id, _us(r.first_at), _us(r.last_at), r.hostname, r.os, r.kind,
+             r.components_json)
+            for r in batch
+        ]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO presence (machine_id, start_at, end_at) "
+                "SELECT machine_id, presence_start, last_seen FROM machines "
+                "WHERE machine_id = ? AND ? - last_seen > ?",
+                [(m, first, gap_us) for m, first, *_ in rows],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
+                "components) SELECT machine_id, ?, COALESCE(?, hostname), COALESCE(?, os), "
+                "COALESCE(?, kind), ? FROM machines WHERE machine_id = ? AND ("
+                "hostname IS NOT COALESCE(?, hostname) OR os IS NOT COALESCE(?, os) OR "
+                "kind IS NOT COALESCE(?, kind) OR components IS NOT ?)",
+                [(last, h, o, k, c, m, h, o, k, c) for m, _first, last, h, o, k, c in rows],
+            )
+            conn.executemany(
+                "UPDATE machines SET "
+                "presence_start = CASE WHEN ? - last_seen > ? THEN ? ELSE presence_start END, "
+                "last_seen = MAX(last_seen, ?), hostname = COALESCE(?, hostname), "
+                "os = COALESCE(?, os), kind = COALESCE(?, kind), components = ? "
+                "WHERE machine_id = ?",
+                [(first, gap_us, first, last, h, o, k, c, m)
+                 for m, first, last, h, o, k, c in rows],
+            )
+
+        await self._write(run)
+
+    async def record_events(
+        self, identity: AgentIdentity, events: Sequence[AgentEvent], *, now: datetime
+    ) -> int:
+        now_us = _us(now)
+
+        def run(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO agent_events (machine_id, event_id, agent_id, at, "
+                "received_at, type, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(identity.machine_id, e.event_id, identity.agent_id, _us(e.at), now_us, e.type,
+                  e.detail_json) for e in events],
+            )
+            return conn.total_changes - before
+
+        return await self._write(run)
+
+    async def list_events(self, machine_id: str, *, limit: int) -> list[AgentEvent]:
+        def run(conn: sqlite3.Connection) -> list[AgentEvent]:
+            rows = conn.execute(
+                "SELECT event_id, at, type, detail FROM agent_events WHERE machine_id = ? "
+                "ORDER BY at DESC, event_id LIMIT ?",
+                (machine_id, limit),
+            ).fetchall()
+            return [AgentEvent(r[0], from_micros(r[1]), r[2], r[3]) for r in rows]
+
+        return await self._read(run)
+
+    # machines and inventory
+
+    _MACHINE_COLUMNS = (
+        "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
+        "components, offboard_state, offboarded_at, agent_id"
+    )
+
+    @staticmethod
+    def _machine(r: sqlite3.Row | tuple[Any, ...]) -> MachineRecord:
+        return MachineRecord(
+            machine_id=r[0], client_id=r[1], hardware_id=r[2], hostname=r[3], os=r[4], kind=r[5],
+            first_seen=from_micros(r[6]), last_seen=from_micros(r[7]), components_json=r[8],
+            offboard_state=cast(OffboardState | None, r[9]), offboarded_at=_opt_dt(r[10]),
+            agent_id=r[11],
+        )
+
+    async def get_machine(self, machine_id: str) -> MachineRecord | None:
+        def run(conn: sqlite3.Connection) -> MachineRecord | None:
+            row = conn.execute(
+                f"SELECT {self._MACHINE_COLUMNS} FROM machines WHERE machine_id = ?",
+                (machine_id,),
+            ).fetchone()
+            return None if row is None else self._machine(row)
+
+        return await self._read(run)
+
+    @staticmethod
+    def _state_condition(state: MachineState, windows: StateWindows) -> tuple[str, list[Any]]:
+        online_us, expired_us = _us(windows.online_since), _us(windows.expired_before)
+        if state in ("offboard_pending", "offboarded", "offboard_failed"):
+            return "offboard_state = ?", [state]
+        if state == "expired":
+            return "offboard_state IS NULL AND last_seen <= ?", [expired_us]
+        if state == "online":
+            return "offboard_state IS NULL AND last_seen >= ?", [online_us]
+        return "offboard_state IS NULL AND last_seen < ? AND last_seen > ?", [online_us, expired_us]
+
+    async def list_machines(
+        self, machine_filter: MachineFilter, windows: StateWindows
+    ) -> list[MachineRecord]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        f = machine_filter
+        if f.client_id is not None:
+            conditions.append("client_id = ?")
+            params.append(f.client_id)
+        if f.kind is not None:
+            conditions.append("kind = ?")
+            params.append(f.kind)
+        if f.hostname_contains:
+            conditions.append("instr(lower(hostname), lower(?)) > 0")
+            params.append(f.hostname_contains)
+        if f.state is not None:
+            condition, extra = self._state_condition(f.state, windows)
+            conditions.append(condition)
+            params.extend(extra)
+        if f.after_machine_id is not None:
+            conditions.append("machine_id > ?")
+            params.append(f.after_machine_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} "
+            "ORDER BY machine_id LIMIT ?"
+        )
+        params.append(f.limit)
+
+        def run(conn: sqlite3.Connection) -> list[MachineRecord]:
+            return [self._machine(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._read(run)
+
+    async def count_machines_by_state(self, windows: StateWindows) -> dict[MachineState, int]:
+        def run(conn: sqlite3.Connection) -> dict[MachineState, int]:
+            rows = conn.execute(
+                "SELECT CASE WHEN offboard_state IS NOT NULL THEN offboard_state "
+                "WHEN last_seen <= ? THEN 'expired' WHEN last_seen >= ? THEN 'online' "
+                "ELSE 'offline' END AS state, COUNT(*) FROM machines GROUP BY state",
+                (_us(windows.expired_before), _us(windows.online_since)),
+            ).fetchall()
+            counts: dict[MachineState, int] = dict.fromkeys(MACHINE_STATES, 0)
+            for state, count in rows:
+                counts[cast(MachineState, state)] = count
+            return counts
+
+        return await self._read(run)
+
+    _INVENTORY_SQL = """
+        SELECT m.machine_id, m.client_id, f.hostname, f.kind, c.first_seen,
+            CASE WHEN m.presence_start <= :as_of THEN MIN(m.last_seen, :as_of)
+                 ELSE (SELECT MIN(p.end_at, :as_of) FROM presence p
+                       WHERE p.machine_id = m.machine_id AND p.start_at <= :as_of
+                       ORDER BY p.start_at DESC LIMIT 1)
+            END AS last_seen,
+            CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END AS offboarded_at,
+            f.components
+        FROM machines m
+        JOIN coverage c ON c.machine_id = m.machine_id AND c.first_seen = (
+            SELECT MAX(c2.first_seen) FROM coverage c2
+            WHERE c2.machine_id = m.machine_id AND c2.first_seen < :as_of)
+        JOIN facts f ON f.machine_id = m.machine_id AND f.valid_from = (
+            SELECT MAX(f2.valid_from) FROM facts f2
+            WHERE f2.machine_id = m.machine_id AND f2.valid_from <= :as_of)
+        WHERE m.machine_id > :after
+        ORDER BY m.machine_id
+        LIMIT :limit
+    """
+
+    async def iter_inventory(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncIterator[list[InventoryRecord]]:
+        as_of_us = _us(as_of)
+        after = ""
+
+        def batch(conn: sqlite3.Connection, *, after: str) -> list[InventoryRecord]:
+            rows = conn.execute(
+                self._INVENTORY_SQL, {"as_of": as_of_us, "after": after, "limit": batch_size}
+            ).fetchall()
+            return [
+                InventoryRecord(
+                    machine_id=r[0], client_id=r[1], hostname=r[2], kind=r[3],
+                    first_seen=from_micros(r[4]), last_seen=from_micros(r[5]),
+                    offboarded_at=_opt_dt(r[6]), components_json=r[7],
+                )
+                for r in rows
+            ]
+
+        while True:
+            records = await self._read(functools.partial(batch, after=after))
+            if not records:
+                return
+            yield records
+            if len(records) < batch_size:
+                return
+            after = records[-1].machine_id
+
+    async def expire_machines(self, windows: StateWindows) -> list[str]:
+        now = windows.now
+        expired_us = _us(windows.expired_before)
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "UPDATE machines SET expired_at = last_seen + ? "
+                "WHERE last_seen <= ? AND (offboard_state IS NULL OR offboard_state != 'offboarded') "
+                "AND (expired_at IS NULL OR expired_at <= last_seen) "
+                "RETURNING machine_id, client_id, hostname, last_seen, offboard_state",
+                (_EXPIRY_US, expired_us),
+            ).fetchall()
+            for machine_id, client_id, hostname, last_seen, offboard_state in rows:
+                self._audit(conn, AuditEntry(
+                    now, "system", "machine.expired", machine_id,
+                    {"client_id": client_id, "hostname": hostname,
+                     "last_seen": format_instant(from_micros(last_seen)),
+                     "expired_at": format_instant(from_micros(last_seen + _EXPIRY_US)),
+                     "offboard_state": offboard_state},
+                ))
+            return [r[0] for r in rows]
+
+        return await self._write(run)
+
+    # audit
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._write(lambda conn: self._audit(conn, entry))
+
+    async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        f = audit_filter
+        for column, value in (("actor", f.actor), ("action", f.action), ("target", f.target)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        if f.since is not None:
+            conditions.append("at >= ?")
+            params.append(_us(f.since))
+        if f.before_id is not None:
+            conditions.append("id < ?")
+            params.append(f.before_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT id, at, actor, action, target, detail FROM audit {where} ORDER BY id DESC LIMIT ?"
+        params.append(f.limit)
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, AuditEntry]]:
+            return [
+                (r[0], AuditEntry(from_micros(r[1]), r[2], r[3], r[4], json.loads(r[5])))
+                for r in conn.execute(sql, params).fetchall()
+            ]
+
+        return await self._read(run)

@@ -1,0 +1,112 @@
+"""Named, recorded migrations of the SQLite store, applied in order, each exactly once.
+
+Instants are INTEGER microseconds since the Unix epoch (UTC): exact, and ordered as numbers.
+Presence is kept compact: the machine row holds the current run of continuous presence
+(`presence_start` .. `last_seen`); a closed run moves to `presence` only when a gap longer than the
+online window ends it. `facts` gets a row only when hostname, os, kind or components change.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_initial",
+        """
+        CREATE TABLE clients (
+            client_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE enrollment_tokens (
+            token_id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        CREATE INDEX enrollment_tokens_client ON enrollment_tokens (client_id);
+        CREATE TABLE api_tokens (
+            token_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL;
+        CREATE TABLE machines (
+            machine_id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            hardware_id TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            os TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            components TEXT NOT NULL,
+            first_seen INTEGER NOT NULL,
+            presence_start INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            offboard_state TEXT,
+            offboarded_at INTEGER,
+            expired_at INTEGER,
+            agent_id TEXT,
+            UNIQUE (client_id, hardware_id)
+        );
+        CREATE INDEX machines_client ON machines (client_id, machine_id);
+        CREATE TABLE agents (
+            agent_id TEXT PRIMARY KEY,
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            token_hash TEXT NOT NULL UNIQUE,
+            agent_version TEXT,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        CREATE INDEX agents_machine ON agents (machine_id);
+        CREATE TABLE revocations (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            token_hash TEXT NOT NULL
+        );
+        CREATE TABLE coverage (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            first_seen INTEGER NOT NULL,
+            offboarded_at INTEGER,
+            PRIMARY KEY (machine_id, first_seen)
+        ) WITHOUT ROWID;
+        CREATE TABLE presence (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            start_at INTEGER NOT NULL,
+            end_at INTEGER NOT NULL,
+            PRIMARY KEY (machine_id, start_at)
+        ) WITHOUT ROWID;
+        CREATE TABLE facts (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            valid_from INTEGER NOT NULL,
+            hostname TEXT NOT NULL,
+            os TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            components TEXT NOT NULL,
+            PRIMARY KEY (machine_id, valid_from)
+        ) WITHOUT ROWID;
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX audit_target ON audit (target, id);
+        CREATE TABLE agent_events (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            event_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            PRIMARY KEY (machine_id, event_id)
+        );
+        CREATE INDEX agent_events_machine_at ON agent_events (machine_id, at);
+        """,
+    ),
+)

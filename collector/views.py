@@ -1,0 +1,86 @@
+"""JSON shapes the collector answers with (people's side), built from store records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from collector.store.base import (
+    AuditEntry,
+    InventoryRecord,
+    MachineRecord,
+    StateWindows,
+    machine_state,
+)
+from wire.times import format_instant
+
+
+class MachineView(msgspec.Struct, frozen=True, kw_only=True):
+    machine_id: str
+    client_id: str
+    hostname: str
+    os: str
+    kind: str
+    first_seen: str
+    last_seen: str
+    state: str
+    offboarded_at: str | None
+    agent_id: str | None
+    components: msgspec.Raw
+
+
+class InventoryView(msgspec.Struct, frozen=True, kw_only=True):
+    machine_id: str
+    client_id: str
+    hostname: str
+    kind: str
+    first_seen: str
+    last_seen: str
+    offboarded_at: str | None
+    components: msgspec.Raw
+
+
+class AuditView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
+    return MachineView(
+        machine_id=record.machine_id,
+        client_id=record.client_id,
+        hostname=record.hostname,
+        os=record.os,
+        kind=record.kind,
+        first_seen=format_instant(record.first_seen),
+        last_seen=format_instant(record.last_seen),
+        state=machine_state(record, windows),
+        offboarded_at=None if record.offboarded_at is None else format_instant(record.offboarded_at),
+        agent_id=record.agent_id,
+        components=msgspec.Raw(record.components_json.encode()),
+    )
+
+
+def inventory_view(record: InventoryRecord) -> InventoryView:
+    return InventoryView(
+        machine_id=record.machine_id,
+        client_id=record.client_id,
+        hostname=record.hostname,
+        kind=record.kind,
+        first_seen=format_instant(record.first_seen),
+        last_seen=format_instant(record.last_seen),
+        offboarded_at=None if record.offboarded_at is None else format_instant(record.offboarded_at),
+        components=msgspec.Raw(record.components_json.encode()),
+    )
+
+
+def audit_view(entry_id: int, entry: AuditEntry) -> AuditView:
+    return AuditView(
+        id=entry_id, at=format_instant(entry.at), actor=entry.actor, action=entry.action,
+        target=entry.target, detail=entry.detail,
+    )
