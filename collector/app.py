@@ -1,4 +1,4 @@
-"""The app factory: everything the collector needs is passed in; the CLI and the tests build it alike."""
+"""The app factory: everything is passed in; the CLI and the tests build the same app."""
 
 from __future__ import annotations
 

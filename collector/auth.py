@@ -16,8 +16,14 @@ from collector.errors import ApiError
 from collector.store.base import AgentIdentity, ApiTokenInfo, Role, Store
 from collector.tokens import hash_token
 
-Permission = Literal["machines.read", "commands.read", "offboard.request", "inventory.read",
-                     "audit.read", "clients.manage"]
+Permission = Literal[
+    "machines.read",
+    "commands.read",
+    "offboard.request",
+    "inventory.read",
+    "audit.read",
+    "clients.manage",
+]
 
 _VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -62,8 +68,11 @@ class FailedAuthLimiter:
         if len(self._failures) > 100_000:
             self._failures = {a: t for a, t in self._failures.items() if t}
         if len(recent) > self._max:
-            return ApiError(429, "too_many_failed_attempts",
-                            "too many failed authentication attempts; try again later")
+            return ApiError(
+                429,
+                "too_many_failed_attempts",
+                "too many failed authentication attempts; try again later",
+            )
         return error
 
 
@@ -112,18 +121,23 @@ async def authenticate_person(
     address = remote_address(request)
     token = bearer_token(request)
     if token is None:
-        raise limiter.fail(address, ApiError(
-            401, "missing_token", "send an API token as 'Authorization: Bearer <token>'"))
+        raise limiter.fail(
+            address,
+            ApiError(401, "missing_token", "send an API token as 'Authorization: Bearer <token>'"),
+        )
     info = await store.find_api_token(hash_token(token))
     if info is None:
         if await agents.lookup(token) is not None:
-            raise ApiError(403, "agent_token_not_allowed",
-                           "an agent token opens only the agent endpoints")
-        raise limiter.fail(address, ApiError(
-            401, "invalid_token", "the API token is unknown or revoked"))
+            raise ApiError(
+                403, "agent_token_not_allowed", "an agent token opens only the agent endpoints"
+            )
+        raise limiter.fail(
+            address, ApiError(401, "invalid_token", "the API token is unknown or revoked")
+        )
     if permission not in PERMISSIONS[info.role]:
-        raise ApiError(403, "forbidden",
-                       f"the {info.role} role may not do this (needs {permission})")
+        raise ApiError(
+            403, "forbidden", f"the {info.role} role may not do this (needs {permission})"
+        )
     return info
 
 
@@ -137,9 +151,14 @@ async def authenticate_agent(
         if identity is not None:
             return identity
     if token is None:
-        raise limiter.fail(address, ApiError(
-            401, "missing_token", "send the agent token as 'Authorization: Bearer <token>'"))
+        raise limiter.fail(
+            address,
+            ApiError(
+                401, "missing_token", "send the agent token as 'Authorization: Bearer <token>'"
+            ),
+        )
     if await store.find_api_token(hash_token(token)) is not None:
         raise ApiError(403, "api_token_not_allowed", "this endpoint is for agents only")
-    raise limiter.fail(address, ApiError(
-        401, "invalid_token", "the agent token is unknown or revoked"))
+    raise limiter.fail(
+        address, ApiError(401, "invalid_token", "the agent token is unknown or revoked")
+    )

@@ -75,7 +75,9 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await sweep_expired(app)
     tasks = [
-        asyncio.create_task(_every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))),
+        asyncio.create_task(
+            _every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))
+        ),
         asyncio.create_task(_every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
         asyncio.create_task(
             _every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)

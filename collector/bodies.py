@@ -36,14 +36,17 @@ def check_query(request: web.Request, allowed: Iterable[str]) -> None:
     """People's endpoints refuse parameters they do not know, rather than silently ignore them."""
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
-        raise ApiError(400, "unknown_parameter",
-                       f"unknown query parameter(s): {', '.join(unknown)}")
+        raise ApiError(
+            400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}"
+        )
 
 
 def query_instant(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
     if raw is None:
         return None
+    # An unencoded '+' in an offset arrives as a space (form decoding); read it as meant.
+    raw = raw.replace(" ", "+")
     try:
         return parse_instant(raw)
     except InstantError as exc:
@@ -64,5 +67,6 @@ def query_int(request: web.Request, name: str, *, default: int, low: int, high: 
 
 
 def json_response(payload: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=msgspec.json.encode(payload),
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=msgspec.json.encode(payload), content_type="application/json"
+    )

@@ -1,4 +1,4 @@
-"""`rmm-collector`: serve the API, and manage clients, tokens and keys on the state named by --db."""
+"""`rmm-collector`: serve the API; manage clients, tokens and keys in the state named by --db."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def _print(payload: Any, as_json: bool, text: str) -> None:
 # clients and enrollment tokens
 
 
-async def _issue_enrollment_token(store: Store, settings: Settings, client_id: str) -> tuple[str, str]:
+async def _issue_enrollment_token(
+    store: Store, settings: Settings, client_id: str
+) -> tuple[str, str]:
     token = new_token("enrollment")
     now = SystemClock().now()
     info = await store.add_enrollment_token(
@@ -69,7 +71,9 @@ async def _issue_enrollment_token(store: Store, settings: Settings, client_id: s
 async def _find_client(store: Store, name_or_id: str) -> Any:
     client = await store.find_client(name_or_id)
     if client is None:
-        raise CliError(f"no client named or with id {name_or_id!r} (see `rmm-collector client list`)")
+        raise CliError(
+            f"no client named or with id {name_or_id!r} (see `rmm-collector client list`)"
+        )
     return client
 
 
@@ -83,8 +87,12 @@ async def client_add(store: Store, settings: Settings, args: argparse.Namespace)
         raise CliError(str(exc)) from exc
     token, expires = await _issue_enrollment_token(store, settings, client.client_id)
     payload = {"client_id": client.client_id, "enrollment_token": token, "expires_at": expires}
-    _print(payload, args.json, f"client {name!r} added: {client.client_id}\n"
-           f"enrollment token (shown once, valid until {expires}):\n{token}")
+    _print(
+        payload,
+        args.json,
+        f"client {name!r} added: {client.client_id}\n"
+        f"enrollment token (shown once, valid until {expires}):\n{token}",
+    )
 
 
 async def client_list(store: Store, settings: Settings, args: argparse.Namespace) -> None:
@@ -92,21 +100,26 @@ async def client_list(store: Store, settings: Settings, args: argparse.Namespace
     rows = []
     for client in clients:
         tokens = await store.list_enrollment_tokens(client.client_id)
-        rows.append({
-            "client_id": client.client_id,
-            "name": client.name,
-            "created_at": format_instant(client.created_at),
-            "enrollment_tokens": [
-                {"token_id": t.token_id, "expires_at": format_instant(t.expires_at),
-                 "revoked": t.revoked_at is not None}
-                for t in tokens
-            ],
-        })
-    lines = [
-        f"{r['client_id']}  {r['name']}  ({sum(not t['revoked'] for t in r['enrollment_tokens'])}"
-        " active enrollment token(s))"
-        for r in rows
-    ]
+        rows.append(
+            {
+                "client_id": client.client_id,
+                "name": client.name,
+                "created_at": format_instant(client.created_at),
+                "enrollment_tokens": [
+                    {
+                        "token_id": t.token_id,
+                        "expires_at": format_instant(t.expires_at),
+                        "revoked": t.revoked_at is not None,
+                    }
+                    for t in tokens
+                ],
+            }
+        )
+    lines = []
+    for client, row in zip(clients, rows, strict=True):
+        tokens = await store.list_enrollment_tokens(client.client_id)
+        active = sum(t.revoked_at is None for t in tokens)
+        lines.append(f"{row['client_id']}  {row['name']}  ({active} active enrollment token(s))")
     _print({"clients": rows}, args.json, "\n".join(lines) or "no clients yet")
 
 
@@ -114,8 +127,11 @@ async def client_new_token(store: Store, settings: Settings, args: argparse.Name
     client = await _find_client(store, args.client)
     token, expires = await _issue_enrollment_token(store, settings, client.client_id)
     payload = {"client_id": client.client_id, "enrollment_token": token, "expires_at": expires}
-    _print(payload, args.json, f"new enrollment token for {client.name!r} "
-           f"(shown once, valid until {expires}):\n{token}")
+    _print(
+        payload,
+        args.json,
+        f"new enrollment token for {client.name!r} (shown once, valid until {expires}):\n{token}",
+    )
 
 
 async def client_revoke_token(store: Store, settings: Settings, args: argparse.Namespace) -> None:
@@ -135,22 +151,31 @@ async def token_add(store: Store, settings: Settings, args: argparse.Namespace) 
     role: Role = args.role
     token = new_token("api")
     try:
-        await store.add_api_token(args.name, role, hash_token(token), now=SystemClock().now(),
-                                  actor=local_actor())
+        await store.add_api_token(
+            args.name, role, hash_token(token), now=SystemClock().now(), actor=local_actor()
+        )
     except Conflict as exc:
         raise CliError(str(exc)) from exc
-    _print({"name": args.name, "role": role, "token": token}, args.json,
-           f"API token {args.name!r} ({role}), shown once:\n{token}")
+    _print(
+        {"name": args.name, "role": role, "token": token},
+        args.json,
+        f"API token {args.name!r} ({role}), shown once:\n{token}",
+    )
 
 
 async def token_list(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     tokens = [
-        {"name": t.name, "role": t.role, "created_at": format_instant(t.created_at),
-         "revoked_at": None if t.revoked_at is None else format_instant(t.revoked_at)}
+        {
+            "name": t.name,
+            "role": t.role,
+            "created_at": format_instant(t.created_at),
+            "revoked_at": None if t.revoked_at is None else format_instant(t.revoked_at),
+        }
         for t in await store.list_api_tokens()
     ]
-    lines = [f"{t['name']}  {t['role']}  {'revoked' if t['revoked_at'] else 'active'}"
-             for t in tokens]
+    lines = [
+        f"{t['name']}  {t['role']}  {'revoked' if t['revoked_at'] else 'active'}" for t in tokens
+    ]
     _print({"tokens": tokens}, args.json, "\n".join(lines) or "no API tokens yet")
 
 
@@ -174,15 +199,28 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 async def serve_forever(store: Store, settings: Settings, banner: str = "") -> None:
     app = create_app(settings, store=store, clock=SystemClock())
-    runner = web.AppRunner(app, access_log=log if settings.access_log else None,
-                           handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=log if settings.access_log else None, handle_signals=False
+    )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_tls_context(settings),
-                       backlog=2048, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=_tls_context(settings),
+        backlog=2048,
+        reuse_address=True,
+    )
     await site.start()
     scheme = "https" if settings.tls_cert else "http"
-    log.info("collector %s listening on %s://%s:%d (state: %s)", __version__, scheme,
-             settings.host, settings.port, settings.db if not settings.is_postgres else "postgresql")
+    log.info(
+        "collector %s listening on %s://%s:%d (state: %s)",
+        __version__,
+        scheme,
+        settings.host,
+        settings.port,
+        settings.db if not settings.is_postgres else "postgresql",
+    )
     if banner:
         print(banner, flush=True)
     stop = asyncio.Event()
@@ -208,15 +246,23 @@ async def quickstart(store: Store, settings: Settings, args: argparse.Namespace)
     else:
         client = await store.find_client(DEMO_CLIENT)
         if client is None:
-            client = await store.create_client(DEMO_CLIENT, now=SystemClock().now(),
-                                               actor=local_actor())
+            client = await store.create_client(
+                DEMO_CLIENT, now=SystemClock().now(), actor=local_actor()
+            )
         enrollment_token, _ = await _issue_enrollment_token(store, settings, client.client_id)
         admin_token = new_token("api")
-        await store.add_api_token(f"quickstart-admin-{client.client_id[:8]}", "admin",
-                                  hash_token(admin_token), now=SystemClock().now(),
-                                  actor=local_actor())
-        demo = {"client_id": client.client_id, "enrollment_token": enrollment_token,
-                "admin_token": admin_token}
+        await store.add_api_token(
+            f"quickstart-admin-{client.client_id[:8]}",
+            "admin",
+            hash_token(admin_token),
+            now=SystemClock().now(),
+            actor=local_actor(),
+        )
+        demo = {
+            "client_id": client.client_id,
+            "enrollment_token": enrollment_token,
+            "admin_token": admin_token,
+        }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(demo, handle)
@@ -224,20 +270,22 @@ async def quickstart(store: Store, settings: Settings, args: argparse.Namespace)
     banner = f"""
 RMM collector is running at {url}   (state: {settings.db}; stop with Ctrl-C)
 
-  admin API token:              {demo['admin_token']}
-  '{DEMO_CLIENT}' enrollment token: {demo['enrollment_token']}
+  admin API token:              {demo["admin_token"]}
+  '{DEMO_CLIENT}' enrollment token: {demo["enrollment_token"]}
   (both kept in {path}, mode 0600; remove the data/ folder to start afresh)
 
 Try it from another terminal:
   curl -s {url}/healthz
-  curl -s -X POST {url}/v1/enroll -d '{{"enrollment_token": "{demo['enrollment_token']}", \\
+  curl -s -X POST {url}/v1/enroll -d '{{"enrollment_token": "{demo["enrollment_token"]}", \\
        "hardware_id": "demo-hw-1", "hostname": "demo-pc", "os": "Linux", "kind": "pc"}}'
-  curl -s -H 'Authorization: Bearer {demo['admin_token']}' {url}/v1/machines
+  curl -s -H 'Authorization: Bearer {demo["admin_token"]}' {url}/v1/machines
 """
     await serve_forever(store, settings, banner)
 
 
-def _not_available(feature: str) -> Callable[[Store, Settings, argparse.Namespace], Awaitable[None]]:
+def _not_available(
+    feature: str,
+) -> Callable[[Store, Settings, argparse.Namespace], Awaitable[None]]:
     async def refuse(store: Store, settings: Settings, args: argparse.Namespace) -> None:
         raise CliError(f"{feature} is not available in this version of the collector")
 
@@ -255,33 +303,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(subparsers: Any, name: str, help_text: str, handler: Any,
-                settings_flags: tuple[str, ...] | None = ("db",)) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text,
-                                                           description=help_text)
+    def command(
+        subparsers: Any,
+        name: str,
+        help_text: str,
+        handler: Any,
+        settings_flags: tuple[str, ...] | None = ("db",),
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = subparsers.add_parser(
+            name, help=help_text, description=help_text
+        )
         add_arguments(p, settings_flags)
         p.set_defaults(handler=handler)
         return p
 
-    command(sub, "serve", "serve the HTTP API (settings from flags or RMM_COLLECTOR_*)", serve,
-            None)
-    command(sub, "quickstart", "serve with a demo client and an admin token (used by `make run`)",
-            quickstart, None)
+    command(
+        sub, "serve", "serve the HTTP API (settings from flags or RMM_COLLECTOR_*)", serve, None
+    )
+    command(
+        sub,
+        "quickstart",
+        "serve with a demo client and an admin token (used by `make run`)",
+        quickstart,
+        None,
+    )
 
     client = sub.add_parser("client", help="clients and their enrollment tokens")
     client_sub = client.add_subparsers(dest="client_command", required=True, metavar="ACTION")
-    p = command(client_sub, "add", "add a client and print its first enrollment token",
-                client_add, ("db", "enrollment_token_ttl_days"))
+    p = command(
+        client_sub,
+        "add",
+        "add a client and print its first enrollment token",
+        client_add,
+        ("db", "enrollment_token_ttl_days"),
+    )
     p.add_argument("name", help="the client's name, unique")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = command(client_sub, "list", "list clients and their enrollment tokens", client_list)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(client_sub, "new-token", "issue another enrollment token for a client",
-                client_new_token, ("db", "enrollment_token_ttl_days"))
+    p = command(
+        client_sub,
+        "new-token",
+        "issue another enrollment token for a client",
+        client_new_token,
+        ("db", "enrollment_token_ttl_days"),
+    )
     p.add_argument("client", help="client name or id")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = command(client_sub, "revoke-token", "revoke a client's enrollment tokens (all, or one)",
-                client_revoke_token)
+    p = command(
+        client_sub,
+        "revoke-token",
+        "revoke a client's enrollment tokens (all, or one)",
+        client_revoke_token,
+    )
     p.add_argument("client", help="client name or id")
     p.add_argument("--token-id", help="revoke only this token (ids from `client list`)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -298,14 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     keys = sub.add_parser(
-        "keys", help="command-signing keys (NOT AVAILABLE YET: comes with signed offboarding)",
-        description="Not available in this version: command signing comes with offboarding.")
+        "keys",
+        help="command-signing keys (NOT AVAILABLE YET: comes with signed offboarding)",
+        description="Not available in this version: command signing comes with offboarding.",
+    )
     keys.set_defaults(handler=_not_available("command signing (`keys`)"))
     keys.add_argument("action", nargs="?", help="generate, show or retire (not available yet)")
     add_arguments(keys, ("db",))
     remote = sub.add_parser(
-        "remote", help="technician client over the API (NOT AVAILABLE YET: comes with offboarding)",
-        description="Not available in this version: the remote client comes with offboarding.")
+        "remote",
+        help="technician client over the API (NOT AVAILABLE YET: comes with offboarding)",
+        description="Not available in this version: the remote client comes with offboarding.",
+    )
     remote.set_defaults(handler=_not_available("the remote technician client (`remote`)"))
     remote.add_argument("rest", nargs=argparse.REMAINDER)
     add_arguments(remote, ("db",))
@@ -330,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"rmm-collector: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if args.command in ("serve", "quickstart"):
         try:

@@ -1,4 +1,4 @@
-"""Every error leaves the collector as JSON `{"error": code, "detail": sentence}` with a 4xx status."""
+"""Every error leaves the collector as JSON `{"error": code, "detail": sentence}`."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def error_response(status: int, code: str, detail: str) -> web.Response:
     )
 
 
-def error_middleware(on_rejected: Callable[[str], None]) -> Callable[..., Awaitable[web.StreamResponse]]:
+def error_middleware(
+    on_rejected: Callable[[str], None],
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Turn refusals into the JSON error shape and count them by reason."""
 
     @web.middleware

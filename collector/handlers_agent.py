@@ -92,7 +92,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     app[METRICS].heartbeats.inc()
     return json_response(
         HeartbeatResponse(
-            next_heartbeat_s=next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id),
+            next_heartbeat_s=next_heartbeat_s(
+                app[SETTINGS].heartbeat_interval_s, identity.agent_id
+            ),
             commands=[],
         )
     )

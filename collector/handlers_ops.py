@@ -27,8 +27,10 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     app[METRICS].set_machine_counts(await app[STORE].count_machines_by_state(windows))
-    return web.Response(body=app[METRICS].render(),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return web.Response(
+        body=app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
 
 
 @routes.get("/v1/openapi.json")

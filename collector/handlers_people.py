@@ -77,13 +77,19 @@ async def machine_events(request: web.Request) -> web.Response:
         raise ApiError(404, "machine_not_found", "no machine has that id")
     limit = query_int(request, "limit", default=200, low=1, high=5000)
     events = await request.app[STORE].list_events(machine_id, limit=limit)
-    return json_response({
-        "events": [
-            {"event_id": e.event_id, "at": format_instant(e.at), "type": e.type,
-             "detail": msgspec.Raw(e.detail_json.encode())}
-            for e in events
-        ]
-    })
+    return json_response(
+        {
+            "events": [
+                {
+                    "event_id": e.event_id,
+                    "at": format_instant(e.at),
+                    "type": e.type,
+                    "detail": msgspec.Raw(e.detail_json.encode()),
+                }
+                for e in events
+            ]
+        }
+    )
 
 
 @routes.get("/v1/inventory")
@@ -94,8 +100,11 @@ async def inventory(request: web.Request) -> web.StreamResponse:
     now = request.app[CLOCK].now()
     as_of = query_instant(request, "as_of") or now
     if as_of > now:
-        raise ApiError(400, "as_of_in_future",
-                       "as_of is in the future; an inventory can only be taken of the past")
+        raise ApiError(
+            400,
+            "as_of_in_future",
+            "as_of is in the future; an inventory can only be taken of the past",
+        )
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
     await response.write(b'{"as_of":' + _encode(format_instant(as_of)) + b',"machines":[')

@@ -1,4 +1,4 @@
-"""Prometheus instruments of one collector app (a registry per app, so tests never share counters)."""
+"""Prometheus instruments of one collector app (a registry per app: tests never share them)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,38 @@ from collector.store.base import MachineState
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.heartbeats = Counter(
-            "rmm_heartbeats", "Heartbeats accepted", registry=self.registry
-        )
+        self.heartbeats = Counter("rmm_heartbeats", "Heartbeats accepted", registry=self.registry)
         self.enrollments = Counter(
             "rmm_enrollments", "Enrollments accepted", registry=self.registry
         )
         self.rejected = Counter(
-            "rmm_rejected_requests", "Requests refused, by reason", ["reason"],
+            "rmm_rejected_requests",
+            "Requests refused, by reason",
+            ["reason"],
             registry=self.registry,
         )
         self.machines = Gauge(
             "rmm_machines", "Machines by state", ["state"], registry=self.registry
         )
         self.flush_seconds = Histogram(
-            "rmm_last_seen_flush_seconds", "Time to write one batch of buffered heartbeats",
+            "rmm_last_seen_flush_seconds",
+            "Time to write one batch of buffered heartbeats",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
         self.flush_batch = Gauge(
-            "rmm_last_seen_flush_batch", "Machines written by the latest flush",
+            "rmm_last_seen_flush_batch",
+            "Machines written by the latest flush",
             registry=self.registry,
         )
         self.flush_failures = Counter(
-            "rmm_last_seen_flush_failures", "Flushes that failed and were retried",
+            "rmm_last_seen_flush_failures",
+            "Flushes that failed and were retried",
             registry=self.registry,
         )
         self.expired = Counter(
-            "rmm_machines_expired", "Machines recorded as expired by the sweep",
+            "rmm_machines_expired",
+            "Machines recorded as expired by the sweep",
             registry=self.registry,
         )
 

@@ -17,8 +17,15 @@ from wire.messages import (
     HeartbeatResponse,
 )
 
-_STRUCTS = (EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, EventsRequest,
-            EventsResponse, ErrorBody)
+_STRUCTS = (
+    EnrollRequest,
+    EnrollResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    EventsRequest,
+    EventsResponse,
+    ErrorBody,
+)
 
 _INSTANT = {"type": "string", "format": "date-time"}
 _COMPONENTS = {"type": "array", "items": {"$ref": "#/components/schemas/Component"}}
@@ -26,14 +33,34 @@ _COMPONENTS = {"type": "array", "items": {"$ref": "#/components/schemas/Componen
 _EXTRA_SCHEMAS: dict[str, Any] = {
     "Machine": {
         "type": "object",
-        "required": ["machine_id", "client_id", "hostname", "kind", "first_seen", "last_seen",
-                     "state", "components"],
+        "required": [
+            "machine_id",
+            "client_id",
+            "hostname",
+            "kind",
+            "first_seen",
+            "last_seen",
+            "state",
+            "components",
+        ],
         "properties": {
-            "machine_id": {"type": "string"}, "client_id": {"type": "string"},
-            "hostname": {"type": "string"}, "os": {"type": "string"},
-            "kind": {"enum": ["pc", "server"]}, "first_seen": _INSTANT, "last_seen": _INSTANT,
-            "state": {"enum": ["online", "offline", "expired", "offboard_pending", "offboarded",
-                               "offboard_failed"]},
+            "machine_id": {"type": "string"},
+            "client_id": {"type": "string"},
+            "hostname": {"type": "string"},
+            "os": {"type": "string"},
+            "kind": {"enum": ["pc", "server"]},
+            "first_seen": _INSTANT,
+            "last_seen": _INSTANT,
+            "state": {
+                "enum": [
+                    "online",
+                    "offline",
+                    "expired",
+                    "offboard_pending",
+                    "offboarded",
+                    "offboard_failed",
+                ]
+            },
             "offboarded_at": {"anyOf": [_INSTANT, {"type": "null"}]},
             "agent_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
             "components": _COMPONENTS,
@@ -49,29 +76,43 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
     "InventoryMachine": {
         "type": "object",
         "properties": {
-            "machine_id": {"type": "string"}, "client_id": {"type": "string"},
-            "hostname": {"type": "string"}, "kind": {"enum": ["pc", "server"]},
-            "first_seen": _INSTANT, "last_seen": _INSTANT,
-            "offboarded_at": {"anyOf": [_INSTANT, {"type": "null"}]}, "components": _COMPONENTS,
+            "machine_id": {"type": "string"},
+            "client_id": {"type": "string"},
+            "hostname": {"type": "string"},
+            "kind": {"enum": ["pc", "server"]},
+            "first_seen": _INSTANT,
+            "last_seen": _INSTANT,
+            "offboarded_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "components": _COMPONENTS,
         },
     },
     "Inventory": {
         "type": "object",
         "properties": {
             "as_of": _INSTANT,
-            "machines": {"type": "array",
-                         "items": {"$ref": "#/components/schemas/InventoryMachine"}},
+            "machines": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/InventoryMachine"},
+            },
         },
     },
     "AuditLog": {
         "type": "object",
         "properties": {
-            "entries": {"type": "array", "items": {
-                "type": "object",
-                "properties": {"id": {"type": "integer"}, "at": _INSTANT,
-                               "actor": {"type": "string"}, "action": {"type": "string"},
-                               "target": {"type": "string"}, "detail": {"type": "object"}},
-            }},
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "at": _INSTANT,
+                        "actor": {"type": "string"},
+                        "action": {"type": "string"},
+                        "target": {"type": "string"},
+                        "detail": {"type": "object"},
+                    },
+                },
+            },
             "next_before": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
         },
     },
@@ -92,21 +133,41 @@ def _json(name: str) -> dict[str, Any]:
 
 _ERRORS = {
     str(code): {"description": text, **_json("ErrorBody")}
-    for code, text in ((400, "bad input"), (401, "missing or bad token"),
-                       (403, "wrong role or token kind"), (404, "not found"),
-                       (413, "body over 1 MiB"), (429, "too many failed authentications"))
+    for code, text in (
+        (400, "bad input"),
+        (401, "missing or bad token"),
+        (403, "wrong role or token kind"),
+        (404, "not found"),
+        (413, "body over 1 MiB"),
+        (429, "too many failed authentications"),
+    )
 }
 
 
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": schema or {"type": "string"}}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
 
 
-def _op(summary: str, ok: str, ok_schema: str | None, *, body: str | None = None,
-        security: str | None = "apiToken", params: list[dict[str, Any]] | None = None,
-        ok_text: str = "OK") -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {ok: {"description": ok_text}, **_ERRORS}}
+def _op(
+    summary: str,
+    ok: str,
+    ok_schema: str | None,
+    *,
+    body: str | None = None,
+    security: str | None = "apiToken",
+    params: list[dict[str, Any]] | None = None,
+    ok_text: str = "OK",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {ok: {"description": ok_text}, **_ERRORS},
+    }
     if ok_schema is not None:
         op["responses"][ok].update(_json(ok_schema))
     if body is not None:
@@ -121,41 +182,96 @@ _MACHINE_ID = {"name": "machine_id", "in": "path", "required": True, "schema": {
 
 
 def build_spec() -> dict[str, Any]:
-    _, components = msgspec.json.schema_components(_STRUCTS, ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components(
+        _STRUCTS, ref_template="#/components/schemas/{name}"
+    )
     schemas = {**components, **_EXTRA_SCHEMAS}
     paths: dict[str, Any] = {
-        "/v1/enroll": {"post": _op("Enroll a machine with a client's enrollment token", "201",
-                                   "EnrollResponse", body="EnrollRequest", security=None)},
-        "/v1/heartbeat": {"post": _op("Report presence and component status; receive commands",
-                                      "200", "HeartbeatResponse", body="HeartbeatRequest",
-                                      security="agentToken")},
-        "/v1/events": {"post": _op("Deliver spooled agent events (idempotent on event_id)", "200",
-                                   "EventsResponse", body="EventsRequest", security="agentToken")},
-        "/v1/machines": {"get": _op("List machines (viewer and up)", "200", "MachineList", params=[
-            _query("client", "client id"),
-            _query("state", "online, offline, expired, offboard_pending, offboarded, offboard_failed"),
-            _query("kind", "pc or server"),
-            _query("hostname", "case-insensitive part of the hostname"),
-            _query("limit", "page size, 1 to 10000", {"type": "integer"}),
-            _query("cursor", "next_cursor of the previous page"),
-        ])},
-        "/v1/machines/{machine_id}": {"get": _op("One machine", "200", "Machine",
-                                                 params=[_MACHINE_ID])},
-        "/v1/machines/{machine_id}/events": {"get": _op(
-            "Events the machine's agent reported, newest first", "200", "MachineEvents",
-            params=[_MACHINE_ID, _query("limit", "at most this many", {"type": "integer"})])},
-        "/v1/inventory": {"get": _op(
-            "Every machine enrolled before as_of, each field as it stood then (billing, admin)",
-            "200", "Inventory",
-            params=[_query("as_of", "ISO-8601 instant with offset; default now; not in the future",
-                           {"type": "string", "format": "date-time"})])},
-        "/v1/audit": {"get": _op("The audit log, newest first (admin)", "200", "AuditLog", params=[
-            _query("actor", "exact actor"), _query("action", "exact action"),
-            _query("target", "exact target"),
-            _query("since", "ISO-8601 instant", {"type": "string", "format": "date-time"}),
-            _query("before", "next_before of the previous page", {"type": "integer"}),
-            _query("limit", "page size, 1 to 5000", {"type": "integer"}),
-        ])},
+        "/v1/enroll": {
+            "post": _op(
+                "Enroll a machine with a client's enrollment token",
+                "201",
+                "EnrollResponse",
+                body="EnrollRequest",
+                security=None,
+            )
+        },
+        "/v1/heartbeat": {
+            "post": _op(
+                "Report presence and component status; receive commands",
+                "200",
+                "HeartbeatResponse",
+                body="HeartbeatRequest",
+                security="agentToken",
+            )
+        },
+        "/v1/events": {
+            "post": _op(
+                "Deliver spooled agent events (idempotent on event_id)",
+                "200",
+                "EventsResponse",
+                body="EventsRequest",
+                security="agentToken",
+            )
+        },
+        "/v1/machines": {
+            "get": _op(
+                "List machines (viewer and up)",
+                "200",
+                "MachineList",
+                params=[
+                    _query("client", "client id"),
+                    _query(
+                        "state",
+                        "online, offline, expired, offboard_pending, offboarded, offboard_failed",
+                    ),
+                    _query("kind", "pc or server"),
+                    _query("hostname", "case-insensitive part of the hostname"),
+                    _query("limit", "page size, 1 to 10000", {"type": "integer"}),
+                    _query("cursor", "next_cursor of the previous page"),
+                ],
+            )
+        },
+        "/v1/machines/{machine_id}": {
+            "get": _op("One machine", "200", "Machine", params=[_MACHINE_ID])
+        },
+        "/v1/machines/{machine_id}/events": {
+            "get": _op(
+                "Events the machine's agent reported, newest first",
+                "200",
+                "MachineEvents",
+                params=[_MACHINE_ID, _query("limit", "at most this many", {"type": "integer"})],
+            )
+        },
+        "/v1/inventory": {
+            "get": _op(
+                "Every machine enrolled before as_of, each field as it stood then (billing, admin)",
+                "200",
+                "Inventory",
+                params=[
+                    _query(
+                        "as_of",
+                        "ISO-8601 instant with offset; default now; not in the future",
+                        {"type": "string", "format": "date-time"},
+                    )
+                ],
+            )
+        },
+        "/v1/audit": {
+            "get": _op(
+                "The audit log, newest first (admin)",
+                "200",
+                "AuditLog",
+                params=[
+                    _query("actor", "exact actor"),
+                    _query("action", "exact action"),
+                    _query("target", "exact target"),
+                    _query("since", "ISO-8601 instant", {"type": "string", "format": "date-time"}),
+                    _query("before", "next_before of the previous page", {"type": "integer"}),
+                    _query("limit", "page size, 1 to 5000", {"type": "integer"}),
+                ],
+            )
+        },
         "/healthz": {"get": _op("Liveness and database reachability", "200", None, security=None)},
         "/metrics": {"get": _op("Prometheus metrics (text format)", "200", None, security=None)},
         "/v1/openapi.json": {"get": _op("This document", "200", None, security=None)},
@@ -167,10 +283,16 @@ def build_spec() -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "apiToken": {"type": "http", "scheme": "bearer",
-                             "description": "API token of a person or job (role-based)"},
-                "agentToken": {"type": "http", "scheme": "bearer",
-                               "description": "agent token from /v1/enroll"},
+                "apiToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "API token of a person or job (role-based)",
+                },
+                "agentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "agent token from /v1/enroll",
+                },
             },
         },
     }

@@ -113,14 +113,22 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{_HELP[field.name]} (env {env_name(field.name)}; default {field.default!r})"
         if isinstance(field.default, bool):
-            parser.add_argument(flag, dest=field.name, default=None, help=help_text,
-                                action=argparse.BooleanOptionalAction)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                default=None,
+                help=help_text,
+                action=argparse.BooleanOptionalAction,
+            )
         else:
-            parser.add_argument(flag, dest=field.name, default=None, help=help_text,
-                                type=_converter(field.default))
+            parser.add_argument(
+                flag, dest=field.name, default=None, help=help_text, type=_converter(field.default)
+            )
 
 
-def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Defaults, overridden by the environment, overridden by flags given on the command line."""
     values = from_environment(environ)
     if args is not None:

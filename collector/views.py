@@ -60,7 +60,9 @@ def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
         first_seen=format_instant(record.first_seen),
         last_seen=format_instant(record.last_seen),
         state=machine_state(record, windows),
-        offboarded_at=None if record.offboarded_at is None else format_instant(record.offboarded_at),
+        offboarded_at=None
+        if record.offboarded_at is None
+        else format_instant(record.offboarded_at),
         agent_id=record.agent_id,
         components=msgspec.Raw(record.components_json.encode()),
     )
@@ -74,13 +76,19 @@ def inventory_view(record: InventoryRecord) -> InventoryView:
         kind=record.kind,
         first_seen=format_instant(record.first_seen),
         last_seen=format_instant(record.last_seen),
-        offboarded_at=None if record.offboarded_at is None else format_instant(record.offboarded_at),
+        offboarded_at=None
+        if record.offboarded_at is None
+        else format_instant(record.offboarded_at),
         components=msgspec.Raw(record.components_json.encode()),
     )
 
 
 def audit_view(entry_id: int, entry: AuditEntry) -> AuditView:
     return AuditView(
-        id=entry_id, at=format_instant(entry.at), actor=entry.actor, action=entry.action,
-        target=entry.target, detail=entry.detail,
+        id=entry_id,
+        at=format_instant(entry.at),
+        actor=entry.actor,
+        action=entry.action,
+        target=entry.target,
+        detail=entry.detail,
     )

@@ -1,4 +1,4 @@
-"""Time is injected so that the 30-day rule, command expiry and cutoffs are testable without sleeping."""
+"""Time is injected: the 30-day rule, command expiry and cutoffs are testable without sleeping."""
 
 from __future__ import annotations
 

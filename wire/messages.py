@@ -6,7 +6,7 @@ these structs therefore do not forbid unknown fields.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -55,7 +55,7 @@ class HeartbeatRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SignedCommand(msgspec.Struct, frozen=True, kw_only=True):
-    """`payload` is base64 of the exact JSON bytes signed; verify those bytes before parsing them."""
+    """`payload` is base64 of the exact JSON bytes signed; verify those bytes, then parse."""
 
     command_id: str
     key_id: str
@@ -83,7 +83,7 @@ class AgentEventMessage(msgspec.Struct, frozen=True, kw_only=True):
     event_id: EventId
     at: str
     type: EventType
-    detail: dict[str, object] = {}
+    detail: dict[str, Any] = {}
 
 
 class EventsRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,9 @@ from typing import Any, Literal, Protocol
 Role = Literal["admin", "technician", "billing", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "technician", "billing", "viewer")
 OffboardState = Literal["offboard_pending", "offboarded", "offboard_failed"]
-MachineState = Literal["online", "offline", "expired", "offboard_pending", "offboarded", "offboard_failed"]
+MachineState = Literal[
+    "online", "offline", "expired", "offboard_pending", "offboarded", "offboard_failed"
+]
 MACHINE_STATES: tuple[MachineState, ...] = (
     "online",
     "offline",
@@ -214,8 +216,9 @@ class Store(Protocol):
     ) -> EnrollOutcome: ...
     async def find_agent(self, token_hash: str) -> AgentIdentity | None: ...
     async def revocations_since(self, seq: int) -> tuple[list[str], int]:
-        """Agent token hashes revoked after `seq` and the newest seq; -1 asks for the newest only."""
+        """Token digests revoked after `seq`, and the newest seq (-1: only the newest seq)."""
         ...
+
     async def apply_heartbeats(self, batch: Sequence[HeartbeatRecord], *, gap_s: float) -> None: ...
     async def record_events(
         self, identity: AgentIdentity, events: Sequence[AgentEvent], *, now: datetime

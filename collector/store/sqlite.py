@@ -197,8 +197,9 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"a client named {name!r} already exists") from exc
-            self._audit(conn, AuditEntry(now, actor, "client.created", client.client_id,
-                                         {"name": name}))
+            self._audit(
+                conn, AuditEntry(now, actor, "client.created", client.client_id, {"name": name})
+            )
             return client
 
         return await self._write(run)
@@ -228,16 +229,26 @@ class SQLiteStore:
         info = EnrollmentTokenInfo(str(uuid.uuid4()), client_id, now, expires_at, None)
 
         def run(conn: sqlite3.Connection) -> EnrollmentTokenInfo:
-            if conn.execute("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)).fetchone()
+                is None
+            ):
                 raise NotFound(f"no client {client_id!r}")
             conn.execute(
                 "INSERT INTO enrollment_tokens (token_id, client_id, token_hash, created_at, "
                 "expires_at) VALUES (?, ?, ?, ?, ?)",
                 (info.token_id, client_id, token_hash, _us(now), _us(expires_at)),
             )
-            self._audit(conn, AuditEntry(now, actor, "enrollment_token.created", client_id,
-                                         {"token_id": info.token_id,
-                                          "expires_at": format_instant(expires_at)}))
+            self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    actor,
+                    "enrollment_token.created",
+                    client_id,
+                    {"token_id": info.token_id, "expires_at": format_instant(expires_at)},
+                ),
+            )
             return info
 
         return await self._write(run)
@@ -270,8 +281,16 @@ class SQLiteStore:
                 params += (token_id,)
             count = conn.execute(sql, params).rowcount
             if count:
-                self._audit(conn, AuditEntry(now, actor, "enrollment_token.revoked", client_id,
-                                             {"token_id": token_id or "all", "count": count}))
+                self._audit(
+                    conn,
+                    AuditEntry(
+                        now,
+                        actor,
+                        "enrollment_token.revoked",
+                        client_id,
+                        {"token_id": token_id or "all", "count": count},
+                    ),
+                )
             return count
 
         return await self._write(run)
@@ -365,8 +384,19 @@ class SQLiteStore:
                     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
                     "components, first_seen, presence_start, last_seen, agent_id) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (machine_id, client_id, request.hardware_id, facts.hostname, facts.os,
-                     facts.kind, facts.components_json, now_us, now_us, now_us, request.agent_id),
+                    (
+                        machine_id,
+                        client_id,
+                        request.hardware_id,
+                        facts.hostname,
+                        facts.os,
+                        facts.kind,
+                        facts.components_json,
+                        now_us,
+                        now_us,
+                        now_us,
+                        request.agent_id,
+                    ),
                 )
                 conn.execute(
                     "INSERT INTO coverage (machine_id, first_seen) VALUES (?, ?)",
@@ -391,9 +421,20 @@ class SQLiteStore:
                     "offboard_state = CASE WHEN ? THEN NULL ELSE offboard_state END, "
                     "offboarded_at = CASE WHEN ? THEN NULL ELSE offboarded_at END "
                     "WHERE machine_id = ?",
-                    (facts.hostname, facts.os, facts.kind, facts.components_json,
-                     facts.components_json, now_us, request.agent_id, offboarded, now_us,
-                     offboarded, offboarded, machine_id),
+                    (
+                        facts.hostname,
+                        facts.os,
+                        facts.kind,
+                        facts.components_json,
+                        facts.components_json,
+                        now_us,
+                        request.agent_id,
+                        offboarded,
+                        now_us,
+                        offboarded,
+                        offboarded,
+                        machine_id,
+                    ),
                 )
             conn.execute(
                 "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
@@ -404,15 +445,29 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (request.agent_id, machine_id, request.agent_token_hash, request.agent_version,
-                 now_us),
+                (
+                    request.agent_id,
+                    machine_id,
+                    request.agent_token_hash,
+                    request.agent_version,
+                    now_us,
+                ),
             )
-            self._audit(conn, AuditEntry(
-                now, request.agent_id, "machine.reenrolled" if reenrolled else "machine.enrolled",
-                machine_id,
-                {"client_id": client_id, "hostname": facts.hostname, "kind": facts.kind,
-                 "hardware_id": request.hardware_id},
-            ))
+            self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    request.agent_id,
+                    "machine.reenrolled" if reenrolled else "machine.enrolled",
+                    machine_id,
+                    {
+                        "client_id": client_id,
+                        "hostname": facts.hostname,
+                        "kind": facts.kind,
+                        "hardware_id": request.hardware_id,
+                    },
+                ),
+            )
             return EnrollOutcome(request.agent_id, machine_id, client_id, reenrolled)
 
         return await self._write(run)
@@ -475,8 +530,15 @@ class SQLiteStore:
             return
         gap_us = int(gap_s * 1_000_000)
         rows = [
-            (r.machine_id, _us(r.first_at), _us(r.last_at), r.hostname, r.os, r.kind,
-             r.components_json)
+            (
+                r.machine_id,
+                _us(r.first_at),
+                _us(r.last_at),
+                r.hostname,
+                r.os,
+                r.kind,
+                r.components_json,
+            )
             for r in batch
         ]
 
@@ -501,8 +563,10 @@ class SQLiteStore:
                 "last_seen = MAX(last_seen, ?), hostname = COALESCE(?, hostname), "
                 "os = COALESCE(?, os), kind = COALESCE(?, kind), components = ? "
                 "WHERE machine_id = ?",
-                [(first, gap_us, first, last, h, o, k, c, m)
-                 for m, first, last, h, o, k, c in rows],
+                [
+                    (first, gap_us, first, last, h, o, k, c, m)
+                    for m, first, last, h, o, k, c in rows
+                ],
             )
 
         await self._write(run)
@@ -517,8 +581,18 @@ class SQLiteStore:
             conn.executemany(
                 "INSERT OR IGNORE INTO agent_events (machine_id, event_id, agent_id, at, "
                 "received_at, type, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(identity.machine_id, e.event_id, identity.agent_id, _us(e.at), now_us, e.type,
-                  e.detail_json) for e in events],
+                [
+                    (
+                        identity.machine_id,
+                        e.event_id,
+                        identity.agent_id,
+                        _us(e.at),
+                        now_us,
+                        e.type,
+                        e.detail_json,
+                    )
+                    for e in events
+                ],
             )
             return conn.total_changes - before
 
@@ -545,9 +619,17 @@ class SQLiteStore:
     @staticmethod
     def _machine(r: sqlite3.Row | tuple[Any, ...]) -> MachineRecord:
         return MachineRecord(
-            machine_id=r[0], client_id=r[1], hardware_id=r[2], hostname=r[3], os=r[4], kind=r[5],
-            first_seen=from_micros(r[6]), last_seen=from_micros(r[7]), components_json=r[8],
-            offboard_state=cast(OffboardState | None, r[9]), offboarded_at=_opt_dt(r[10]),
+            machine_id=r[0],
+            client_id=r[1],
+            hardware_id=r[2],
+            hostname=r[3],
+            os=r[4],
+            kind=r[5],
+            first_seen=from_micros(r[6]),
+            last_seen=from_micros(r[7]),
+            components_json=r[8],
+            offboard_state=cast(OffboardState | None, r[9]),
+            offboarded_at=_opt_dt(r[10]),
             agent_id=r[11],
         )
 
@@ -595,10 +677,7 @@ class SQLiteStore:
             conditions.append("machine_id > ?")
             params.append(f.after_machine_id)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = (
-            f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} "
-            "ORDER BY machine_id LIMIT ?"
-        )
+        sql = f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} ORDER BY machine_id LIMIT ?"
         params.append(f.limit)
 
         def run(conn: sqlite3.Connection) -> list[MachineRecord]:
@@ -654,9 +733,14 @@ class SQLiteStore:
             ).fetchall()
             return [
                 InventoryRecord(
-                    machine_id=r[0], client_id=r[1], hostname=r[2], kind=r[3],
-                    first_seen=from_micros(r[4]), last_seen=from_micros(r[5]),
-                    offboarded_at=_opt_dt(r[6]), components_json=r[7],
+                    machine_id=r[0],
+                    client_id=r[1],
+                    hostname=r[2],
+                    kind=r[3],
+                    first_seen=from_micros(r[4]),
+                    last_seen=from_micros(r[5]),
+                    offboarded_at=_opt_dt(r[6]),
+                    components_json=r[7],
                 )
                 for r in rows
             ]
@@ -677,19 +761,29 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "UPDATE machines SET expired_at = last_seen + ? "
-                "WHERE last_seen <= ? AND (offboard_state IS NULL OR offboard_state != 'offboarded') "
+                "WHERE last_seen <= ? "
+                "AND (offboard_state IS NULL OR offboard_state != 'offboarded') "
                 "AND (expired_at IS NULL OR expired_at <= last_seen) "
                 "RETURNING machine_id, client_id, hostname, last_seen, offboard_state",
                 (_EXPIRY_US, expired_us),
             ).fetchall()
             for machine_id, client_id, hostname, last_seen, offboard_state in rows:
-                self._audit(conn, AuditEntry(
-                    now, "system", "machine.expired", machine_id,
-                    {"client_id": client_id, "hostname": hostname,
-                     "last_seen": format_instant(from_micros(last_seen)),
-                     "expired_at": format_instant(from_micros(last_seen + _EXPIRY_US)),
-                     "offboard_state": offboard_state},
-                ))
+                self._audit(
+                    conn,
+                    AuditEntry(
+                        now,
+                        "system",
+                        "machine.expired",
+                        machine_id,
+                        {
+                            "client_id": client_id,
+                            "hostname": hostname,
+                            "last_seen": format_instant(from_micros(last_seen)),
+                            "expired_at": format_instant(from_micros(last_seen + _EXPIRY_US)),
+                            "offboard_state": offboard_state,
+                        },
+                    ),
+                )
             return [r[0] for r in rows]
 
         return await self._write(run)
@@ -714,7 +808,10 @@ class SQLiteStore:
             conditions.append("id < ?")
             params.append(f.before_id)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT id, at, actor, action, target, detail FROM audit {where} ORDER BY id DESC LIMIT ?"
+        sql = (
+            f"SELECT id, at, actor, action, target, detail FROM audit {where} "
+            "ORDER BY id DESC LIMIT ?"
+        )
         params.append(f.limit)
 
         def run(conn: sqlite3.Connection) -> list[tuple[int, AuditEntry]]:

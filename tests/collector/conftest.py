@@ -46,33 +46,48 @@ class Harness:
         client = await self.store.create_client(name, now=self.clock.now(), actor="test")
         token = new_token("enrollment")
         await self.store.add_enrollment_token(
-            client.client_id, hash_token(token),
-            expires_at=self.clock.now() + timedelta(days=ttl_days), now=self.clock.now(),
+            client.client_id,
+            hash_token(token),
+            expires_at=self.clock.now() + timedelta(days=ttl_days),
+            now=self.clock.now(),
             actor="test",
         )
         return client.client_id, token
 
     async def api_token(self, role: Role, name: str | None = None) -> dict[str, str]:
         token = new_token("api")
-        await self.store.add_api_token(name or f"{role}-user", role, hash_token(token),
-                                       now=self.clock.now(), actor="test")
+        await self.store.add_api_token(
+            name or f"{role}-user", role, hash_token(token), now=self.clock.now(), actor="test"
+        )
         return {"Authorization": f"Bearer {token}"}
 
-    async def enroll(self, enrollment_token: str, hardware_id: str = "hw-1", **fields: Any
-                     ) -> dict[str, Any]:
-        body = {"enrollment_token": enrollment_token, "hardware_id": hardware_id,
-                "hostname": fields.pop("hostname", f"host-{hardware_id}"), "os": "Linux 6.1",
-                "kind": fields.pop("kind", "pc"), **fields}
+    async def enroll(
+        self, enrollment_token: str, hardware_id: str = "hw-1", **fields: Any
+    ) -> dict[str, Any]:
+        body = {
+            "enrollment_token": enrollment_token,
+            "hardware_id": hardware_id,
+            "hostname": fields.pop("hostname", f"host-{hardware_id}"),
+            "os": "Linux 6.1",
+            "kind": fields.pop("kind", "pc"),
+            **fields,
+        }
         resp = await self.client.post("/v1/enroll", json=body)
         assert resp.status == 201, await resp.text()
         return await resp.json()  # type: ignore[no-any-return]
 
-    async def heartbeat(self, agent_token: str, components: list[dict[str, Any]] | None = None,
-                        **fields: Any) -> dict[str, Any]:
-        body = {"components": components if components is not None else
-                [{"name": "rmm", "status": "running", "version": "0.1.0"}], **fields}
-        resp = await self.client.post("/v1/heartbeat", json=body,
-                                      headers={"Authorization": f"Bearer {agent_token}"})
+    async def heartbeat(
+        self, agent_token: str, components: list[dict[str, Any]] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        body = {
+            "components": components
+            if components is not None
+            else [{"name": "rmm", "status": "running", "version": "0.1.0"}],
+            **fields,
+        }
+        resp = await self.client.post(
+            "/v1/heartbeat", json=body, headers={"Authorization": f"Bearer {agent_token}"}
+        )
         assert resp.status == 200, await resp.text()
         return await resp.json()  # type: ignore[no-any-return]
 
@@ -89,12 +104,14 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def make_harness(
-    aiohttp_client: Any, store: Store, clock: FakeClock
-) -> HarnessFactory:
+async def make_harness(aiohttp_client: Any, store: Store, clock: FakeClock) -> HarnessFactory:
     async def build(**overrides: Any) -> Harness:
-        settings = replace(Settings(db="unused", heartbeat_interval_s=60,
-                                    flush_interval_s=3600, sweep_interval_s=3600), **overrides)
+        settings = replace(
+            Settings(
+                db="unused", heartbeat_interval_s=60, flush_interval_s=3600, sweep_interval_s=3600
+            ),
+            **overrides,
+        )
         app = create_app(settings, store=store, clock=clock)
         client = await aiohttp_client(app)
         return Harness(client=client, app=app, store=store, clock=clock)

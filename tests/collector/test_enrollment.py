@@ -33,8 +33,11 @@ async def test_reenrolling_the_same_hardware_keeps_the_machine_and_revokes_old_t
     machine = await harness.get(f"/v1/machines/{first['machine_id']}", admin)
     assert machine["first_seen"] == "2026-03-02T09:00:00Z"
     assert machine["hostname"] == "reimaged"
-    old = await harness.client.post("/v1/heartbeat", json={"components": []},
-                                    headers={"Authorization": f"Bearer {first['agent_token']}"})
+    old = await harness.client.post(
+        "/v1/heartbeat",
+        json={"components": []},
+        headers={"Authorization": f"Bearer {first['agent_token']}"},
+    )
     assert old.status == 401
     await harness.heartbeat(second["agent_token"])
 
@@ -59,18 +62,35 @@ async def test_enrollment_is_audited_with_the_agent_as_actor(harness: Harness) -
 async def test_expired_enrollment_token_is_refused(harness: Harness) -> None:
     _, token = await harness.add_client(ttl_days=30)
     harness.clock.advance(days=30)
-    resp = await harness.client.post("/v1/enroll", json={
-        "enrollment_token": token, "hardware_id": "hw", "hostname": "h", "os": "x", "kind": "pc"})
+    resp = await harness.client.post(
+        "/v1/enroll",
+        json={
+            "enrollment_token": token,
+            "hardware_id": "hw",
+            "hostname": "h",
+            "os": "x",
+            "kind": "pc",
+        },
+    )
     assert resp.status == 401
     assert (await resp.json())["error"] == "invalid_enrollment_token"
 
 
 async def test_revoked_enrollment_token_is_refused(harness: Harness) -> None:
     client_id, token = await harness.add_client()
-    await harness.store.revoke_enrollment_tokens(client_id, token_id=None,
-                                                 now=harness.clock.now(), actor="test")
-    resp = await harness.client.post("/v1/enroll", json={
-        "enrollment_token": token, "hardware_id": "hw", "hostname": "h", "os": "x", "kind": "pc"})
+    await harness.store.revoke_enrollment_tokens(
+        client_id, token_id=None, now=harness.clock.now(), actor="test"
+    )
+    resp = await harness.client.post(
+        "/v1/enroll",
+        json={
+            "enrollment_token": token,
+            "hardware_id": "hw",
+            "hostname": "h",
+            "os": "x",
+            "kind": "pc",
+        },
+    )
     assert resp.status == 401
 
 
@@ -90,22 +110,44 @@ GOOD = {"hardware_id": "hw", "hostname": "h", "os": "Linux", "kind": "pc"}
         (b"", 400, "invalid_json"),
         (b"[]", 400, "invalid_body"),
         (b'{"hardware_id": "hw", "hostname": "h", "os": "x", "kind": "pc"}', 400, "invalid_body"),
-        (b'{"enrollment_token": "T", "hardware_id": 7, "hostname": "h", "os": "x", "kind": "pc"}',
-         400, "invalid_body"),
-        (b'{"enrollment_token": "T", "hardware_id": "hw", "hostname": "h", "os": "x", '
-         b'"kind": "laptop"}', 400, "invalid_body"),
-        (b'{"enrollment_token": "T", "hardware_id": "", "hostname": "h", "os": "x", "kind": "pc"}',
-         400, "invalid_body"),
+        (
+            b'{"enrollment_token": "T", "hardware_id": 7, "hostname": "h", "os": "x", '
+            b'"kind": "pc"}',
+            400,
+            "invalid_body",
+        ),
+        (
+            b'{"enrollment_token": "T", "hardware_id": "hw", "hostname": "h", "os": "x", '
+            b'"kind": "laptop"}',
+            400,
+            "invalid_body",
+        ),
+        (
+            b'{"enrollment_token": "T", "hardware_id": "", "hostname": "h", "os": "x", '
+            b'"kind": "pc"}',
+            400,
+            "invalid_body",
+        ),
     ],
-    ids=["malformed", "empty", "not-an-object", "missing-token", "wrong-type", "unknown-kind",
-         "empty-hardware-id"],
+    ids=[
+        "malformed",
+        "empty",
+        "not-an-object",
+        "missing-token",
+        "wrong-type",
+        "unknown-kind",
+        "empty-hardware-id",
+    ],
 )
 async def test_bad_enrollment_requests_get_a_clear_error_and_change_nothing(
     harness: Harness, body: bytes, status: int, error: str
 ) -> None:
     _, token = await harness.add_client()
-    resp = await harness.client.post("/v1/enroll", data=body.replace(b'"T"', f'"{token}"'.encode()),
-                                     headers={"Content-Type": "application/json"})
+    resp = await harness.client.post(
+        "/v1/enroll",
+        data=body.replace(b'"T"', f'"{token}"'.encode()),
+        headers={"Content-Type": "application/json"},
+    )
     assert resp.status == status
     payload = await resp.json()
     assert payload["error"] == error and payload["detail"]
@@ -128,7 +170,8 @@ async def test_guessing_enrollment_tokens_is_rate_limited_but_valid_enrollment_i
     statuses = []
     for i in range(35):
         resp = await harness.client.post(
-            "/v1/enroll", json={"enrollment_token": f"guess-{i}", **GOOD})
+            "/v1/enroll", json={"enrollment_token": f"guess-{i}", **GOOD}
+        )
         statuses.append(resp.status)
     assert statuses[:30] == [401] * 30
     assert set(statuses[30:]) == {429}

@@ -24,17 +24,23 @@ def collector_cli(*args: str, db: str, env: dict[str, str] | None = None) -> dic
     """Run `rmm-collector ARGS --json --db DB` and return its JSON output."""
     out = subprocess.run(
         [str(BIN / "rmm-collector"), *args, "--json", "--db", db],
-        check=True, capture_output=True, text=True, env={**os.environ, **(env or {})},
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def start_collector(db: str, port: int, env: dict[str, str] | None = None,
-                    log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def start_collector(
+    db: str, port: int, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> subprocess.Popen[bytes]:
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [str(BIN / "rmm-collector"), "serve", "--db", db, "--port", str(port)],
-        env={**os.environ, **(env or {})}, stdout=log, stderr=log,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=log,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
