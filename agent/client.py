@@ -1,0 +1,244 @@
+"""The agent's HTTP client for the collector.
+
+An async context manager around an injected (or owned) `aiohttp.ClientSession`, with a timeout per
+call and exceptions that say what happened:
+
+- `CollectorUnavailable`: transport errors, timeouts, 5xx, or an answer that is not the collector's;
+  worth retrying later.
+- `Rejected`: a 4xx with the collector's `{"error", "detail"}`; retrying the same request won't
+  help.
+- `Unauthorized`: a 401; the agent token is revoked or invalid.
+
+Retries are declared once, in `retrying()`: random exponential backoff with a cap, only for
+`CollectorUnavailable`, with the sleep injected. The token travels only in the `Authorization`
+header and never appears in a log line, a URL or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
+
+from agent.events import Event, EventsRequest, EventsResponse
+from wire.messages import (
+    EnrollRequest,
+    EnrollResponse,
+    ErrorBody,
+    HeartbeatRequest,
+    HeartbeatResponse,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+class CollectorError(Exception):
+    """Base of everything the collector client raises."""
+
+
+class CollectorUnavailable(CollectorError):
+    """The collector could not be reached or answered with a server error; try again later."""
+
+
+class Rejected(CollectorError):
+    """The collector refused the request (4xx)."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"collector refused the request ({status} {error}): {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class Unauthorized(Rejected):
+    """401: the agent token is revoked or invalid (for example, the machine was enrolled again)."""
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the collector against the system store, or only against the pinned CA file."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return ssl.create_default_context()
+
+
+def retrying(
+    *,
+    max_wait: float,
+    sleep: Callable[[float], Awaitable[None]],
+    attempts: int | None = None,
+) -> AsyncRetrying:
+    """The one retry policy: transport errors and 5xx only, random exponential backoff, capped.
+
+    Never retries a 4xx (`Rejected`).
+    """
+    return AsyncRetrying(
+        retry=retry_if_exception_type(CollectorUnavailable),
+        wait=wait_random_exponential(multiplier=1, max=max_wait),
+        stop=stop_after_attempt(attempts) if attempts else stop_never,
+        sleep=sleep,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    delay = state.next_action.sleep if state.next_action is not None else 0.0
+    log.warning(
+        "collector unavailable (%s); attempt %d failed, retrying in %.1f s",
+        error,
+        state.attempt_number,
+        delay,
+    )
+
+
+class CollectorClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        ssl: ssl.SSLContext | None = None,
+        proxy: str | None = None,
+        request_timeout: float = 30.0,
+        user_agent: str = "rmm-agent",
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._session = session
+        self._owns_session = session is None
+        self._ssl = ssl
+        self._proxy = proxy
+        self._timeout = request_timeout
+        self._user_agent = user_agent
+
+    def __repr__(self) -> str:
+        return f"CollectorClient({self._base_url!r})"
+
+    def with_token(self, token: str) -> None:
+        self._token = token
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=2, ssl=self._ssl if self._ssl else True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": self._user_agent},
+                trust_env=False,
+            )
+        return self._session
+
+    async def enroll(self, request: EnrollRequest) -> EnrollResponse:
+        return await self._post("/v1/enroll", request, EnrollResponse, authenticated=False)
+
+    async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        return await self._post("/v1/heartbeat", request, HeartbeatResponse)
+
+    async def send_events(self, events: Sequence[Event]) -> int:
+        response = await self._post(
+            "/v1/events", EventsRequest(events=list(events)), EventsResponse
+        )
+        return response.accepted
+
+    async def send_result(self, command_id: str, body: bytes) -> None:
+        """Deliver a command result; any 2xx is an acknowledgement."""
+        await self._post_raw(f"/v1/commands/{quote(command_id, safe='')}/result", body)
+
+    async def _post(
+        self, path: str, message: Any, answer: type[T], *, authenticated: bool = True
+    ) -> T:
+        status, data = await self._post_raw(path, msgspec.json.encode(message), authenticated)
+        try:
+            return msgspec.json.decode(data, type=answer)
+        except msgspec.DecodeError as exc:
+            raise CollectorUnavailable(
+                f"POST {path} answered {status} with a body that is not the collector's: {exc}"
+            ) from exc
+
+    async def _post_raw(
+        self, path: str, body: bytes, authenticated: bool = True
+    ) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if authenticated:
+            if not self._token:
+                raise Unauthorized(401, "not_enrolled", "this agent has no token; enroll it first")
+            headers["Authorization"] = f"Bearer {self._token}"
+        url = self._base_url + path
+        session = self._get_session()
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with session.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=self._proxy,
+                ) as response:
+                    data = await response.content.read(MAX_RESPONSE_BYTES)
+                    status = response.status
+        except TimeoutError as exc:
+            raise CollectorUnavailable(
+                f"POST {path}: no answer within {self._timeout:g} s"
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise CollectorUnavailable(f"POST {path}: TLS failed: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise CollectorUnavailable(f"POST {path}: {reason}") from exc
+        if 200 <= status < 300:
+            return status, data
+        if status >= 500:
+            raise CollectorUnavailable(f"POST {path}: server error {status}")
+        if 300 <= status < 400:
+            raise Rejected(
+                status, "redirect", "the collector URL redirects; configure the final URL"
+            )
+        error, detail = _error_body(data, status)
+        if status == 401:
+            raise Unauthorized(status, error, detail)
+        raise Rejected(status, error, detail)
+
+
+def _error_body(data: bytes, status: int) -> tuple[str, str]:
+    try:
+        body = msgspec.json.decode(data, type=ErrorBody)
+    except msgspec.DecodeError:
+        return f"http_{status}", "no error details in the response"
+    return body.error[:100], body.detail[:500]

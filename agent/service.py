@@ -1,0 +1,428 @@
+"""The agent's service loop: enroll once, then probe, heartbeat and flush the spool every interval.
+
+One cycle = probe the catalogue (in a worker thread), spool an event for every status transition,
+send the heartbeat, then deliver whatever the spool holds. Between cycles nothing runs: the loop
+waits on the stop event with a timeout of the collector's `next_heartbeat_s` plus jitter.
+
+- Transport errors and 5xx: the whole cycle is retried with the client's backoff (capped at
+  `retry_max_s`, about five minutes by default); every retry probes afresh.
+- 401: the token is revoked or invalid. Logged loudly, then the agent backs off to the cap and tries
+  again; it never enrolls again on its own (a machine that was offboarded must stay off).
+- Any other 4xx: logged; the next cycle comes after the normal interval.
+
+Commands in heartbeat responses go to the `on_commands` hook. By default they are only logged (by
+id): command verification and execution plug in there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from agent.client import (
+    CollectorClient,
+    CollectorError,
+    CollectorUnavailable,
+    Rejected,
+    Unauthorized,
+    retrying,
+)
+from agent.config import AGENT_COMPONENT, AgentConfig
+from agent.events import MAX_EVENTS_PER_REQUEST, Event, new_event
+from agent.identity import Identity
+from agent.probes import Prober, Sample
+from agent.spool import Spool, SpoolItem
+from agent.state import Credential, KnownStatus, StateStore
+from agent.version import agent_version
+from wire.clock import Clock, SystemClock
+from wire.messages import (
+    Component,
+    EnrollRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    SignedCommand,
+)
+
+log = logging.getLogger(__name__)
+
+OnCommands = Callable[[Sequence[SignedCommand]], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+SHUTDOWN_FLUSH_S = 2.0
+JITTER_FRACTION = 0.1
+
+
+class AgentError(Exception):
+    """A condition the agent cannot run through (not enrolled, enrollment refused)."""
+
+
+class Stopping(Exception):
+    """Raised out of a wait when shutdown was requested."""
+
+
+async def log_commands(commands: Sequence[SignedCommand]) -> None:
+    """The default `on_commands` hook: record that commands arrived, execute nothing."""
+    for command in commands:
+        log.warning(
+            "command %s received; command execution is not enabled in this agent, "
+            "so it stays pending on the collector",
+            command.command_id,
+        )
+
+
+async def enroll(
+    config: AgentConfig,
+    identity: Identity,
+    client: CollectorClient,
+    state: StateStore,
+    *,
+    retry_sleep: Sleep,
+    attempts: int | None = None,
+    clock: Clock | None = None,
+) -> Credential:
+    """Enroll this machine with the config's `enrollment_token` and store the credential (0600)."""
+    if not config.enrollment_token:
+        raise AgentError(f"{config.source}: enrollment_token: is required to enroll this machine")
+    request = EnrollRequest(
+        enrollment_token=config.enrollment_token,
+        hardware_id=identity.hardware_id,
+        hostname=identity.hostname,
+        os=identity.os,
+        kind=identity.kind,
+        agent_version=agent_version(),
+    )
+    policy = retrying(max_wait=config.retry_max_s, sleep=retry_sleep, attempts=attempts)
+    response = None
+    async for attempt in policy:
+        with attempt:
+            response = await client.enroll(request)
+    assert response is not None
+    credential = Credential(
+        agent_id=response.agent_id,
+        agent_token=response.agent_token,
+        machine_id=response.machine_id,
+        collector_url=config.collector_url,
+        hardware_id=identity.hardware_id,
+        enrolled_at=(clock or SystemClock()).now(),
+        heartbeat_interval_s=max(1, response.heartbeat_interval_s),
+    )
+    await asyncio.to_thread(state.save_credential, credential)
+    log.info(
+        "enrolled with %s as agent %s (machine %s, %s)",
+        config.collector_url,
+        credential.agent_id,
+        credential.machine_id,
+        identity.kind,
+    )
+    return credential
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        client: CollectorClient,
+        state: StateStore,
+        spool: Spool,
+        prober: Prober,
+        identity: Identity,
+        hostname: Callable[[], str] | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        stop: asyncio.Event | None = None,
+        sleep: Sleep | None = None,
+        on_commands: OnCommands = log_commands,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._state = state
+        self._spool = spool
+        self._prober = prober
+        self._identity = identity
+        self._hostname = hostname or (lambda: identity.hostname)
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.stop = stop or asyncio.Event()
+        self._on_commands = on_commands
+        self._status = KnownStatus()
+        self._failures: dict[str, str] = {}
+        self._sleep: Sleep = sleep or self.wait
+        self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
+        self._self_component = Component(
+            name=AGENT_COMPONENT, status="running", version=agent_version(), required=True
+        )
+        self.credential: Credential | None = None
+
+    async def serve(self) -> None:
+        """Run until `stop` is set, then shut down within a few seconds."""
+        runner = asyncio.create_task(self.run(), name="rmm-agent loop")
+        stopper = asyncio.create_task(self.stop.wait(), name="rmm-agent stop")
+        try:
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not runner.done():
+                runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Stopping):
+                await runner
+        await self.shutdown()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep for `seconds`, or raise `Stopping` as soon as shutdown is requested."""
+        if self.stop.is_set():
+            raise Stopping
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self.stop.wait()
+        except TimeoutError:
+            return
+        raise Stopping
+
+    async def run(self) -> None:
+        self.credential = await self._ensure_enrolled()
+        self._client.with_token(self.credential.agent_token)
+        if self.credential.collector_url != self._config.collector_url:
+            log.warning(
+                "enrolled with %s but configured for %s; using the configured collector",
+                self.credential.collector_url,
+                self._config.collector_url,
+            )
+        self._status = await asyncio.to_thread(self._state.load_status)
+        await self._spool_event("agent.started", {"version": agent_version()})
+        log.info(
+            "agent %s started (version %s, %s %s, %d components)",
+            self.credential.agent_id,
+            agent_version(),
+            self._identity.kind,
+            self._identity.os,
+            len(self._config.components) + 1,
+        )
+        interval = float(self._status.next_heartbeat_s or self.credential.heartbeat_interval_s)
+        while True:
+            try:
+                async for attempt in self._retrying:
+                    with attempt:
+                        response = await self.cycle()
+            except Unauthorized as exc:
+                log.error(
+                    "THE COLLECTOR REFUSED THIS AGENT'S TOKEN (%s). The token was revoked or is "
+                    "invalid, e.g. the machine was enrolled again elsewhere. This agent will not "
+                    "re-enroll on its own; run `rmm-agent enroll --force` to enroll it again. "
+                    "Retrying in %.0f s.",
+                    exc.detail,
+                    self._config.retry_max_s,
+                )
+                await self._sleep(self._config.retry_max_s)
+                continue
+            except Rejected as exc:
+                log.error("heartbeat refused: %s", exc)
+                await self._sleep(self._with_jitter(interval))
+                continue
+            interval = float(max(1, response.next_heartbeat_s))
+            if response.commands:
+                await self._deliver_commands(response.commands)
+            await self._sleep(self._with_jitter(interval))
+
+    def _with_jitter(self, interval: float) -> float:
+        return interval + self._rng.uniform(0.0, interval * JITTER_FRACTION)
+
+    async def cycle(self) -> HeartbeatResponse:
+        """Probe, heartbeat, flush. Raises what the heartbeat raised; flush problems wait."""
+        cpu_start = time.process_time()
+        sample = await asyncio.to_thread(self._probe)
+        request = HeartbeatRequest(
+            components=[self._self_component, *sample.components],
+            hostname=self._hostname(),
+            os=self._identity.os,
+            kind=self._identity.kind,
+            key_ids=self._config.key_ids,
+        )
+        attempt_at = self._clock.now()
+        try:
+            response = await self._client.heartbeat(request)
+        except CollectorError as exc:
+            self._status.last_attempt_at = attempt_at
+            self._status.last_error = str(exc)
+            await asyncio.to_thread(self._state.save_status, self._status)
+            raise
+        self._status.last_attempt_at = attempt_at
+        self._status.last_heartbeat_at = attempt_at
+        self._status.last_error = None
+        self._status.next_heartbeat_s = response.next_heartbeat_s
+        await asyncio.to_thread(self._state.save_status, self._status)
+        await self.flush()
+        log.debug(
+            "heartbeat acknowledged: %d components, next in %d s, %.1f ms CPU",
+            len(request.components),
+            response.next_heartbeat_s,
+            (time.process_time() - cpu_start) * 1000,
+        )
+        return response
+
+    def _probe(self) -> Sample:
+        """Runs in a worker thread: probe, spool transitions and probe failures, remember them."""
+        sample = self._prober.sample(
+            previous=self._status.components, executables=self._status.executables
+        )
+        for component in sample.components:
+            before = self._status.components.get(component.name)
+            if (
+                before is None
+                or before.status != component.status
+                or before.version != component.version
+            ):
+                log.info(
+                    "component %s: %s -> %s%s",
+                    component.name,
+                    before.status if before else "unknown",
+                    component.status,
+                    f" ({component.version})" if component.version else "",
+                )
+                self._spool.put_event(
+                    new_event(
+                        "component.changed",
+                        {
+                            "name": component.name,
+                            "from": before.status if before else None,
+                            "to": component.status,
+                            "version": component.version,
+                            "required": component.required,
+                        },
+                        clock=self._clock,
+                    )
+                )
+        failures = {failure.component: failure.reason for failure in sample.failures}
+        for name, reason in failures.items():
+            if self._failures.get(name) != reason:
+                log.warning("probe for %s failed: %s", name, reason)
+                self._spool.put_event(
+                    new_event(
+                        "probe.failed",
+                        {"component": name, "reason": reason[:500]},
+                        clock=self._clock,
+                    )
+                )
+        for name in self._failures.keys() - failures.keys():
+            log.info("probe for %s works again", name)
+        self._failures = failures
+        self._status.components = {component.name: component for component in sample.components}
+        self._status.executables = dict(sample.executables)
+        return sample
+
+    async def flush(self) -> int:
+        """Deliver the spool in order; returns how many items the collector acknowledged."""
+        delivered = 0
+        while True:
+            items = await asyncio.to_thread(self._spool.pending, 4 * MAX_EVENTS_PER_REQUEST)
+            if not items:
+                return delivered
+            index = 0
+            while index < len(items):
+                item = items[index]
+                if item.kind == "event":
+                    batch = _event_batch(items, index)
+                    ok = await self._send_events(batch)
+                    index += len(batch)
+                else:
+                    batch = [item]
+                    ok = await self._send_result(item)
+                    index += 1
+                if not ok:
+                    return delivered
+                delivered += len(batch)
+
+    async def _send_events(self, batch: list[SpoolItem]) -> bool:
+        events: list[Event] = [item.event() for item in batch]
+        try:
+            await self._client.send_events(events)
+        except CollectorUnavailable as exc:
+            log.warning("could not deliver %d spooled events (%s); kept for later", len(batch), exc)
+            return False
+        except Unauthorized:
+            return False
+        except Rejected as exc:
+            log.error(
+                "collector refused %d spooled events and they were dropped: %s", len(batch), exc
+            )
+        await asyncio.to_thread(self._spool.acknowledge, batch)
+        return True
+
+    async def _send_result(self, item: SpoolItem) -> bool:
+        result = item.result()
+        try:
+            await self._client.send_result(result.command_id, bytes(result.body))
+        except CollectorUnavailable as exc:
+            log.warning("could not deliver the result of command %s (%s)", result.command_id, exc)
+            return False
+        except Unauthorized:
+            return False
+        except Rejected as exc:
+            log.error(
+                "collector refused the result of command %s (%s); set aside in the spool",
+                result.command_id,
+                exc,
+            )
+            await asyncio.to_thread(self._spool.set_aside, item)
+            return True
+        await asyncio.to_thread(self._spool.acknowledge, [item])
+        return True
+
+    async def _deliver_commands(self, commands: Sequence[SignedCommand]) -> None:
+        try:
+            await self._on_commands(commands)
+        except Exception:
+            log.exception("handling commands %s failed", [c.command_id for c in commands])
+
+    async def _ensure_enrolled(self) -> Credential:
+        credential = await asyncio.to_thread(self._state.load_credential)
+        if credential is not None:
+            return credential
+        if not self._config.enrollment_token:
+            raise AgentError(
+                f"this machine is not enrolled and {self._config.source} has no enrollment_token"
+            )
+        log.info("not enrolled yet; enrolling with %s", self._config.collector_url)
+        try:
+            return await enroll(
+                self._config,
+                self._identity,
+                self._client,
+                self._state,
+                retry_sleep=self._sleep,
+                clock=self._clock,
+            )
+        except Rejected as exc:
+            raise AgentError(f"enrollment refused: {exc}") from exc
+
+    async def _spool_event(self, event_type: str, detail: dict[str, Any]) -> None:
+        event = new_event(event_type, detail, clock=self._clock)
+        await asyncio.to_thread(self._spool.put_event, event)
+
+    async def shutdown(self) -> None:
+        """Record the stop, then give the spool a short chance to reach the collector."""
+        if self.credential is None:
+            return
+        await self._spool_event("agent.stopped", {"version": agent_version()})
+        try:
+            async with asyncio.timeout(SHUTDOWN_FLUSH_S):
+                await self.flush()
+        except TimeoutError:
+            log.info("collector did not answer during shutdown; the spool keeps what is owed")
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._state.save_status, self._status)
+        log.info("agent stopped")
+
+
+def _event_batch(items: list[SpoolItem], start: int) -> list[SpoolItem]:
+    batch: list[SpoolItem] = []
+    for item in items[start:]:
+        if item.kind != "event" or len(batch) == MAX_EVENTS_PER_REQUEST:
+            break
+        batch.append(item)
+    return batch
