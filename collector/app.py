@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 from aiohttp import web
 
-from collector import handlers_agent, handlers_ops, handlers_people
+from collector import handlers_agent, handlers_commands, handlers_ops, handlers_people
 from collector.appkeys import (
     AGENT_TOKENS,
     AUTH_LIMITER,
     BUFFER,
     CLOCK,
     METRICS,
+    OPEN_COMMANDS,
     SETTINGS,
+    SIGNER,
     STORE,
 )
 from collector.auth import AgentTokenCache, FailedAuthLimiter
 from collector.background import background_tasks
 from collector.bodies import MAX_BODY
 from collector.buffer import HeartbeatBuffer
+from collector.commands import CommandSigner, OpenCommands
 from collector.errors import error_middleware
+from collector.keys import KeyRing
 from collector.metrics import Metrics
 from collector.settings import Settings
 from collector.store.base import Store
 from wire.clock import Clock
 
 
-def create_app(settings: Settings, *, store: Store, clock: Clock) -> web.Application:
+def create_app(
+    settings: Settings, *, store: Store, clock: Clock, keys_dir: Path | None = None
+) -> web.Application:
     metrics = Metrics()
 
     def count_rejection(reason: str) -> None:
@@ -39,7 +48,12 @@ def create_app(settings: Settings, *, store: Store, clock: Clock) -> web.Applica
     app[BUFFER] = HeartbeatBuffer()
     app[AGENT_TOKENS] = AgentTokenCache(store)
     app[AUTH_LIMITER] = FailedAuthLimiter()
+    app[OPEN_COMMANDS] = OpenCommands(store)
+    app[SIGNER] = CommandSigner(
+        KeyRing(keys_dir or settings.resolved_keys_dir), timedelta(seconds=settings.command_ttl_s)
+    )
     app.add_routes(handlers_agent.routes)
+    app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_ops.routes)
     app.cleanup_ctx.append(background_tasks)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from collector.auth import AgentTokenCache, FailedAuthLimiter
 from collector.buffer import HeartbeatBuffer
+from collector.commands import CommandSigner, OpenCommands
 from collector.metrics import Metrics
 from collector.settings import Settings
 from collector.store.base import Store
@@ -18,3 +19,5 @@ METRICS = web.AppKey("metrics", Metrics)
 BUFFER = web.AppKey("buffer", HeartbeatBuffer)
 AGENT_TOKENS = web.AppKey("agent_tokens", AgentTokenCache)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
+OPEN_COMMANDS = web.AppKey("open_commands", OpenCommands)
+SIGNER = web.AppKey("signer", CommandSigner)

@@ -14,7 +14,16 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from collector.appkeys import AGENT_TOKENS, BUFFER, CLOCK, METRICS, SETTINGS, STORE
+from collector.appkeys import (
+    AGENT_TOKENS,
+    BUFFER,
+    CLOCK,
+    METRICS,
+    OPEN_COMMANDS,
+    SETTINGS,
+    SIGNER,
+    STORE,
+)
 from collector.store.base import StateWindows
 from wire.clock import Clock
 from wire.times import EXPIRY
@@ -58,6 +67,12 @@ async def sweep_expired(app: web.Application) -> list[str]:
     return expired
 
 
+async def refresh_commands_and_keys(app: web.Application) -> None:
+    """Commands requested and keys generated through other instances show up here too."""
+    await app[OPEN_COMMANDS].refresh()
+    app[SIGNER].keyring.load()
+
+
 async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
     while True:
         await asyncio.sleep(seconds)
@@ -72,6 +87,7 @@ async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await app[AGENT_TOKENS].start()
+    await refresh_commands_and_keys(app)
     with contextlib.suppress(Exception):
         await sweep_expired(app)
     tasks = [
@@ -81,6 +97,9 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
         asyncio.create_task(
             _every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
+        ),
+        asyncio.create_task(
+            _every(settings.command_poll_s, "commands", lambda: refresh_commands_and_keys(app))
         ),
     ]
     try:

@@ -11,18 +11,19 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from collector import __version__
+from collector import __version__, remote
 from collector.app import create_app
+from collector.keys import KeyFileError, KeyRing
 from collector.settings import Settings, SettingsError, add_arguments, load
 from collector.store import open_store
-from collector.store.base import ROLES, Conflict, Role, Store, StoreError
+from collector.store.base import ROLES, AuditEntry, Conflict, Role, Store, StoreError
 from collector.tokens import hash_token, new_token
 from wire.clock import SystemClock
 from wire.times import format_instant
@@ -283,13 +284,59 @@ Try it from another terminal:
     await serve_forever(store, settings, banner)
 
 
-def _not_available(
-    feature: str,
-) -> Callable[[Store, Settings, argparse.Namespace], Awaitable[None]]:
-    async def refuse(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-        raise CliError(f"{feature} is not available in this version of the collector")
+# command-signing keys
 
-    return refuse
+
+def _keyring(settings: Settings) -> KeyRing:
+    keyring = KeyRing(settings.resolved_keys_dir)
+    try:
+        keyring.load()
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from exc
+    return keyring
+
+
+async def keys_generate(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    keyring = _keyring(settings)
+    key = keyring.generate(SystemClock().now())
+    await store.add_audit(
+        AuditEntry(
+            SystemClock().now(),
+            local_actor(),
+            "key.generated",
+            key.key_id,
+            {"folder": str(keyring.folder)},
+        )
+    )
+    print(key.pin)
+    print(
+        f"new signing key {key.key_id} in {keyring.folder}; pin the line above in every "
+        "agent's command_keys before retiring an older key",
+        file=sys.stderr,
+    )
+
+
+async def keys_show(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    keys = _keyring(settings).active
+    if not keys:
+        print("no active signing key: run `rmm-collector keys generate`", file=sys.stderr)
+    for key in keys:
+        print(key.pin)
+
+
+async def keys_retire(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    keyring = _keyring(settings)
+    try:
+        key = keyring.retire(args.key_id)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from exc
+    await store.add_audit(
+        AuditEntry(SystemClock().now(), local_actor(), "key.retired", key.key_id, {})
+    )
+    left = len(keyring.active)
+    print(f"retired {key.key_id}; {left} active key(s) left", file=sys.stderr)
+    if not left:
+        print("warning: no active key is left, so no command can be signed", file=sys.stderr)
 
 
 # argument parsing
@@ -371,22 +418,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(token_sub, "revoke", "revoke an API token by name", token_revoke)
     p.add_argument("name")
 
-    keys = sub.add_parser(
-        "keys",
-        help="command-signing keys (NOT AVAILABLE YET: comes with signed offboarding)",
-        description="Not available in this version: command signing comes with offboarding.",
+    keys = sub.add_parser("keys", help="command-signing keys (Ed25519, files mode 0600)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    command(
+        keys_sub,
+        "generate",
+        "create a new signing key; agents must pin it before it is used",
+        keys_generate,
+        ("db", "keys_dir"),
     )
-    keys.set_defaults(handler=_not_available("command signing (`keys`)"))
-    keys.add_argument("action", nargs="?", help="generate, show or retire (not available yet)")
-    add_arguments(keys, ("db",))
-    remote = sub.add_parser(
-        "remote",
-        help="technician client over the API (NOT AVAILABLE YET: comes with offboarding)",
-        description="Not available in this version: the remote client comes with offboarding.",
+    command(
+        keys_sub,
+        "show",
+        "print '<key_id>:<base64 public key>' per active key, to pin in agents",
+        keys_show,
+        ("db", "keys_dir"),
     )
-    remote.set_defaults(handler=_not_available("the remote technician client (`remote`)"))
-    remote.add_argument("rest", nargs=argparse.REMAINDER)
-    add_arguments(remote, ("db",))
+    p = command(
+        keys_sub,
+        "retire",
+        "stop signing with a key (after agents pin its successor)",
+        keys_retire,
+        ("db", "keys_dir"),
+    )
+    p.add_argument("key_id")
+    remote.add_parser(sub)
     return parser
 
 
@@ -403,6 +459,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "remote":
+        return remote.run(args)
     try:
         settings = load(args)
     except SettingsError as exc:

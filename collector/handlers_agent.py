@@ -8,9 +8,20 @@ import zlib
 import msgspec
 from aiohttp import web
 
-from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, BUFFER, CLOCK, METRICS, SETTINGS, STORE
+from collector.appkeys import (
+    AGENT_TOKENS,
+    AUTH_LIMITER,
+    BUFFER,
+    CLOCK,
+    METRICS,
+    OPEN_COMMANDS,
+    SETTINGS,
+    SIGNER,
+    STORE,
+)
 from collector.auth import authenticate_agent, remote_address
 from collector.bodies import json_response, read_json
+from collector.commands import deliver
 from collector.errors import ApiError
 from collector.store.base import AgentEvent, EnrollRequestRecord, Facts, NotFound
 from collector.tokens import hash_token, new_token
@@ -81,21 +92,28 @@ async def heartbeat(request: web.Request) -> web.Response:
     app = request.app
     identity = await authenticate_agent(request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER])
     body = await read_json(request, HeartbeatRequest)
+    now = app[CLOCK].now()
     app[BUFFER].add(
         identity.machine_id,
-        app[CLOCK].now(),
+        now,
         hostname=body.hostname,
         os=body.os,
         kind=body.kind,
         components_json=components_json(body.components),
     )
     app[METRICS].heartbeats.inc()
+    commands = []
+    if identity.machine_id in app[OPEN_COMMANDS]:
+        commands = await deliver(
+            app[STORE], app[OPEN_COMMANDS], app[SIGNER], identity, body.key_ids, now
+        )
+        app[METRICS].commands_delivered.inc(len(commands))
     return json_response(
         HeartbeatResponse(
             next_heartbeat_s=next_heartbeat_s(
                 app[SETTINGS].heartbeat_interval_s, identity.agent_id
             ),
-            commands=[],
+            commands=commands,
         )
     )
 

@@ -45,6 +45,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.commands_delivered = Counter(
+            "rmm_commands_delivered",
+            "Signed commands handed to agents (re-deliveries too)",
+            registry=self.registry,
+        )
+        self.security_events = Counter(
+            "rmm_security_events",
+            "Refused commands reported by agents and results sent for another agent's command",
+            ["kind"],
+            registry=self.registry,
+        )
+
     def set_machine_counts(self, counts: dict[MachineState, int]) -> None:
         for state, count in counts.items():
             self.machines.labels(state=state).set(count)

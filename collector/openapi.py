@@ -8,6 +8,8 @@ import msgspec
 
 from collector import __version__
 from wire.messages import (
+    CommandResultRequest,
+    CommandResultResponse,
     EnrollRequest,
     EnrollResponse,
     ErrorBody,
@@ -25,6 +27,8 @@ _STRUCTS = (
     EventsRequest,
     EventsResponse,
     ErrorBody,
+    CommandResultRequest,
+    CommandResultResponse,
 )
 
 _INSTANT = {"type": "string", "format": "date-time"}
@@ -116,6 +120,58 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
             "next_before": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
         },
     },
+    "OffboardRequest": {
+        "type": "object",
+        "required": ["reason"],
+        "additionalProperties": False,
+        "properties": {
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "ticket": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    "CommandAccepted": {
+        "type": "object",
+        "properties": {
+            "command_id": {"type": "string"},
+            "state": {"enum": ["offboard_pending", "offboarded", "offboard_failed"]},
+        },
+    },
+    "Command": {
+        "type": "object",
+        "properties": {
+            "command_id": {"type": "string"},
+            "type": {"enum": ["offboard"]},
+            "machine_id": {"type": "string"},
+            "client_id": {"type": "string"},
+            "agent_id": {"type": "string"},
+            "state": {"enum": ["offboard_pending", "offboarded", "offboard_failed"]},
+            "issuer": {"type": "string"},
+            "reason": {"type": "string"},
+            "ticket": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "sequence": {"type": "integer"},
+            "created_at": _INSTANT,
+            "delivered_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "delivery_count": {"type": "integer"},
+            "completed_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "result": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "rejections": {"type": "integer"},
+        },
+    },
+    "CommandList": {
+        "type": "object",
+        "properties": {
+            "commands": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}},
+            "next_cursor": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    },
+    "ExposureReport": {
+        "type": "object",
+        "properties": {
+            "as_of": _INSTANT,
+            "expired_without_offboard": {"type": "array", "items": {"type": "object"}},
+            "offboards_pending_over_7_days": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "MachineEvents": {
         "type": "object",
         "properties": {"events": {"type": "array", "items": {"type": "object"}}},
@@ -179,6 +235,7 @@ def _op(
 
 
 _MACHINE_ID = {"name": "machine_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_COMMAND_ID = {"name": "command_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def build_spec() -> dict[str, Any]:
@@ -270,6 +327,48 @@ def build_spec() -> dict[str, Any]:
                     _query("before", "next_before of the previous page", {"type": "integer"}),
                     _query("limit", "page size, 1 to 5000", {"type": "integer"}),
                 ],
+            )
+        },
+        "/v1/machines/{machine_id}/offboard": {
+            "post": _op(
+                "Request an offboard (technician, admin); a pending one is answered again",
+                "202",
+                "CommandAccepted",
+                body="OffboardRequest",
+                params=[_MACHINE_ID],
+            )
+        },
+        "/v1/commands": {
+            "get": _op(
+                "List commands (viewer and up)",
+                "200",
+                "CommandList",
+                params=[
+                    _query("state", "offboard_pending, offboarded or offboard_failed"),
+                    _query("machine", "machine id"),
+                    _query("limit", "page size, 1 to 5000", {"type": "integer"}),
+                    _query("cursor", "next_cursor of the previous page"),
+                ],
+            )
+        },
+        "/v1/commands/{command_id}": {
+            "get": _op("Follow one command", "200", "Command", params=[_COMMAND_ID])
+        },
+        "/v1/commands/{command_id}/result": {
+            "post": _op(
+                "An agent reports a command's outcome (only the owning agent)",
+                "200",
+                "CommandResultResponse",
+                body="CommandResultRequest",
+                security="agentToken",
+                params=[_COMMAND_ID],
+            )
+        },
+        "/v1/reports/exposure": {
+            "get": _op(
+                "Licence exposure: expired without offboarding, offboards pending over 7 days",
+                "200",
+                "ExposureReport",
             )
         },
         "/healthz": {"get": _op("Liveness and database reachability", "200", None, security=None)},

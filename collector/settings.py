@@ -26,6 +26,8 @@ class Settings:
     sweep_interval_s: float = 60.0
     auth_cache_s: float = 10.0
     enrollment_token_ttl_days: int = 30
+    command_ttl_s: int = 600
+    command_poll_s: float = 2.0
     keys_dir: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -59,6 +61,8 @@ _HELP: dict[str, str] = {
     "sweep_interval_s": "seconds between sweeps that record machines expiring after 30 days",
     "auth_cache_s": "seconds an agent token lookup is cached (revocations take effect within this)",
     "enrollment_token_ttl_days": "days a new enrollment token stays valid",
+    "command_ttl_s": "seconds a signed command stays valid after delivery (at most 900)",
+    "command_poll_s": "seconds between checks for commands requested through other instances",
     "keys_dir": "folder of command-signing keys (default: keys/ beside the SQLite file)",
     "tls_cert": "PEM certificate chain: serve HTTPS instead of HTTP",
     "tls_key": "PEM private key for --tls-cert",
@@ -146,6 +150,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("heartbeat_interval_s must be at least 1")
     if settings.flush_interval_s <= 0 or settings.flush_interval_s > 10:
         raise SettingsError("flush_interval_s must be in (0, 10] so last-seen never lags far")
+    if not 60 <= settings.command_ttl_s <= 900:
+        raise SettingsError("command_ttl_s must be between 60 and 900: minutes, not days")
     if settings.enrollment_token_ttl_days < 1:
         raise SettingsError("enrollment_token_ttl_days must be at least 1")
     if bool(settings.tls_cert) != bool(settings.tls_key):

@@ -92,3 +92,30 @@ class EventsRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 class EventsResponse(msgspec.Struct, frozen=True, kw_only=True):
     accepted: int
+
+
+StepStatus = Literal["ok", "failed", "timeout", "skipped"]
+
+
+class StepResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One uninstall step the agent ran (or skipped because the component was already gone)."""
+
+    component: Annotated[str, msgspec.Meta(max_length=64)]
+    argv: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(max_length=64)
+    ]
+    status: StepStatus
+    exit_code: int | None = None
+    output_tail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
+    duration_s: float = 0.0
+
+
+class CommandResultRequest(msgspec.Struct, frozen=True, kw_only=True):
+    status: ResultStatus
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    steps: Annotated[list[StepResult], msgspec.Meta(max_length=256)] = []
+
+
+class CommandResultResponse(msgspec.Struct, frozen=True, kw_only=True):
+    command_id: str
+    state: str

@@ -38,6 +38,10 @@ class Conflict(StoreError):
     pass
 
 
+class NotOwner(StoreError):
+    """An agent spoke about a command that is not its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class Client:
     client_id: str
@@ -176,6 +180,70 @@ class AgentEvent:
     detail_json: str
 
 
+CommandState = Literal["offboard_pending", "offboarded", "offboard_failed"]
+COMMAND_STATES: tuple[CommandState, ...] = ("offboard_pending", "offboarded", "offboard_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A remote command and where it stands; for offboarding its state mirrors the machine's."""
+
+    command_id: str
+    type: str
+    machine_id: str
+    client_id: str
+    agent_id: str
+    sequence: int
+    state: CommandState
+    issuer: str
+    reason: str
+    ticket: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    delivery_count: int
+    completed_at: datetime | None
+    result_status: str | None
+    result_reason: str | None
+    steps_json: str | None
+    rejections: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFilter:
+    state: CommandState | None = None
+    machine_id: str | None = None
+    after_command_id: str | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardRequestRecord:
+    machine_id: str
+    issuer: str
+    reason: str
+    ticket: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResultRecord:
+    command_id: str
+    status: Literal["succeeded", "failed", "rejected"]
+    reason: str | None
+    steps_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureRow:
+    machine_id: str
+    client_id: str
+    hostname: str
+    kind: str
+    last_seen: datetime
+    offboard_state: OffboardState | None
+    command_id: str | None
+    requested_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class StateWindows:
     """Clock-derived state boundaries, computed once per query from the collector's clock."""
@@ -235,6 +303,34 @@ class Store(Protocol):
         self, as_of: datetime, *, batch_size: int = 5000
     ) -> AsyncIterator[list[InventoryRecord]]: ...
     async def expire_machines(self, windows: StateWindows) -> list[str]: ...
+
+    # remote commands (offboarding)
+    async def request_offboard(
+        self, request: OffboardRequestRecord, *, now: datetime
+    ) -> tuple[CommandRecord, bool]:
+        """The pending offboard of the machine, created unless one is pending (then `False`)."""
+        ...
+
+    async def get_command(self, command_id: str) -> CommandRecord | None: ...
+    async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]: ...
+    async def machines_with_open_commands(self) -> set[str]: ...
+    async def commands_for_delivery(
+        self, identity: AgentIdentity, *, now: datetime
+    ) -> list[CommandRecord]:
+        """Open commands for the machine, bound to its current agent, counted as delivered."""
+        ...
+
+    async def record_command_result(
+        self, identity: AgentIdentity, result: CommandResultRecord, *, now: datetime
+    ) -> CommandRecord:
+        """Apply an agent's report; `rejected` is audited and never ends the command."""
+        ...
+
+    async def licence_exposure(
+        self, windows: StateWindows, *, pending_before: datetime
+    ) -> tuple[list[ExposureRow], list[ExposureRow]]:
+        """Machines expired without a completed offboard, and offboards pending too long."""
+        ...
 
     # audit
     async def add_audit(self, entry: AuditEntry) -> None: ...

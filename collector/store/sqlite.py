@@ -29,16 +29,23 @@ from collector.store.base import (
     AuditEntry,
     AuditFilter,
     Client,
+    CommandFilter,
+    CommandRecord,
+    CommandResultRecord,
+    CommandState,
     Conflict,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
+    ExposureRow,
     HeartbeatRecord,
     InventoryRecord,
     MachineFilter,
     MachineRecord,
     MachineState,
     NotFound,
+    NotOwner,
+    OffboardRequestRecord,
     OffboardState,
     Role,
     StateWindows,
@@ -787,6 +794,339 @@ class SQLiteStore:
             return [r[0] for r in rows]
 
         return await self._write(run)
+
+    # remote commands (offboarding)
+
+    _COMMAND_COLUMNS = (
+        "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
+        "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
+        "result_reason, steps, rejections"
+    )
+
+    @staticmethod
+    def _command(r: tuple[Any, ...]) -> CommandRecord:
+        return CommandRecord(
+            command_id=r[0],
+            type=r[1],
+            machine_id=r[2],
+            client_id=r[3],
+            agent_id=r[4],
+            sequence=r[5],
+            state=cast(CommandState, r[6]),
+            issuer=r[7],
+            reason=r[8],
+            ticket=r[9],
+            created_at=from_micros(r[10]),
+            delivered_at=_opt_dt(r[11]),
+            delivery_count=r[12],
+            completed_at=_opt_dt(r[13]),
+            result_status=r[14],
+            result_reason=r[15],
+            steps_json=r[16],
+            rejections=r[17],
+        )
+
+    def _command_by_id(self, conn: sqlite3.Connection, command_id: str) -> CommandRecord | None:
+        row = conn.execute(
+            f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return None if row is None else self._command(row)
+
+    @staticmethod
+    def _next_sequence(conn: sqlite3.Connection, agent_id: str) -> int:
+        """Sequence numbers are per agent and only grow."""
+        row = conn.execute(
+            "UPDATE agents SET command_seq = command_seq + 1 WHERE agent_id = ? "
+            "RETURNING command_seq",
+            (agent_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        return int(row[0])
+
+    async def request_offboard(
+        self, request: OffboardRequestRecord, *, now: datetime
+    ) -> tuple[CommandRecord, bool]:
+        def run(conn: sqlite3.Connection) -> tuple[CommandRecord, bool]:
+            machine = conn.execute(
+                "SELECT client_id, agent_id, offboard_state, hostname FROM machines "
+                "WHERE machine_id = ?",
+                (request.machine_id,),
+            ).fetchone()
+            if machine is None:
+                raise NotFound("no machine has that id")
+            client_id, agent_id, offboard_state, hostname = machine
+            if offboard_state == "offboarded":
+                raise Conflict("the machine is already offboarded")
+            pending = conn.execute(
+                f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
+                "AND state = 'offboard_pending' ORDER BY created_at DESC LIMIT 1",
+                (request.machine_id,),
+            ).fetchone()
+            if pending is not None:
+                return self._command(pending), False
+            command_id = str(uuid.uuid4())
+            sequence = self._next_sequence(conn, agent_id)
+            conn.execute(
+                "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
+                "sequence, state, issuer, reason, ticket, created_at) "
+                "VALUES (?, 'offboard', ?, ?, ?, ?, 'offboard_pending', ?, ?, ?, ?)",
+                (
+                    command_id,
+                    request.machine_id,
+                    client_id,
+                    agent_id,
+                    sequence,
+                    request.issuer,
+                    request.reason,
+                    request.ticket,
+                    _us(now),
+                ),
+            )
+            conn.execute(
+                "UPDATE machines SET offboard_state = 'offboard_pending' WHERE machine_id = ?",
+                (request.machine_id,),
+            )
+            self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    request.issuer,
+                    "offboard.requested",
+                    request.machine_id,
+                    {
+                        "command_id": command_id,
+                        "reason": request.reason,
+                        "ticket": request.ticket,
+                        "client_id": client_id,
+                        "hostname": hostname,
+                    },
+                ),
+            )
+            command = self._command_by_id(conn, command_id)
+            assert command is not None
+            return command, True
+
+        return await self._write(run)
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        return await self._read(lambda conn: self._command_by_id(conn, command_id))
+
+    async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        f = command_filter
+        if f.state is not None:
+            conditions.append("state = ?")
+            params.append(f.state)
+        if f.machine_id is not None:
+            conditions.append("machine_id = ?")
+            params.append(f.machine_id)
+        if f.after_command_id is not None:
+            conditions.append("command_id > ?")
+            params.append(f.after_command_id)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT {self._COMMAND_COLUMNS} FROM commands {where} ORDER BY command_id LIMIT ?"
+        params.append(f.limit)
+
+        def run(conn: sqlite3.Connection) -> list[CommandRecord]:
+            return [self._command(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._read(run)
+
+    async def machines_with_open_commands(self) -> set[str]:
+        def run(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT machine_id FROM commands WHERE state = 'offboard_pending'"
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        return await self._read(run)
+
+    async def commands_for_delivery(
+        self, identity: AgentIdentity, *, now: datetime
+    ) -> list[CommandRecord]:
+        now_us = _us(now)
+
+        def run(conn: sqlite3.Connection) -> list[CommandRecord]:
+            rows = conn.execute(
+                f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
+                "AND state = 'offboard_pending' ORDER BY sequence",
+                (identity.machine_id,),
+            ).fetchall()
+            delivered = []
+            for row in rows:
+                command = self._command(row)
+                if command.agent_id != identity.agent_id:
+                    # The machine was enrolled again: the command now goes to its new agent,
+                    # under that agent's own sequence.
+                    conn.execute(
+                        "UPDATE commands SET agent_id = ?, sequence = ? WHERE command_id = ?",
+                        (
+                            identity.agent_id,
+                            self._next_sequence(conn, identity.agent_id),
+                            command.command_id,
+                        ),
+                    )
+                conn.execute(
+                    "UPDATE commands SET delivery_count = delivery_count + 1, "
+                    "delivered_at = COALESCE(delivered_at, ?) WHERE command_id = ?",
+                    (now_us, command.command_id),
+                )
+                if command.delivery_count == 0:
+                    self._audit(
+                        conn,
+                        AuditEntry(
+                            now,
+                            "system",
+                            "command.delivered",
+                            command.machine_id,
+                            {"command_id": command.command_id, "agent_id": identity.agent_id},
+                        ),
+                    )
+                refreshed = self._command_by_id(conn, command.command_id)
+                assert refreshed is not None
+                delivered.append(refreshed)
+            return delivered
+
+        return await self._write(run)
+
+    async def record_command_result(
+        self, identity: AgentIdentity, result: CommandResultRecord, *, now: datetime
+    ) -> CommandRecord:
+        now_us = _us(now)
+
+        def run(conn: sqlite3.Connection) -> CommandRecord:
+            command = self._command_by_id(conn, result.command_id)
+            if command is None:
+                raise NotFound("no command has that id")
+            if command.agent_id != identity.agent_id or command.machine_id != identity.machine_id:
+                raise NotOwner("the command belongs to another agent")
+            detail: dict[str, Any] = {
+                "command_id": command.command_id,
+                "status": result.status,
+                "reason": result.reason,
+            }
+            if result.status == "rejected":
+                # A refusal is a security event; it never ends the command, so a forged
+                # command cannot cancel the genuine one with the same id.
+                conn.execute(
+                    "UPDATE commands SET rejections = rejections + 1 WHERE command_id = ?",
+                    (command.command_id,),
+                )
+                self._audit(
+                    conn,
+                    AuditEntry(
+                        now, identity.agent_id, "command.rejected", command.machine_id, detail
+                    ),
+                )
+            elif command.state == "offboarded":
+                pass  # a repeated final report: already recorded
+            elif result.status == "succeeded":
+                conn.execute(
+                    "UPDATE commands SET state = 'offboarded', completed_at = ?, "
+                    "result_status = ?, result_reason = ?, steps = ? WHERE command_id = ?",
+                    (now_us, result.status, result.reason, result.steps_json, command.command_id),
+                )
+                conn.execute(
+                    "UPDATE machines SET offboard_state = 'offboarded', offboarded_at = ? "
+                    "WHERE machine_id = ?",
+                    (now_us, command.machine_id),
+                )
+                conn.execute(
+                    "UPDATE coverage SET offboarded_at = ? WHERE machine_id = ? AND first_seen = "
+                    "(SELECT first_seen FROM machines WHERE machine_id = ?)",
+                    (now_us, command.machine_id, command.machine_id),
+                )
+                # The final report is in: the agent's token has done its last job.
+                self._revoke_agents(conn, command.machine_id, now_us)
+                self._audit(
+                    conn,
+                    AuditEntry(
+                        now, identity.agent_id, "offboard.completed", command.machine_id, detail
+                    ),
+                )
+            else:
+                conn.execute(
+                    "UPDATE commands SET state = 'offboard_failed', completed_at = ?, "
+                    "result_status = ?, result_reason = ?, steps = ? WHERE command_id = ?",
+                    (now_us, result.status, result.reason, result.steps_json, command.command_id),
+                )
+                conn.execute(
+                    "UPDATE machines SET offboard_state = 'offboard_failed' "
+                    "WHERE machine_id = ? AND offboard_state = 'offboard_pending'",
+                    (command.machine_id,),
+                )
+                failed = [s for s in json.loads(result.steps_json) if s.get("status") != "ok"]
+                self._audit(
+                    conn,
+                    AuditEntry(
+                        now,
+                        identity.agent_id,
+                        "offboard.failed",
+                        command.machine_id,
+                        {**detail, "failed_steps": failed},
+                    ),
+                )
+            refreshed = self._command_by_id(conn, command.command_id)
+            assert refreshed is not None
+            return refreshed
+
+        try:
+            return await self._write(run)
+        except NotOwner:
+            await self.add_audit(
+                AuditEntry(
+                    now,
+                    identity.agent_id,
+                    "command.result_refused",
+                    result.command_id,
+                    {
+                        "reason": "the command belongs to another agent",
+                        "machine_id": identity.machine_id,
+                        "status": result.status,
+                    },
+                )
+            )
+            raise
+
+    async def licence_exposure(
+        self, windows: StateWindows, *, pending_before: datetime
+    ) -> tuple[list[ExposureRow], list[ExposureRow]]:
+        def run(conn: sqlite3.Connection) -> tuple[list[ExposureRow], list[ExposureRow]]:
+            expired = conn.execute(
+                "SELECT m.machine_id, m.client_id, m.hostname, m.kind, m.last_seen, "
+                "m.offboard_state, c.command_id, c.created_at FROM machines m "
+                "LEFT JOIN commands c ON c.machine_id = m.machine_id "
+                "AND c.state = 'offboard_pending' "
+                "WHERE m.last_seen <= ? AND (m.offboard_state IS NULL "
+                "OR m.offboard_state != 'offboarded') ORDER BY m.client_id, m.last_seen",
+                (_us(windows.expired_before),),
+            ).fetchall()
+            pending = conn.execute(
+                "SELECT m.machine_id, m.client_id, m.hostname, m.kind, m.last_seen, "
+                "m.offboard_state, c.command_id, c.created_at FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_pending' AND c.created_at <= ? "
+                "ORDER BY c.created_at",
+                (_us(pending_before),),
+            ).fetchall()
+
+            def row(r: tuple[Any, ...]) -> ExposureRow:
+                return ExposureRow(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    from_micros(r[4]),
+                    cast(OffboardState | None, r[5]),
+                    r[6],
+                    _opt_dt(r[7]),
+                )
+
+            return [row(r) for r in expired], [row(r) for r in pending]
+
+        return await self._read(run)
 
     # audit
 

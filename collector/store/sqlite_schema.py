@@ -109,4 +109,32 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX agent_events_machine_at ON agent_events (machine_id, at);
         """,
     ),
+    (
+        "0002_commands",
+        """
+        ALTER TABLE agents ADD COLUMN command_seq INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE commands (
+            command_id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            client_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            ticket TEXT,
+            created_at INTEGER NOT NULL,
+            delivered_at INTEGER,
+            delivery_count INTEGER NOT NULL DEFAULT 0,
+            completed_at INTEGER,
+            result_status TEXT,
+            result_reason TEXT,
+            steps TEXT,
+            rejections INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX commands_state ON commands (state, created_at);
+        CREATE INDEX commands_machine ON commands (machine_id, created_at);
+        """,
+    ),
 )

@@ -104,7 +104,9 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def make_harness(aiohttp_client: Any, store: Store, clock: FakeClock) -> HarnessFactory:
+async def make_harness(store: Store, clock: FakeClock, aiohttp_client: Any) -> HarnessFactory:
+    """The app is torn down before the store it uses (fixtures end in reverse order)."""
+
     async def build(**overrides: Any) -> Harness:
         settings = replace(
             Settings(

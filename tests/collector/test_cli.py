@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -119,10 +120,44 @@ def test_a_role_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     assert "invalid choice" in out.stderr
 
 
-def test_features_of_later_versions_say_so_and_exit_non_zero(tmp_path: Path) -> None:
-    out = run("keys", "generate", db=tmp_path / "s.sqlite3")
-    assert out.returncode != 0
-    assert "not available" in out.stderr
+def test_signing_keys_are_generated_shown_and_retired_as_files_only_the_owner_reads(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "state.sqlite3"
+    first = run("keys", "generate", db=db)
+    second = run("keys", "generate", db=db)
+    assert first.returncode == second.returncode == 0
+    shown = run("keys", "show", db=db).stdout.split()
+    assert shown == [first.stdout.strip(), second.stdout.strip()]
+    key_id, _, public = shown[0].partition(":")
+    assert key_id.startswith("ed25519-") and len(public) == 44
+    folder = tmp_path / "keys"
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    for pem in folder.glob("*.pem"):
+        assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
+        assert public not in pem.read_text()
+    assert run("keys", "retire", key_id, db=db).returncode == 0
+    assert run("keys", "show", db=db).stdout.split() == [shown[1]]
+    assert run("keys", "retire", key_id, db=db).returncode == 2
+    with sqlite3.connect(db) as conn:
+        audited = conn.execute(
+            "SELECT action, target FROM audit WHERE action LIKE 'key.%' ORDER BY id"
+        ).fetchall()
+    assert audited == [
+        ("key.generated", key_id),
+        ("key.generated", shown[1].partition(":")[0]),
+        ("key.retired", key_id),
+    ]
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite3"
+    run("keys", "generate", db=db)
+    (pem,) = (tmp_path / "keys").glob("*.pem")
+    pem.chmod(0o644)
+    out = run("keys", "show", db=db)
+    assert out.returncode == 2
+    assert "chmod 600" in out.stderr
 
 
 def test_bad_settings_in_the_environment_are_refused(tmp_path: Path) -> None:

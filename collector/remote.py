@@ -1,0 +1,229 @@
+"""`rmm-collector remote`: the technicians' client. It speaks only the HTTP API, with their own
+token, so it works from their desk and everything it does is audited under their name."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+TOKEN_ENV = "RMM_API_TOKEN"
+URL_ENV = "RMM_API_URL"
+FINAL_STATES = ("offboarded", "offboard_failed")
+
+
+class RemoteError(Exception):
+    """The API refused or could not be reached; the message is for the technician."""
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+        self._session = session
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            async with (
+                asyncio.timeout(30),
+                self._session.request(
+                    method, self._url + path, json=body, headers=self._headers
+                ) as response,
+            ):
+                payload = await response.json(content_type=None)
+                if response.status >= 400:
+                    detail = payload.get("detail") if isinstance(payload, dict) else payload
+                    raise RemoteError(f"{response.status}: {detail}")
+                return payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RemoteError(f"cannot reach the collector at {self._url}: {exc}") from exc
+
+
+async def resolve_machine(api: Api, name_or_id: str) -> dict[str, Any]:
+    """A machine by id, or by its exact hostname when that names exactly one machine."""
+    try:
+        machine: dict[str, Any] = await api.call("GET", f"/v1/machines/{quote(name_or_id)}")
+        return machine
+    except RemoteError as exc:
+        if not str(exc).startswith("404"):
+            raise
+    found = await api.call("GET", f"/v1/machines?hostname={quote(name_or_id)}&limit=100")
+    exact = [m for m in found["machines"] if m["hostname"].lower() == name_or_id.lower()]
+    if not exact:
+        raise RemoteError(f"no machine with id or hostname {name_or_id!r}")
+    if len(exact) > 1:
+        ids = ", ".join(f"{m['machine_id']} ({m['client_id']})" for m in exact)
+        raise RemoteError(f"hostname {name_or_id!r} names several machines; use an id: {ids}")
+    only: dict[str, Any] = exact[0]
+    return only
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['machine_id']}  {m['hostname']:<24} {m['kind']:<6} {m['state']:<16} "
+        f"last seen {m['last_seen']}"
+    )
+
+
+async def cmd_machines(api: Api, args: argparse.Namespace) -> int:
+    query = "&".join(
+        f"{k}={quote(v)}"
+        for k, v in (("client", args.client), ("state", args.state), ("hostname", args.hostname))
+        if v
+    )
+    payload = await api.call("GET", f"/v1/machines?{query}")
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        for machine in payload["machines"]:
+            print(_machine_line(machine))
+    return 0
+
+
+async def cmd_machine(api: Api, args: argparse.Namespace) -> int:
+    machine = await resolve_machine(api, args.machine)
+    print(json.dumps(machine, indent=None if args.json else 2))
+    return 0
+
+
+async def cmd_command(api: Api, args: argparse.Namespace) -> int:
+    command = await api.call("GET", f"/v1/commands/{quote(args.command_id)}")
+    print(json.dumps(command, indent=None if args.json else 2))
+    return 0
+
+
+async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float) -> dict[str, Any]:
+    """Poll the command until it ends, printing each change of state or delivery."""
+    deadline = time.monotonic() + timeout_s
+    seen: tuple[Any, ...] = ()
+    while True:
+        command: dict[str, Any] = await api.call("GET", f"/v1/commands/{quote(command_id)}")
+        progress = (command["state"], command["delivered_at"], command["rejections"])
+        if progress != seen:
+            seen = progress
+            note = "waiting for the machine to check in"
+            if command["delivered_at"]:
+                note = f"delivered to the agent at {command['delivered_at']}"
+            if command["rejections"]:
+                note += f"; the agent refused {command['rejections']} delivery(ies)"
+            print(f"  {command['state']}: {note}", file=sys.stderr, flush=True)
+        if command["state"] in FINAL_STATES:
+            return command
+        if time.monotonic() >= deadline:
+            raise RemoteError(
+                f"command {command_id} is still {command['state']} after "
+                f"{timeout_s:.0f} s; follow it with `remote command {command_id}`"
+            )
+        await asyncio.sleep(interval_s)
+
+
+async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
+    machine = await resolve_machine(api, args.machine)
+    if not args.yes and sys.stdin.isatty():
+        answer = await asyncio.to_thread(
+            input,
+            f"Offboard {machine['hostname']} ({machine['machine_id']}) of client "
+            f"{machine['client_id']}? This uninstalls every component. [y/N] ",
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing requested", file=sys.stderr)
+            return 1
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.ticket:
+        body["ticket"] = args.ticket
+    accepted = await api.call("POST", f"/v1/machines/{quote(machine['machine_id'])}/offboard", body)
+    print(
+        f"offboard of {machine['hostname']} requested: command {accepted['command_id']} "
+        f"({accepted['state']})",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        print(json.dumps(accepted))
+        return 0
+    started = time.monotonic()
+    command = await follow(api, accepted["command_id"], args.timeout, args.poll)
+    print(
+        json.dumps(command)
+        if args.json
+        else f"{command['state']} after {time.monotonic() - started:.1f} s"
+    )
+    return 0 if command["state"] == "offboarded" else 3
+
+
+async def cmd_exposure(api: Api, args: argparse.Namespace) -> int:
+    report = await api.call("GET", "/v1/reports/exposure")
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    remote: argparse.ArgumentParser = sub.add_parser(
+        "remote",
+        help="technicians' client over the HTTP API (audited under your token)",
+        description="Talk to a collector over its API with your own token. The token is read "
+        f"from {TOKEN_ENV} or --token-file (keeps it out of shell history).",
+    )
+    remote.add_argument(
+        "--url", default=os.environ.get(URL_ENV), help=f"collector URL (env {URL_ENV})"
+    )
+    remote.add_argument("--token-file", type=Path, help="file holding your API token")
+    remote.add_argument("--token", help=f"your API token (prefer {TOKEN_ENV} or --token-file)")
+    remote.add_argument("--json", action="store_true", help="print JSON")
+    actions = remote.add_subparsers(dest="remote_command", required=True, metavar="ACTION")
+    p = actions.add_parser("machines", help="list machines")
+    p.add_argument("--client")
+    p.add_argument("--state")
+    p.add_argument("--hostname", help="part of the hostname")
+    p.set_defaults(remote_handler=cmd_machines)
+    p = actions.add_parser("machine", help="show one machine (id or exact hostname)")
+    p.add_argument("machine")
+    p.set_defaults(remote_handler=cmd_machine)
+    p = actions.add_parser("offboard", help="request an offboard and optionally follow it")
+    p.add_argument("machine", help="machine id or exact hostname")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.add_argument("--ticket", help="ticket reference")
+    p.add_argument("--wait", action="store_true", help="follow until offboarded or failed")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(remote_handler=cmd_offboard)
+    p = actions.add_parser("command", help="show one command")
+    p.add_argument("command_id")
+    p.set_defaults(remote_handler=cmd_command)
+    p = actions.add_parser("exposure", help="licence exposure report")
+    p.set_defaults(remote_handler=cmd_exposure)
+    return remote
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        return str(args.token_file.read_text().strip())
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise RemoteError(f"give your API token in {TOKEN_ENV} or with --token-file")
+    return str(token)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if not args.url:
+        raise RemoteError(f"give the collector's URL with --url or {URL_ENV}")
+    token = _token(args)
+    async with aiohttp.ClientSession() as session:
+        result: int = await args.remote_handler(Api(session, args.url, token), args)
+        return result
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_run(args))
+    except RemoteError as exc:
+        print(f"rmm-collector remote: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,977 @@
+"""The store for fleets that outgrow one machine: PostgreSQL through an asyncpg pool.
+
+Several collector processes or hosts may share one database, so every write is safe to run
+concurrently with the same write from another instance:
+
+- rows of `machines` are locked in `machine_id` order (last-seen flushes, the expiry sweep,
+  enrollment), so two instances never deadlock on each other's batches;
+- the last-seen flush keeps the newest heartbeat's facts whichever instance flushes first, and
+  never moves `last_seen` backwards;
+- the expiry sweep runs in one instance at a time (a transaction-level advisory lock), and its
+  `UPDATE` re-checks each row after locking it, so a machine's expiry is recorded once;
+- the revocation feed is appended under an advisory lock held until commit, so its sequence
+  numbers become visible in order and no instance polling `seq > n` can skip one;
+- migrations run under an advisory lock, so instances starting together migrate once.
+
+Reads that stream (the inventory) use a server-side cursor inside one read-only, repeatable-read
+transaction: one consistent snapshot, a batch of rows in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from collector.store.base import (
+    MACHINE_STATES,
+    AgentEvent,
+    AgentIdentity,
+    ApiTokenInfo,
+    AuditEntry,
+    AuditFilter,
+    Client,
+    Conflict,
+    EnrollmentTokenInfo,
+    EnrollOutcome,
+    EnrollRequestRecord,
+    HeartbeatRecord,
+    InventoryRecord,
+    MachineFilter,
+    MachineRecord,
+    MachineState,
+    NotFound,
+    OffboardState,
+    Role,
+    StateWindows,
+    StoreError,
+)
+from collector.store.postgres_schema import MIGRATIONS
+from wire.times import EXPIRY, format_instant
+
+T = TypeVar("T")
+Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
+
+# Transaction-level advisory lock keys: one per kind of work that must not run twice at once.
+_MIGRATION_LOCK = 0x524D4D_0001
+_REVOCATION_LOCK = 0x524D4D_0002
+_SWEEP_LOCK = 0x524D4D_0003
+
+# A flush writes this many machines per statement, so encoding one statement's arguments never
+# holds the event loop for more than a few milliseconds.
+_FLUSH_CHUNK = 2000
+_RETRIES = 5
+_POOL_MIN = 1
+_POOL_MAX = 10
+
+
+def _detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"))
+
+
+def _count(status: str) -> int:
+    """Rows touched, from a command status such as `UPDATE 3`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def redact(dsn: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Params:
+    """Collects query arguments and names each `$n` placeholder as it is added."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+async def _create_pool(dsn: str, min_size: int, max_size: int) -> Any:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=10,
+        # JIT compilation costs more than it saves on these short, index-driven queries.
+        server_settings={"application_name": "rmm-collector", "jit": "off"},
+    )
+
+
+async def _create_database(dsn: str) -> None:
+    """Create the database the URL names, through the server's maintenance database."""
+    name = urlsplit(dsn).path.lstrip("/")
+    if not name:
+        raise StoreError("the PostgreSQL URL names no database")
+    conn = await asyncpg.connect(_with_database(dsn, "postgres"), timeout=10)
+    try:
+        await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+    except asyncpg.DuplicateDatabaseError:
+        pass  # another instance created it first
+    finally:
+        await conn.close()
+
+
+class PostgresStore:
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._closed = False
+
+    # lifetime
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, min_size: int = _POOL_MIN, max_size: int = _POOL_MAX
+    ) -> PostgresStore:
+        """Connect (creating the database if it does not exist yet) and migrate."""
+        try:
+            try:
+                pool = await _create_pool(dsn, min_size, max_size)
+            except asyncpg.InvalidCatalogNameError:
+                await _create_database(dsn)
+                pool = await _create_pool(dsn, min_size, max_size)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot open PostgreSQL at {redact(dsn)}: {exc}") from exc
+        store = cls(pool)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for name, sql in MIGRATIONS:
+                if name in applied:
+                    continue
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    # plumbing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction; retried whole if PostgreSQL aborts it for a conflict."""
+        self._check_open()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await fn(conn)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt >= _RETRIES:
+                    raise
+
+    async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        self._check_open()
+        async with self._pool.acquire() as conn:
+            return await fn(conn)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        self._check_open()
+        return cast(list[Any], await self._pool.fetch(sql, *args))
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        self._check_open()
+        return await self._pool.fetchrow(sql, *args)
+
+    @staticmethod
+    async def _audit(conn: Connection, entry: AuditEntry) -> None:
+        await conn.execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+            entry.at,
+            entry.actor,
+            entry.action,
+            entry.target,
+            _detail_json(entry.detail),
+        )
+
+    # clients and enrollment tokens
+
+    async def create_client(self, name: str, *, now: datetime, actor: str) -> Client:
+        client = Client(client_id=str(uuid.uuid4()), name=name, created_at=now)
+
+        async def run(conn: Connection) -> Client:
+            try:
+                await conn.execute(
+                    "INSERT INTO clients (client_id, name, created_at) VALUES ($1, $2, $3)",
+                    client.client_id,
+                    name,
+                    now,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(f"a client named {name!r} already exists") from exc
+            await self._audit(
+                conn, AuditEntry(now, actor, "client.created", client.client_id, {"name": name})
+            )
+            return client
+
+        return await self._write(run)
+
+    async def list_clients(self) -> list[Client]:
+        rows = await self._fetch("SELECT client_id, name, created_at FROM clients ORDER BY name")
+        return [Client(r[0], r[1], r[2]) for r in rows]
+
+    async def find_client(self, name_or_id: str) -> Client | None:
+        row = await self._fetchrow(
+            "SELECT client_id, name, created_at FROM clients WHERE client_id = $1 OR name = $1 "
+            "ORDER BY client_id = $1 DESC LIMIT 1",
+            name_or_id,
+        )
+        return None if row is None else Client(row[0], row[1], row[2])
+
+    async def add_enrollment_token(
+        self, client_id: str, token_hash: str, *, expires_at: datetime, now: datetime, actor: str
+    ) -> EnrollmentTokenInfo:
+        info = EnrollmentTokenInfo(str(uuid.uuid4()), client_id, now, expires_at, None)
+
+        async def run(conn: Connection) -> EnrollmentTokenInfo:
+            if await conn.fetchval("SELECT 1 FROM clients WHERE client_id = $1", client_id) is None:
+                raise NotFound(f"no client {client_id!r}")
+            await conn.execute(
+                "INSERT INTO enrollment_tokens (token_id, client_id, token_hash, created_at, "
+                "expires_at) VALUES ($1, $2, $3, $4, $5)",
+                info.token_id,
+                client_id,
+                token_hash,
+                now,
+                expires_at,
+            )
+            await self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    actor,
+                    "enrollment_token.created",
+                    client_id,
+                    {"token_id": info.token_id, "expires_at": format_instant(expires_at)},
+                ),
+            )
+            return info
+
+        return await self._write(run)
+
+    async def list_enrollment_tokens(self, client_id: str) -> list[EnrollmentTokenInfo]:
+        rows = await self._fetch(
+            "SELECT token_id, client_id, created_at, expires_at, revoked_at "
+            "FROM enrollment_tokens WHERE client_id = $1 ORDER BY created_at, token_id",
+            client_id,
+        )
+        return [EnrollmentTokenInfo(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def revoke_enrollment_tokens(
+        self, client_id: str, *, token_id: str | None, now: datetime, actor: str
+    ) -> int:
+        async def run(conn: Connection) -> int:
+            sql = (
+                "UPDATE enrollment_tokens SET revoked_at = $1 "
+                "WHERE client_id = $2 AND revoked_at IS NULL"
+            )
+            args: list[Any] = [now, client_id]
+            if token_id is not None:
+                sql += " AND token_id = $3"
+                args.append(token_id)
+            count = _count(await conn.execute(sql, *args))
+            if count:
+                await self._audit(
+                    conn,
+                    AuditEntry(
+                        now,
+                        actor,
+                        "enrollment_token.revoked",
+                        client_id,
+                        {"token_id": token_id or "all", "count": count},
+                    ),
+                )
+            return count
+
+        return await self._write(run)
+
+    # API tokens
+
+    async def add_api_token(
+        self, name: str, role: Role, token_hash: str, *, now: datetime, actor: str
+    ) -> ApiTokenInfo:
+        info = ApiTokenInfo(str(uuid.uuid4()), name, role, now, None)
+
+        async def run(conn: Connection) -> ApiTokenInfo:
+            try:
+                await conn.execute(
+                    "INSERT INTO api_tokens (token_id, name, role, token_hash, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    info.token_id,
+                    name,
+                    role,
+                    token_hash,
+                    now,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(f"an active API token named {name!r} already exists") from exc
+            await self._audit(
+                conn, AuditEntry(now, actor, "api_token.created", name, {"role": role})
+            )
+            return info
+
+        return await self._write(run)
+
+    async def list_api_tokens(self) -> list[ApiTokenInfo]:
+        rows = await self._fetch(
+            "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens "
+            "ORDER BY created_at, token_id"
+        )
+        return [ApiTokenInfo(r[0], r[1], cast(Role, r[2]), r[3], r[4]) for r in rows]
+
+    async def revoke_api_token(self, name: str, *, now: datetime, actor: str) -> bool:
+        async def run(conn: Connection) -> bool:
+            count = _count(
+                await conn.execute(
+                    "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+                    now,
+                    name,
+                )
+            )
+            if count:
+                await self._audit(conn, AuditEntry(now, actor, "api_token.revoked", name, {}))
+            return count > 0
+
+        return await self._write(run)
+
+    async def find_api_token(self, token_hash: str) -> ApiTokenInfo | None:
+        r = await self._fetchrow(
+            "SELECT token_id, name, role, created_at FROM api_tokens "
+            "WHERE token_hash = $1 AND revoked_at IS NULL",
+            token_hash,
+        )
+        return None if r is None else ApiTokenInfo(r[0], r[1], cast(Role, r[2]), r[3], None)
+
+    # agents
+
+    async def enroll(
+        self, request: EnrollRequestRecord, *, now: datetime, gap_s: float
+    ) -> EnrollOutcome:
+        gap = timedelta(seconds=gap_s)
+        facts = request.facts
+        new_machine_id = str(uuid.uuid4())
+
+        async def run(conn: Connection) -> EnrollOutcome:
+            client_id = await conn.fetchval(
+                "SELECT client_id FROM enrollment_tokens WHERE token_hash = $1 "
+                "AND revoked_at IS NULL AND expires_at > $2",
+                request.enrollment_token_hash,
+                now,
+            )
+            if client_id is None:
+                raise NotFound("the enrollment token is unknown, expired or revoked")
+            # A concurrent enrollment of the same new hardware waits here for the other to
+            # commit, then takes the re-enrollment path below.
+            inserted = await conn.fetchval(
+                "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
+                "components, first_seen, presence_start, last_seen, agent_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) "
+                "ON CONFLICT (client_id, hardware_id) DO NOTHING RETURNING machine_id",
+                new_machine_id,
+                client_id,
+                request.hardware_id,
+                facts.hostname,
+                facts.os,
+                facts.kind,
+                facts.components_json,
+                now,
+                request.agent_id,
+            )
+            reenrolled = inserted is None
+            if inserted is not None:
+                machine_id = new_machine_id
+                await conn.execute(
+                    "INSERT INTO coverage (machine_id, first_seen) VALUES ($1, $2)",
+                    machine_id,
+                    now,
+                )
+            else:
+                existing = await conn.fetchrow(
+                    "SELECT machine_id, offboard_state, last_seen FROM machines "
+                    "WHERE client_id = $1 AND hardware_id = $2 FOR UPDATE",
+                    client_id,
+                    request.hardware_id,
+                )
+                machine_id = existing[0]
+                offboarded = existing[1] == "offboarded"
+                await self._close_presence_if_gap(conn, machine_id, now, existing[2], gap)
+                if offboarded:
+                    # An offboarded machine enrolled again starts a new coverage period.
+                    await conn.execute(
+                        "INSERT INTO coverage (machine_id, first_seen) VALUES ($1, $2) "
+                        "ON CONFLICT DO NOTHING",
+                        machine_id,
+                        now,
+                    )
+                await conn.execute(
+                    "UPDATE machines SET hostname = $2, os = $3, kind = $4, "
+                    "components = CASE WHEN $5 = '[]' THEN components ELSE $5 END, "
+                    "last_seen = GREATEST(last_seen, $6), agent_id = $7, "
+                    "first_seen = CASE WHEN $8 THEN $6 ELSE first_seen END, "
+                    "offboard_state = CASE WHEN $8 THEN NULL ELSE offboard_state END, "
+                    "offboarded_at = CASE WHEN $8 THEN NULL ELSE offboarded_at END "
+                    "WHERE machine_id = $1",
+                    machine_id,
+                    facts.hostname,
+                    facts.os,
+                    facts.kind,
+                    facts.components_json,
+                    now,
+                    request.agent_id,
+                    offboarded,
+                )
+            await conn.execute(
+                "INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components) "
+                "SELECT machine_id, $2, hostname, os, kind, components FROM machines "
+                "WHERE machine_id = $1 ON CONFLICT (machine_id, valid_from) DO UPDATE SET "
+                "hostname = EXCLUDED.hostname, os = EXCLUDED.os, kind = EXCLUDED.kind, "
+                "components = EXCLUDED.components",
+                machine_id,
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, "
+                "created_at) VALUES ($1, $2, $3, $4, $5)",
+                request.agent_id,
+                machine_id,
+                request.agent_token_hash,
+                request.agent_version,
+                now,
+            )
+            await self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    request.agent_id,
+                    "machine.reenrolled" if reenrolled else "machine.enrolled",
+                    machine_id,
+                    {
+                        "client_id": client_id,
+                        "hostname": facts.hostname,
+                        "kind": facts.kind,
+                        "hardware_id": request.hardware_id,
+                    },
+                ),
+            )
+            if reenrolled:
+                # Last: the feed's lock is held until commit, so it is held briefly.
+                await self._revoke_agents(
+                    conn, machine_id, now, keep_agent_id=request.agent_id
+                )
+            return EnrollOutcome(request.agent_id, machine_id, client_id, reenrolled)
+
+        return await self._write(run)
+
+    async def enroll_new_machines_in_bulk(
+        self, requests: Sequence[EnrollRequestRecord], *, now: datetime
+    ) -> list[EnrollOutcome]:
+        """Enroll many machines never seen before in one transaction (fleet set-up, load tests).
+
+        Each is recorded exactly as `enroll` records a first enrollment (machine, coverage,
+        facts, agent and audit entry). Hardware already enrolled for its client is a `Conflict`
+        and nothing is written; re-enrollment goes through `enroll`.
+        """
+        if not requests:
+            return []
+
+        async def run(conn: Connection) -> list[EnrollOutcome]:
+            token_hashes = sorted({r.enrollment_token_hash for r in requests})
+            rows = await conn.fetch(
+                "SELECT token_hash, client_id FROM enrollment_tokens "
+                "WHERE token_hash = ANY($1::text[]) AND revoked_at IS NULL AND expires_at > $2",
+                token_hashes,
+                now,
+            )
+            clients = {r[0]: r[1] for r in rows}
+            if len(clients) != len(token_hashes):
+                raise NotFound("an enrollment token is unknown, expired or revoked")
+            machine_ids = [str(uuid.uuid4()) for _ in requests]
+            client_ids = [clients[r.enrollment_token_hash] for r in requests]
+            inserted = _count(
+                await conn.execute(
+                    "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, "
+                    "kind, components, first_seen, presence_start, last_seen, agent_id) "
+                    "SELECT m, c, h, hn, o, k, comp, $8, $8, $8, a FROM unnest("
+                    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+                    "$7::text[], $9::text[]) AS t(m, c, h, hn, o, k, comp, a) "
+                    "ON CONFLICT (client_id, hardware_id) DO NOTHING",
+                    machine_ids,
+                    client_ids,
+                    [r.hardware_id for r in requests],
+                    [r.facts.hostname for r in requests],
+                    [r.facts.os for r in requests],
+                    [r.facts.kind for r in requests],
+                    [r.facts.components_json for r in requests],
+                    now,
+                    [r.agent_id for r in requests],
+                )
+            )
+            if inserted != len(requests):
+                raise Conflict(
+                    "some of this hardware is already enrolled (or listed twice); "
+                    "bulk enrollment is for new machines only"
+                )
+            await conn.execute(
+                "INSERT INTO coverage (machine_id, first_seen) SELECT unnest($1::text[]), $2",
+                machine_ids,
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components) "
+                "SELECT machine_id, $2, hostname, os, kind, components FROM machines "
+                "WHERE machine_id = ANY($1::text[])",
+                machine_ids,
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, "
+                "created_at) SELECT a, m, t, v, $5 FROM unnest($1::text[], $2::text[], "
+                "$3::text[], $4::text[]) AS x(a, m, t, v)",
+                [r.agent_id for r in requests],
+                machine_ids,
+                [r.agent_token_hash for r in requests],
+                [r.agent_version for r in requests],
+                now,
+            )
+            await conn.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) "
+                "SELECT $1, a, 'machine.enrolled', m, d FROM unnest($2::text[], $3::text[], "
+                "$4::text[]) AS x(a, m, d)",
+                now,
+                [r.agent_id for r in requests],
+                machine_ids,
+                [
+                    _detail_json(
+                        {
+                            "client_id": client_id,
+                            "hostname": r.facts.hostname,
+                            "kind": r.facts.kind,
+                            "hardware_id": r.hardware_id,
+                        }
+                    )
+                    for r, client_id in zip(requests, client_ids, strict=True)
+                ],
+            )
+            return [
+                EnrollOutcome(r.agent_id, machine_id, client_id, False)
+                for r, machine_id, client_id in zip(requests, machine_ids, client_ids, strict=True)
+            ]
+
+        return await self._write(run)
+
+    @staticmethod
+    async def _close_presence_if_gap(
+        conn: Connection, machine_id: str, seen: datetime, last_seen: datetime, gap: timedelta
+    ) -> None:
+        """Enrollment of known hardware counts as a heartbeat: it may end a run of presence."""
+        if seen - last_seen > gap:
+            await conn.execute(
+                "INSERT INTO presence (machine_id, start_at, end_at) "
+                "SELECT machine_id, presence_start, last_seen FROM machines WHERE machine_id = $1 "
+                "ON CONFLICT (machine_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at",
+                machine_id,
+            )
+            await conn.execute(
+                "UPDATE machines SET presence_start = $2 WHERE machine_id = $1", machine_id, seen
+            )
+
+    @staticmethod
+    async def _publish_revocations(conn: Connection, token_hashes: Sequence[str]) -> None:
+        """Append to the feed every instance polls.
+
+        The advisory lock is held until this transaction commits: a later writer gets a higher
+        `seq` and commits after us, so `seq` values become visible in order.
+        """
+        if not token_hashes:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _REVOCATION_LOCK)
+        await conn.execute(
+            "INSERT INTO revocations (token_hash) SELECT unnest($1::text[])", list(token_hashes)
+        )
+
+    async def _revoke_agents(
+        self,
+        conn: Connection,
+        machine_id: str,
+        now: datetime,
+        *,
+        keep_agent_id: str | None = None,
+    ) -> None:
+        """Revoke every live agent token of a machine (but `keep_agent_id`) and publish it."""
+        rows = await conn.fetch(
+            "UPDATE agents SET revoked_at = $2 WHERE machine_id = $1 AND revoked_at IS NULL "
+            "AND agent_id IS DISTINCT FROM $3 RETURNING token_hash",
+            machine_id,
+            now,
+            keep_agent_id,
+        )
+        await self._publish_revocations(conn, [r[0] for r in rows])
+
+    async def revocations_since(self, seq: int) -> tuple[list[str], int]:
+        if seq < 0:
+            top = await self._fetchrow("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+            return [], int(top[0])
+        rows = await self._fetch(
+            "SELECT seq, token_hash FROM revocations WHERE seq > $1 ORDER BY seq", seq
+        )
+        return [r[1] for r in rows], int(rows[-1][0]) if rows else seq
+
+    async def find_agent(self, token_hash: str) -> AgentIdentity | None:
+        row = await self._fetchrow(
+            "SELECT a.agent_id, a.machine_id, m.client_id FROM agents a "
+            "JOIN machines m ON m.machine_id = a.machine_id "
+            "WHERE a.token_hash = $1 AND a.revoked_at IS NULL",
+            token_hash,
+        )
+        return None if row is None else AgentIdentity(row[0], row[1], row[2])
+
+    # The flush of one chunk of machines (already locked in machine_id order). Every CTE reads
+    # the rows as they stood before this statement; `newest` keeps a heartbeat flushed late by
+    # another instance from overwriting newer facts, and `last_seen` never moves backwards.
+    _APPLY_SQL = """
+        WITH b AS (
+            SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],
+                                 $4::text[], $5::text[], $6::text[], $7::text[])
+                AS b(machine_id, first_at, last_at, hostname, os, kind, components)
+        ),
+        cur AS MATERIALIZED (
+            SELECT m.machine_id, m.presence_start, m.last_seen, b.first_at, b.last_at,
+                   b.first_at - m.last_seen > $8::interval AS new_run,
+                   b.last_at >= m.last_seen AS newest,
+                   m.hostname <> COALESCE(b.hostname, m.hostname)
+                       OR m.os <> COALESCE(b.os, m.os)
+                       OR m.kind <> COALESCE(b.kind, m.kind)
+                       OR m.components <> b.components AS changed,
+                   COALESCE(b.hostname, m.hostname) AS hostname,
+                   COALESCE(b.os, m.os) AS os,
+                   COALESCE(b.kind, m.kind) AS kind,
+                   b.components
+            FROM machines m JOIN b ON b.machine_id = m.machine_id
+        ),
+        closed_runs AS (
+            INSERT INTO presence (machine_id, start_at, end_at)
+            SELECT machine_id, presence_start, last_seen FROM cur WHERE new_run
+            ON CONFLICT (machine_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at
+        ),
+        changed_facts AS (
+            INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components)
+            SELECT machine_id, last_at, hostname, os, kind, components FROM cur
+            WHERE newest AND changed
+            ON CONFLICT (machine_id, valid_from) DO UPDATE SET hostname = EXCLUDED.hostname,
+                os = EXCLUDED.os, kind = EXCLUDED.kind, components = EXCLUDED.components
+        )
+        UPDATE machines m SET
+            presence_start = CASE WHEN cur.new_run THEN cur.first_at
+                                  ELSE LEAST(cur.presence_start, cur.first_at) END,
+            last_seen = GREATEST(cur.last_seen, cur.last_at),
+            hostname = CASE WHEN cur.newest THEN cur.hostname ELSE m.hostname END,
+            os = CASE WHEN cur.newest THEN cur.os ELSE m.os END,
+            kind = CASE WHEN cur.newest THEN cur.kind ELSE m.kind END,
+            components = CASE WHEN cur.newest THEN cur.components ELSE m.components END
+        FROM cur WHERE m.machine_id = cur.machine_id
+    """
+
+    async def apply_heartbeats(self, batch: Sequence[HeartbeatRecord], *, gap_s: float) -> None:
+        if not batch:
+            return
+        gap = timedelta(seconds=gap_s)
+        ordered = sorted(batch, key=lambda r: r.machine_id)
+
+        async def run(conn: Connection) -> None:
+            for start in range(0, len(ordered), _FLUSH_CHUNK):
+                chunk = ordered[start : start + _FLUSH_CHUNK]
+                ids = [r.machine_id for r in chunk]
+                await conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM machines WHERE machine_id = ANY($1) "
+                    "ORDER BY machine_id FOR UPDATE) AS locked",
+                    ids,
+                )
+                await conn.execute(
+                    self._APPLY_SQL,
+                    ids,
+                    [r.first_at for r in chunk],
+                    [r.last_at for r in chunk],
+                    [r.hostname for r in chunk],
+                    [r.os for r in chunk],
+                    [r.kind for r in chunk],
+                    [r.components_json for r in chunk],
+                    gap,
+                )
+
+        await self._write(run)
+
+    async def record_events(
+        self, identity: AgentIdentity, events: Sequence[AgentEvent], *, now: datetime
+    ) -> int:
+        if not events:
+            return 0
+
+        async def run(conn: Connection) -> int:
+            return int(
+                await conn.fetchval(
+                    "WITH added AS (INSERT INTO agent_events (machine_id, event_id, agent_id, at, "
+                    "received_at, type, detail) SELECT $1, e, $2, a, $3, t, d FROM unnest("
+                    "$4::text[], $5::timestamptz[], $6::text[], $7::text[]) AS x(e, a, t, d) "
+                    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM added",
+                    identity.machine_id,
+                    identity.agent_id,
+                    now,
+                    [e.event_id for e in events],
+                    [e.at for e in events],
+                    [e.type for e in events],
+                    [e.detail_json for e in events],
+                )
+            )
+
+        return await self._write(run)
+
+    async def list_events(self, machine_id: str, *, limit: int) -> list[AgentEvent]:
+        rows = await self._fetch(
+            "SELECT event_id, at, type, detail FROM agent_events WHERE machine_id = $1 "
+            "ORDER BY at DESC, event_id LIMIT $2",
+            machine_id,
+            limit,
+        )
+        return [AgentEvent(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # machines and inventory
+
+    _MACHINE_COLUMNS = (
+        "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
+        "components, offboard_state, offboarded_at, agent_id"
+    )
+
+    @staticmethod
+    def _machine(r: Any) -> MachineRecord:
+        return MachineRecord(
+            machine_id=r[0],
+            client_id=r[1],
+            hardware_id=r[2],
+            hostname=r[3],
+            os=r[4],
+            kind=r[5],
+            first_seen=r[6],
+            last_seen=r[7],
+            components_json=r[8],
+            offboard_state=cast(OffboardState | None, r[9]),
+            offboarded_at=r[10],
+            agent_id=r[11],
+        )
+
+    async def get_machine(self, machine_id: str) -> MachineRecord | None:
+        row = await self._fetchrow(
+            f"SELECT {self._MACHINE_COLUMNS} FROM machines WHERE machine_id = $1", machine_id
+        )
+        return None if row is None else self._machine(row)
+
+    @staticmethod
+    def _state_condition(state: MachineState, windows: StateWindows, p: _Params) -> str:
+        if state in ("offboard_pending", "offboarded", "offboard_failed"):
+            return f"offboard_state = {p(state)}"
+        if state == "expired":
+            return f"offboard_state IS NULL AND last_seen <= {p(windows.expired_before)}"
+        if state == "online":
+            return f"offboard_state IS NULL AND last_seen >= {p(windows.online_since)}"
+        return (
+            f"offboard_state IS NULL AND last_seen < {p(windows.online_since)} "
+            f"AND last_seen > {p(windows.expired_before)}"
+        )
+
+    async def list_machines(
+        self, machine_filter: MachineFilter, windows: StateWindows
+    ) -> list[MachineRecord]:
+        p = _Params()
+        conditions: list[str] = []
+        f = machine_filter
+        if f.client_id is not None:
+            conditions.append(f"client_id = {p(f.client_id)}")
+        if f.kind is not None:
+            conditions.append(f"kind = {p(f.kind)}")
+        if f.hostname_contains:
+            conditions.append(f"strpos(lower(hostname), lower({p(f.hostname_contains)})) > 0")
+        if f.state is not None:
+            conditions.append(self._state_condition(f.state, windows, p))
+        if f.after_machine_id is not None:
+            conditions.append(f"machine_id > {p(f.after_machine_id)}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} "
+            f"ORDER BY machine_id LIMIT {p(f.limit)}"
+        )
+        return [self._machine(r) for r in await self._fetch(sql, *p.values)]
+
+    async def count_machines_by_state(self, windows: StateWindows) -> dict[MachineState, int]:
+        rows = await self._fetch(
+            "SELECT CASE WHEN offboard_state IS NOT NULL THEN offboard_state "
+            "WHEN last_seen <= $1 THEN 'expired' WHEN last_seen >= $2 THEN 'online' "
+            "ELSE 'offline' END AS state, COUNT(*) FROM machines GROUP BY 1",
+            windows.expired_before,
+            windows.online_since,
+        )
+        counts: dict[MachineState, int] = dict.fromkeys(MACHINE_STATES, 0)
+        for state, count in rows:
+            counts[cast(MachineState, state)] = int(count)
+        return counts
+
+    # Each machine as it stood at $1: its coverage period and facts are the latest that began
+    # before (or at) $1; last-seen is the current run's or, if that began after $1, the latest
+    # closed run's that began at or before $1, capped at $1. Rows come in machine_id order.
+    _INVENTORY_SQL = """
+        SELECT m.machine_id, m.client_id, f.hostname, f.kind, c.first_seen,
+            CASE WHEN m.presence_start <= $1 THEN LEAST(m.last_seen, $1)
+                 ELSE (SELECT LEAST(p.end_at, $1) FROM presence p
+                       WHERE p.machine_id = m.machine_id AND p.start_at <= $1
+                       ORDER BY p.start_at DESC LIMIT 1)
+            END AS last_seen,
+            CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END AS offboarded_at,
+            f.components
+        FROM machines m
+        CROSS JOIN LATERAL (
+            SELECT first_seen, offboarded_at FROM coverage
+            WHERE coverage.machine_id = m.machine_id AND coverage.first_seen < $1
+            ORDER BY coverage.first_seen DESC LIMIT 1) c
+        CROSS JOIN LATERAL (
+            SELECT hostname, kind, components FROM facts
+            WHERE facts.machine_id = m.machine_id AND facts.valid_from <= $1
+            ORDER BY facts.valid_from DESC LIMIT 1) f
+        ORDER BY m.machine_id
+    """
+
+    async def iter_inventory(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncIterator[list[InventoryRecord]]:
+        self._check_open()
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            cursor = await conn.cursor(self._INVENTORY_SQL, as_of)
+            while True:
+                rows = await cursor.fetch(batch_size)
+                if not rows:
+                    return
+                yield [
+                    InventoryRecord(
+                        machine_id=r[0],
+                        client_id=r[1],
+                        hostname=r[2],
+                        kind=r[3],
+                        first_seen=r[4],
+                        last_seen=r[5],
+                        offboarded_at=r[6],
+                        components_json=r[7],
+                    )
+                    for r in rows
+                ]
+                if len(rows) < batch_size:
+                    return
+
+    async def expire_machines(self, windows: StateWindows) -> list[str]:
+        now = windows.now
+
+        async def run(conn: Connection) -> list[str]:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SWEEP_LOCK):
+                return []  # another instance is sweeping right now; it records them
+            rows = await conn.fetch(
+                "WITH due AS (SELECT machine_id FROM machines WHERE last_seen <= $2 "
+                "AND (offboard_state IS NULL OR offboard_state <> 'offboarded') "
+                "AND (expired_at IS NULL OR expired_at <= last_seen) "
+                "ORDER BY machine_id FOR UPDATE) "
+                "UPDATE machines m SET expired_at = m.last_seen + $1::interval FROM due "
+                "WHERE m.machine_id = due.machine_id "
+                "RETURNING m.machine_id, m.client_id, m.hostname, m.last_seen, m.offboard_state",
+                EXPIRY,
+                windows.expired_before,
+            )
+            rows = sorted(rows, key=lambda r: r[0])
+            await conn.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) "
+                "SELECT $1, 'system', 'machine.expired', t, d "
+                "FROM unnest($2::text[], $3::text[]) AS x(t, d)",
+                now,
+                [r[0] for r in rows],
+                [
+                    _detail_json(
+                        {
+                            "client_id": client_id,
+                            "hostname": hostname,
+                            "last_seen": format_instant(last_seen),
+                            "expired_at": format_instant(last_seen + EXPIRY),
+                            "offboard_state": offboard_state,
+                        }
+                    )
+                    for _, client_id, hostname, last_seen, offboard_state in rows
+                ],
+            )
+            return [r[0] for r in rows]
+
+        return await self._write(run)
+
+    # audit
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        async def run(conn: Connection) -> None:
+            await self._audit(conn, entry)
+
+        await self._write(run)
+
+    async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]:
+        p = _Params()
+        conditions: list[str] = []
+        f = audit_filter
+        for column, value in (("actor", f.actor), ("action", f.action), ("target", f.target)):
+            if value is not None:
+                conditions.append(f"{column} = {p(value)}")
+        if f.since is not None:
+            conditions.append(f"at >= {p(f.since)}")
+        if f.before_id is not None:
+            conditions.append(f"id < {p(f.before_id)}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT id, at, actor, action, target, detail FROM audit {where} "
+            f"ORDER BY id DESC LIMIT {p(f.limit)}"
+        )
+        return [
+            (r[0], AuditEntry(r[1], r[2], r[3], r[4], json.loads(r[5])))
+            for r in await self._fetch(sql, *p.values)
+        ]

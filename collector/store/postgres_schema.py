@@ -1,0 +1,117 @@
+"""Named, recorded migrations of the PostgreSQL store, applied in order, each exactly once.
+
+The tables mirror the SQLite store's one for one (see `sqlite_schema`), with native types:
+instants are `timestamptz` (microseconds, like SQLite's integers), identifiers and names sort
+bytewise (`COLLATE "C"`) so keyset paging orders rows exactly as SQLite does.
+
+Presence is kept compact: the machine row holds the current run of continuous presence
+(`presence_start` .. `last_seen`); a closed run moves to `presence` only when a gap longer than the
+online window ends it. `facts` gets a row only when hostname, os, kind or components change.
+`machines` is written by every last-seen flush, so it leaves room on each page (`fillfactor`) for
+updates that touch no index (HOT updates): no index covers `last_seen` on purpose.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_initial",
+        """
+        CREATE TABLE clients (
+            client_id text COLLATE "C" PRIMARY KEY,
+            name text COLLATE "C" NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL
+        );
+        CREATE TABLE enrollment_tokens (
+            token_id text COLLATE "C" PRIMARY KEY,
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            token_hash text NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL,
+            revoked_at timestamptz
+        );
+        CREATE INDEX enrollment_tokens_client ON enrollment_tokens (client_id);
+        CREATE TABLE api_tokens (
+            token_id text COLLATE "C" PRIMARY KEY,
+            name text COLLATE "C" NOT NULL,
+            role text NOT NULL,
+            token_hash text NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL,
+            revoked_at timestamptz
+        );
+        CREATE UNIQUE INDEX api_tokens_active_name ON api_tokens (name) WHERE revoked_at IS NULL;
+        CREATE TABLE machines (
+            machine_id text COLLATE "C" PRIMARY KEY,
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            hardware_id text COLLATE "C" NOT NULL,
+            hostname text NOT NULL,
+            os text NOT NULL,
+            kind text NOT NULL,
+            components text NOT NULL,
+            first_seen timestamptz NOT NULL,
+            presence_start timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL,
+            offboard_state text,
+            offboarded_at timestamptz,
+            expired_at timestamptz,
+            agent_id text COLLATE "C",
+            UNIQUE (client_id, hardware_id)
+        ) WITH (fillfactor = 70);
+        CREATE INDEX machines_client ON machines (client_id, machine_id);
+        CREATE TABLE agents (
+            agent_id text COLLATE "C" PRIMARY KEY,
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            token_hash text NOT NULL UNIQUE,
+            agent_version text,
+            created_at timestamptz NOT NULL,
+            revoked_at timestamptz
+        );
+        CREATE INDEX agents_machine ON agents (machine_id);
+        CREATE TABLE revocations (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            token_hash text NOT NULL
+        );
+        CREATE TABLE coverage (
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            first_seen timestamptz NOT NULL,
+            offboarded_at timestamptz,
+            PRIMARY KEY (machine_id, first_seen)
+        );
+        CREATE TABLE presence (
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            start_at timestamptz NOT NULL,
+            end_at timestamptz NOT NULL,
+            PRIMARY KEY (machine_id, start_at)
+        );
+        CREATE TABLE facts (
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            valid_from timestamptz NOT NULL,
+            hostname text NOT NULL,
+            os text NOT NULL,
+            kind text NOT NULL,
+            components text NOT NULL,
+            PRIMARY KEY (machine_id, valid_from)
+        );
+        CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL,
+            detail text NOT NULL
+        );
+        CREATE INDEX audit_target ON audit (target, id);
+        CREATE TABLE agent_events (
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            event_id text COLLATE "C" NOT NULL,
+            agent_id text NOT NULL,
+            at timestamptz NOT NULL,
+            received_at timestamptz NOT NULL,
+            type text NOT NULL,
+            detail text NOT NULL,
+            PRIMARY KEY (machine_id, event_id)
+        );
+        CREATE INDEX agent_events_machine_at ON agent_events (machine_id, at);
+        """,
+    ),
+)
