@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collector.store.base import Store, StoreError
+from collector.store.base import Store
 
 
 async def open_store(db: str) -> Store:
     """Open (creating and migrating if needed) the state named by `db`."""
     if db.startswith(("postgresql://", "postgres://")):
-        raise StoreError("this version stores its state in SQLite only; give a file path")
+        from collector.store.postgres import PostgresStore
+
+        return await PostgresStore.open(db)
     from collector.store.sqlite import SQLiteStore
 
     return await SQLiteStore.open(db)

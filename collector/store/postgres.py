@@ -36,16 +36,23 @@ from collector.store.base import (
     AuditEntry,
     AuditFilter,
     Client,
+    CommandFilter,
+    CommandRecord,
+    CommandResultRecord,
+    CommandState,
     Conflict,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
+    ExposureRow,
     HeartbeatRecord,
     InventoryRecord,
     MachineFilter,
     MachineRecord,
     MachineState,
     NotFound,
+    NotOwner,
+    OffboardRequestRecord,
     OffboardState,
     Role,
     StateWindows,
@@ -127,8 +134,8 @@ async def _create_database(dsn: str) -> None:
     conn = await asyncpg.connect(_with_database(dsn, "postgres"), timeout=10)
     try:
         await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
-    except asyncpg.DuplicateDatabaseError:
-        pass  # another instance created it first
+    except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+        pass  # another instance created it first (the second error is the race in flight)
     finally:
         await conn.close()
 
@@ -445,9 +452,9 @@ class PostgresStore:
                     )
                 await conn.execute(
                     "UPDATE machines SET hostname = $2, os = $3, kind = $4, "
-                    "components = CASE WHEN $5 = '[]' THEN components ELSE $5 END, "
-                    "last_seen = GREATEST(last_seen, $6), agent_id = $7, "
-                    "first_seen = CASE WHEN $8 THEN $6 ELSE first_seen END, "
+                    "components = CASE WHEN $5::text = '[]' THEN components ELSE $5::text END, "
+                    "last_seen = GREATEST(last_seen, $6::timestamptz), agent_id = $7, "
+                    "first_seen = CASE WHEN $8::boolean THEN $6 ELSE first_seen END, "
                     "offboard_state = CASE WHEN $8 THEN NULL ELSE offboard_state END, "
                     "offboarded_at = CASE WHEN $8 THEN NULL ELSE offboarded_at END "
                     "WHERE machine_id = $1",
@@ -495,9 +502,7 @@ class PostgresStore:
             )
             if reenrolled:
                 # Last: the feed's lock is held until commit, so it is held briefly.
-                await self._revoke_agents(
-                    conn, machine_id, now, keep_agent_id=request.agent_id
-                )
+                await self._revoke_agents(conn, machine_id, now, keep_agent_id=request.agent_id)
             return EnrollOutcome(request.agent_id, machine_id, client_id, reenrolled)
 
         return await self._write(run)
@@ -924,6 +929,8 @@ class PostgresStore:
                 windows.expired_before,
             )
             rows = sorted(rows, key=lambda r: r[0])
+            if not rows:
+                return []
             await conn.execute(
                 "INSERT INTO audit (at, actor, action, target, detail) "
                 "SELECT $1, 'system', 'machine.expired', t, d "
@@ -946,6 +953,336 @@ class PostgresStore:
             return [r[0] for r in rows]
 
         return await self._write(run)
+
+    # remote commands (offboarding)
+
+    _COMMAND_COLUMNS = (
+        "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
+        "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
+        "result_reason, steps, rejections"
+    )
+
+    @staticmethod
+    def _command(r: Any) -> CommandRecord:
+        return CommandRecord(
+            command_id=r[0],
+            type=r[1],
+            machine_id=r[2],
+            client_id=r[3],
+            agent_id=r[4],
+            sequence=int(r[5]),
+            state=cast(CommandState, r[6]),
+            issuer=r[7],
+            reason=r[8],
+            ticket=r[9],
+            created_at=r[10],
+            delivered_at=r[11],
+            delivery_count=int(r[12]),
+            completed_at=r[13],
+            result_status=r[14],
+            result_reason=r[15],
+            steps_json=r[16],
+            rejections=int(r[17]),
+        )
+
+    async def _command_by_id(
+        self, conn: Connection, command_id: str, *, lock: bool = False
+    ) -> CommandRecord | None:
+        row = await conn.fetchrow(
+            f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE command_id = $1"
+            + (" FOR UPDATE" if lock else ""),
+            command_id,
+        )
+        return None if row is None else self._command(row)
+
+    @staticmethod
+    async def _next_sequence(conn: Connection, agent_id: str) -> int:
+        """Sequence numbers are per agent and only grow (the agent's row is locked meanwhile)."""
+        sequence = await conn.fetchval(
+            "UPDATE agents SET command_seq = command_seq + 1 WHERE agent_id = $1 "
+            "RETURNING command_seq",
+            agent_id,
+        )
+        if sequence is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        return int(sequence)
+
+    async def request_offboard(
+        self, request: OffboardRequestRecord, *, now: datetime
+    ) -> tuple[CommandRecord, bool]:
+        command_id = str(uuid.uuid4())
+
+        async def run(conn: Connection) -> tuple[CommandRecord, bool]:
+            # The machine's row lock makes concurrent requests (through any instance) queue up:
+            # the first creates the command, the others answer with it.
+            machine = await conn.fetchrow(
+                "SELECT client_id, agent_id, offboard_state, hostname FROM machines "
+                "WHERE machine_id = $1 FOR UPDATE",
+                request.machine_id,
+            )
+            if machine is None:
+                raise NotFound("no machine has that id")
+            client_id, agent_id, offboard_state, hostname = machine
+            if offboard_state == "offboarded":
+                raise Conflict("the machine is already offboarded")
+            pending = await conn.fetchrow(
+                f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE machine_id = $1 "
+                "AND state = 'offboard_pending' ORDER BY created_at DESC LIMIT 1",
+                request.machine_id,
+            )
+            if pending is not None:
+                return self._command(pending), False
+            sequence = await self._next_sequence(conn, agent_id)
+            await conn.execute(
+                "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
+                "sequence, state, issuer, reason, ticket, created_at) "
+                "VALUES ($1, 'offboard', $2, $3, $4, $5, 'offboard_pending', $6, $7, $8, $9)",
+                command_id,
+                request.machine_id,
+                client_id,
+                agent_id,
+                sequence,
+                request.issuer,
+                request.reason,
+                request.ticket,
+                now,
+            )
+            await conn.execute(
+                "UPDATE machines SET offboard_state = 'offboard_pending' WHERE machine_id = $1",
+                request.machine_id,
+            )
+            await self._audit(
+                conn,
+                AuditEntry(
+                    now,
+                    request.issuer,
+                    "offboard.requested",
+                    request.machine_id,
+                    {
+                        "command_id": command_id,
+                        "reason": request.reason,
+                        "ticket": request.ticket,
+                        "client_id": client_id,
+                        "hostname": hostname,
+                    },
+                ),
+            )
+            command = await self._command_by_id(conn, command_id)
+            assert command is not None
+            return command, True
+
+        return await self._write(run)
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        return await self._read(lambda conn: self._command_by_id(conn, command_id))
+
+    async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]:
+        p = _Params()
+        conditions: list[str] = []
+        f = command_filter
+        if f.state is not None:
+            conditions.append(f"state = {p(f.state)}")
+        if f.machine_id is not None:
+            conditions.append(f"machine_id = {p(f.machine_id)}")
+        if f.after_command_id is not None:
+            conditions.append(f"command_id > {p(f.after_command_id)}")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {self._COMMAND_COLUMNS} FROM commands {where} "
+            f"ORDER BY command_id LIMIT {p(f.limit)}"
+        )
+        return [self._command(r) for r in await self._fetch(sql, *p.values)]
+
+    async def machines_with_open_commands(self) -> set[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT machine_id FROM commands WHERE state = 'offboard_pending'"
+        )
+        return {r[0] for r in rows}
+
+    async def commands_for_delivery(
+        self, identity: AgentIdentity, *, now: datetime
+    ) -> list[CommandRecord]:
+        async def run(conn: Connection) -> list[CommandRecord]:
+            # Locked: two instances handing out the same command take turns, so it is rebound
+            # and first-delivered once.
+            rows = await conn.fetch(
+                f"SELECT {self._COMMAND_COLUMNS} FROM commands WHERE machine_id = $1 "
+                "AND state = 'offboard_pending' ORDER BY sequence, command_id FOR UPDATE",
+                identity.machine_id,
+            )
+            delivered = []
+            for row in rows:
+                command = self._command(row)
+                if command.agent_id != identity.agent_id:
+                    # The machine was enrolled again: the command now goes to its new agent,
+                    # under that agent's own sequence.
+                    await conn.execute(
+                        "UPDATE commands SET agent_id = $1, sequence = $2 WHERE command_id = $3",
+                        identity.agent_id,
+                        await self._next_sequence(conn, identity.agent_id),
+                        command.command_id,
+                    )
+                await conn.execute(
+                    "UPDATE commands SET delivery_count = delivery_count + 1, "
+                    "delivered_at = COALESCE(delivered_at, $1) WHERE command_id = $2",
+                    now,
+                    command.command_id,
+                )
+                if command.delivery_count == 0:
+                    await self._audit(
+                        conn,
+                        AuditEntry(
+                            now,
+                            "system",
+                            "command.delivered",
+                            command.machine_id,
+                            {"command_id": command.command_id, "agent_id": identity.agent_id},
+                        ),
+                    )
+                refreshed = await self._command_by_id(conn, command.command_id)
+                assert refreshed is not None
+                delivered.append(refreshed)
+            return delivered
+
+        return await self._write(run)
+
+    async def record_command_result(
+        self, identity: AgentIdentity, result: CommandResultRecord, *, now: datetime
+    ) -> CommandRecord:
+        async def run(conn: Connection) -> CommandRecord:
+            # Locked: the same result arriving through two instances lands once.
+            command = await self._command_by_id(conn, result.command_id, lock=True)
+            if command is None:
+                raise NotFound("no command has that id")
+            if command.agent_id != identity.agent_id or command.machine_id != identity.machine_id:
+                raise NotOwner("the command belongs to another agent")
+            detail: dict[str, Any] = {
+                "command_id": command.command_id,
+                "status": result.status,
+                "reason": result.reason,
+            }
+            if result.status == "rejected":
+                # A refusal is a security event; it never ends the command, so a forged
+                # command cannot cancel the genuine one with the same id.
+                await conn.execute(
+                    "UPDATE commands SET rejections = rejections + 1 WHERE command_id = $1",
+                    command.command_id,
+                )
+                await self._audit(
+                    conn,
+                    AuditEntry(
+                        now, identity.agent_id, "command.rejected", command.machine_id, detail
+                    ),
+                )
+            elif command.state == "offboarded":
+                pass  # a repeated final report: already recorded
+            elif result.status == "succeeded":
+                await conn.execute(
+                    "UPDATE commands SET state = 'offboarded', completed_at = $1, "
+                    "result_status = $2, result_reason = $3, steps = $4 WHERE command_id = $5",
+                    now,
+                    result.status,
+                    result.reason,
+                    result.steps_json,
+                    command.command_id,
+                )
+                await conn.execute(
+                    "UPDATE machines SET offboard_state = 'offboarded', offboarded_at = $1 "
+                    "WHERE machine_id = $2",
+                    now,
+                    command.machine_id,
+                )
+                await conn.execute(
+                    "UPDATE coverage SET offboarded_at = $1 WHERE machine_id = $2 AND "
+                    "first_seen = (SELECT first_seen FROM machines WHERE machine_id = $2)",
+                    now,
+                    command.machine_id,
+                )
+                await self._audit(
+                    conn,
+                    AuditEntry(
+                        now, identity.agent_id, "offboard.completed", command.machine_id, detail
+                    ),
+                )
+                # The final report is in: the agent's token has done its last job.
+                await self._revoke_agents(conn, command.machine_id, now)
+            else:
+                await conn.execute(
+                    "UPDATE commands SET state = 'offboard_failed', completed_at = $1, "
+                    "result_status = $2, result_reason = $3, steps = $4 WHERE command_id = $5",
+                    now,
+                    result.status,
+                    result.reason,
+                    result.steps_json,
+                    command.command_id,
+                )
+                await conn.execute(
+                    "UPDATE machines SET offboard_state = 'offboard_failed' "
+                    "WHERE machine_id = $1 AND offboard_state = 'offboard_pending'",
+                    command.machine_id,
+                )
+                failed = [s for s in json.loads(result.steps_json) if s.get("status") != "ok"]
+                await self._audit(
+                    conn,
+                    AuditEntry(
+                        now,
+                        identity.agent_id,
+                        "offboard.failed",
+                        command.machine_id,
+                        {**detail, "failed_steps": failed},
+                    ),
+                )
+            refreshed = await self._command_by_id(conn, command.command_id)
+            assert refreshed is not None
+            return refreshed
+
+        try:
+            return await self._write(run)
+        except NotOwner:
+            await self.add_audit(
+                AuditEntry(
+                    now,
+                    identity.agent_id,
+                    "command.result_refused",
+                    result.command_id,
+                    {
+                        "reason": "the command belongs to another agent",
+                        "machine_id": identity.machine_id,
+                        "status": result.status,
+                    },
+                )
+            )
+            raise
+
+    async def licence_exposure(
+        self, windows: StateWindows, *, pending_before: datetime
+    ) -> tuple[list[ExposureRow], list[ExposureRow]]:
+        def row(r: Any) -> ExposureRow:
+            return ExposureRow(
+                r[0], r[1], r[2], r[3], r[4], cast(OffboardState | None, r[5]), r[6], r[7]
+            )
+
+        async def run(conn: Connection) -> tuple[list[ExposureRow], list[ExposureRow]]:
+            expired = await conn.fetch(
+                "SELECT m.machine_id, m.client_id, m.hostname, m.kind, m.last_seen, "
+                "m.offboard_state, c.command_id, c.created_at FROM machines m "
+                "LEFT JOIN commands c ON c.machine_id = m.machine_id "
+                "AND c.state = 'offboard_pending' "
+                "WHERE m.last_seen <= $1 AND (m.offboard_state IS NULL "
+                "OR m.offboard_state <> 'offboarded') ORDER BY m.client_id, m.last_seen",
+                windows.expired_before,
+            )
+            pending = await conn.fetch(
+                "SELECT m.machine_id, m.client_id, m.hostname, m.kind, m.last_seen, "
+                "m.offboard_state, c.command_id, c.created_at FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_pending' AND c.created_at <= $1 "
+                "ORDER BY c.created_at",
+                pending_before,
+            )
+            return [row(r) for r in expired], [row(r) for r in pending]
+
+        return await self._read(run)
 
     # audit
 

@@ -114,4 +114,35 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX agent_events_machine_at ON agent_events (machine_id, at);
         """,
     ),
+    (
+        "0002_commands",
+        """
+        ALTER TABLE agents ADD COLUMN command_seq bigint NOT NULL DEFAULT 0;
+        CREATE TABLE commands (
+            command_id text COLLATE "C" PRIMARY KEY,
+            type text NOT NULL,
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            client_id text COLLATE "C" NOT NULL,
+            agent_id text COLLATE "C" NOT NULL,
+            sequence bigint NOT NULL,
+            state text NOT NULL,
+            issuer text NOT NULL,
+            reason text NOT NULL,
+            ticket text,
+            created_at timestamptz NOT NULL,
+            delivered_at timestamptz,
+            delivery_count integer NOT NULL DEFAULT 0,
+            completed_at timestamptz,
+            result_status text,
+            result_reason text,
+            steps text,
+            rejections integer NOT NULL DEFAULT 0
+        );
+        CREATE INDEX commands_state ON commands (state, created_at);
+        CREATE INDEX commands_machine ON commands (machine_id, created_at);
+        -- However many instances take offboard requests, a machine has one pending offboard.
+        CREATE UNIQUE INDEX commands_one_pending ON commands (machine_id)
+            WHERE state = 'offboard_pending';
+        """,
+    ),
 )

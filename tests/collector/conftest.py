@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from collector.settings import Settings
 from collector.store import open_store
 from collector.store.base import Role, Store
 from collector.tokens import hash_token, new_token
+from tests.support import postgres as pg
 from tests.support.clock import FakeClock
 
 
@@ -26,9 +27,39 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(str(tmp_path / "collector.sqlite3"))
+@dataclass(frozen=True)
+class PostgresDatabase:
+    url: str
+    tables: pg.Tables
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    """One migrated database of this run's own on the real PostgreSQL, dropped at the end."""
+    server = pg.base_url()
+    pg.ensure_server(server)
+    url = pg.run_blocking(pg.create_database(server))
+
+    async def migrate() -> pg.Tables:
+        await (await open_store(url)).close()
+        return await pg.store_tables(url)
+
+    try:
+        yield PostgresDatabase(url, pg.run_blocking(migrate()))
+    finally:
+        pg.run_blocking(pg.drop_database(server, url))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every test that uses the store runs on both engines: a fresh SQLite file, and the run's
+    PostgreSQL database emptied before the test."""
+    if request.param == "sqlite":
+        s = await open_store(str(tmp_path / "collector.sqlite3"))
+    else:
+        database: PostgresDatabase = request.getfixturevalue("postgres_database")
+        await pg.empty_tables(database.url, database.tables)
+        s = await open_store(database.url)
     yield s
     await s.close()
 

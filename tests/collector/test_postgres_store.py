@@ -1,0 +1,415 @@
+"""What only PostgreSQL has to get right: several collector instances writing one database at once.
+
+Each "instance" here is a store with a pool of its own, as each `rmm-collector serve` process
+has. The shared suite (every test using the `store` fixture) already runs on this engine; these
+tests add the concurrency, migration and streaming properties on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector.background import state_windows
+from collector.store import open_store
+from collector.store.base import (
+    AgentIdentity,
+    AuditFilter,
+    CommandResultRecord,
+    Conflict,
+    EnrollRequestRecord,
+    Facts,
+    HeartbeatRecord,
+    MachineFilter,
+    OffboardRequestRecord,
+    Store,
+)
+from collector.store.postgres import PostgresStore, redact
+from collector.store.postgres_schema import MIGRATIONS
+from collector.tokens import hash_token
+from tests.collector.conftest import PostgresDatabase
+from tests.collector.test_presence_model import GAP, START, brute_force_last_seen, gaps
+from tests.support import postgres as pg
+from tests.support.clock import FakeClock
+from wire.times import EXPIRY
+
+GAP_S = GAP.total_seconds()
+
+
+@pytest.fixture
+async def database(postgres_database: PostgresDatabase) -> str:
+    await pg.empty_tables(postgres_database.url, postgres_database.tables)
+    return postgres_database.url
+
+
+@pytest.fixture
+async def instances(database: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two collector instances' stores on one database."""
+    first = await PostgresStore.open(database)
+    second = await PostgresStore.open(database)
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def enroll_fleet(
+    store: Store, count: int, now: datetime = START, client: str = "Acme"
+) -> list[AgentIdentity]:
+    created = await store.create_client(client, now=now, actor="test")
+    await store.add_enrollment_token(
+        created.client_id,
+        hash_token(f"enroll-{client}"),
+        expires_at=now + timedelta(days=30),
+        now=now,
+        actor="test",
+    )
+    identities = []
+    for i in range(count):
+        outcome = await store.enroll(
+            EnrollRequestRecord(
+                hash_token(f"enroll-{client}"),
+                f"hw-{i:05}",
+                Facts(f"host-{i}", "Linux", "pc", "[]"),
+                f"agent-{client}-{i}",
+                hash_token(f"agent-{client}-{i}"),
+                None,
+            ),
+            now=now,
+            gap_s=GAP_S,
+        )
+        identities.append(AgentIdentity(outcome.agent_id, outcome.machine_id, outcome.client_id))
+    return identities
+
+
+def beat(machine_id: str, at: datetime, components: str = "[]", **facts: str) -> HeartbeatRecord:
+    return HeartbeatRecord(
+        machine_id,
+        at,
+        at,
+        facts.get("hostname"),
+        facts.get("os"),
+        facts.get("kind"),
+        components,
+    )
+
+
+# migrations and opening
+
+
+async def test_open_creates_the_database_and_records_each_migration_once(database: str) -> None:
+    fresh = pg.with_database(database, database.rsplit("/", 1)[-1] + "_fresh")
+    try:
+        stores = await asyncio.gather(*(PostgresStore.open(fresh) for _ in range(4)))
+        for store in stores:
+            await store.close()
+        conn = await asyncpg.connect(fresh)
+        try:
+            applied = [r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")]
+        finally:
+            await conn.close()
+        assert sorted(applied) == [name for name, _ in MIGRATIONS]
+    finally:
+        await pg.drop_database(pg.base_url(), fresh)
+
+
+async def test_an_unreachable_server_is_a_clear_store_error_without_the_password() -> None:
+    url = "postgresql://rmm:s3cret@127.0.0.1:1/rmm"
+    with pytest.raises(Exception, match="cannot open PostgreSQL") as caught:
+        await open_store(url)
+    assert "s3cret" not in str(caught.value)
+    assert redact(url) == "postgresql://rmm:***@127.0.0.1:1/rmm"
+
+
+async def test_close_is_idempotent_and_a_closed_store_refuses_work(database: str) -> None:
+    store = await PostgresStore.open(database)
+    await store.close()
+    await store.close()
+    with pytest.raises(Exception, match="closed"):
+        await store.list_clients()
+
+
+# last-seen flushes from several instances
+
+
+async def test_two_instances_flushing_the_same_machines_at_once_never_deadlock(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    fleet = await enroll_fleet(first, 300)
+    ids = [a.machine_id for a in fleet]
+    t1, t2 = START + timedelta(seconds=30), START + timedelta(seconds=31)
+    # Opposite orders and overlapping chunks: the store sorts and locks in machine_id order.
+    await asyncio.gather(
+        *(
+            store.apply_heartbeats([beat(m, at) for m in order], gap_s=GAP_S)
+            for _ in range(5)
+            for store, order, at in ((first, ids, t1), (second, ids[::-1], t2))
+        )
+    )
+    for machine_id in ids[:20]:
+        machine = await second.get_machine(machine_id)
+        assert machine is not None and machine.last_seen == t2
+
+
+async def test_a_heartbeat_flushed_late_by_another_instance_never_rolls_anything_back(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    (agent,) = await enroll_fleet(first, 1)
+    newer, older = START + timedelta(seconds=61), START + timedelta(seconds=60)
+    await first.apply_heartbeats([beat(agent.machine_id, newer, hostname="new")], gap_s=GAP_S)
+    await second.apply_heartbeats([beat(agent.machine_id, older, hostname="old")], gap_s=GAP_S)
+    machine = await first.get_machine(agent.machine_id)
+    assert machine is not None
+    assert (machine.last_seen, machine.hostname) == (newer, "new")
+    rows = [r async for b in first.iter_inventory(newer + timedelta(seconds=1)) for r in b]
+    assert rows[0].hostname == "new"
+
+
+async def test_a_late_flush_after_a_long_gap_still_counts_the_earlier_heartbeat(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    (agent,) = await enroll_fleet(first, 1)
+    back = START + timedelta(days=40)  # dark past the 30-day rule, then back through both
+    await first.apply_heartbeats([beat(agent.machine_id, back + timedelta(seconds=1))], gap_s=GAP_S)
+    await second.apply_heartbeats([beat(agent.machine_id, back)], gap_s=GAP_S)
+    as_of = back + timedelta(microseconds=500)
+    (row,) = [r async for b in first.iter_inventory(as_of) for r in b]
+    assert back <= row.last_seen <= as_of  # not the enrollment 40 days before: still in inventory
+
+
+# revocation feed
+
+
+async def test_every_instance_sees_every_revocation_even_when_they_commit_out_of_order(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    fleet = await enroll_fleet(first, 40)
+    _, start = await second.revocations_since(-1)
+    seen: list[str] = []
+    cursor = start
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        nonlocal cursor
+        while not done.is_set():
+            revoked, cursor = await second.revocations_since(cursor)
+            seen.extend(revoked)
+            await asyncio.sleep(0)
+
+    async def reenroll(store: Store, i: int) -> None:
+        await store.enroll(
+            EnrollRequestRecord(
+                hash_token("enroll-Acme"),
+                f"hw-{i:05}",
+                Facts(f"host-{i}", "Linux", "pc", "[]"),
+                f"agent-again-{i}",
+                hash_token(f"agent-again-{i}"),
+                None,
+            ),
+            now=START + timedelta(minutes=1),
+            gap_s=GAP_S,
+        )
+
+    poller = asyncio.create_task(poll())
+    await asyncio.gather(*(reenroll((first, second)[i % 2], i) for i in range(len(fleet))))
+    done.set()
+    await poller
+    revoked, _ = await second.revocations_since(cursor)
+    seen.extend(revoked)
+    assert sorted(seen) == sorted(hash_token(a.agent_id) for a in fleet)
+
+
+# expiry sweep
+
+
+async def test_the_expiry_sweep_in_every_instance_records_each_expiry_once(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    await enroll_fleet(first, 50)
+    clock = FakeClock(START + EXPIRY + timedelta(hours=1))
+    windows = state_windows(clock, int(GAP_S))
+    results = await asyncio.gather(
+        *(store.expire_machines(windows) for store in (first, second, first, second))
+    )
+    assert sorted(m for r in results for m in r) == sorted(
+        m.machine_id for m in await first.list_machines(MachineFilter(), windows)
+    )
+    entries = await second.list_audit(AuditFilter(action="machine.expired", limit=1000))
+    assert len(entries) == 50
+
+
+# commands through several instances
+
+
+async def test_one_offboard_command_however_many_instances_take_the_request(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    (agent,) = await enroll_fleet(first, 1)
+    request = OffboardRequestRecord(agent.machine_id, "tina", "returned", None)
+    results = await asyncio.gather(
+        *(s.request_offboard(request, now=START) for s in (first, second) * 3)
+    )
+    assert len({command.command_id for command, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+async def test_a_command_handed_out_and_reported_through_two_instances_lands_once(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    (agent,) = await enroll_fleet(first, 1)
+    command, _ = await first.request_offboard(
+        OffboardRequestRecord(agent.machine_id, "tina", "returned", "T-1"), now=START
+    )
+    later = START + timedelta(minutes=1)
+    deliveries = await asyncio.gather(
+        first.commands_for_delivery(agent, now=later),
+        second.commands_for_delivery(agent, now=later),
+    )
+    assert {d[0].sequence for d in deliveries} == {command.sequence}
+    result = CommandResultRecord(command.command_id, "succeeded", None, "[]")
+    done = await asyncio.gather(
+        first.record_command_result(agent, result, now=later),
+        second.record_command_result(agent, result, now=later),
+    )
+    assert {d.state for d in done} == {"offboarded"}
+    assert len(await first.list_audit(AuditFilter(action="command.delivered"))) == 1
+    assert len(await first.list_audit(AuditFilter(action="offboard.completed"))) == 1
+
+
+# streaming inventory
+
+
+async def test_inventory_streams_one_consistent_snapshot_in_batches(
+    instances: tuple[PostgresStore, PostgresStore],
+) -> None:
+    first, second = instances
+    fleet = await enroll_fleet(first, 25)
+    as_of = START + timedelta(seconds=1)
+    batches = []
+    async for batch in first.iter_inventory(as_of, batch_size=10):
+        batches.append(batch)
+        if len(batches) == 1:
+            # Writes meanwhile (another instance enrolls) do not tear the stream.
+            await enroll_fleet(second, 5, now=START, client="Other")
+    assert [len(b) for b in batches] == [10, 10, 5]
+    ids = [r.machine_id for b in batches for r in b]
+    assert ids == sorted(a.machine_id for a in fleet)
+
+
+async def test_abandoning_an_inventory_stream_gives_its_connection_back(database: str) -> None:
+    store = await PostgresStore.open(database, max_size=1)
+    try:
+        await enroll_fleet(store, 3)
+        for _ in range(3):
+            stream = store.iter_inventory(START + timedelta(seconds=1), batch_size=1)
+            async for _batch in stream:
+                break
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert len(await store.list_clients()) == 1
+    finally:
+        await store.close()
+
+
+# bulk enrollment (fleet set-up)
+
+
+async def test_bulk_enrollment_records_what_enroll_records(database: str) -> None:
+    store = await PostgresStore.open(database)
+    try:
+        (single,) = await enroll_fleet(store, 1)
+        requests = [
+            EnrollRequestRecord(
+                hash_token("enroll-Acme"),
+                f"bulk-{i}",
+                Facts(f"bulk-host-{i}", "Linux", "server", "[]"),
+                f"bulk-agent-{i}",
+                hash_token(f"bulk-agent-{i}"),
+                "1.0",
+            )
+            for i in range(3)
+        ]
+        outcomes = await store.enroll_new_machines_in_bulk(requests, now=START)
+        assert [o.reenrolled for o in outcomes] == [False] * 3
+        found = await store.find_agent(hash_token("bulk-agent-1"))
+        assert found is not None and found.machine_id == outcomes[1].machine_id
+        machine = await store.get_machine(outcomes[2].machine_id)
+        assert machine is not None
+        assert (machine.hostname, machine.kind, machine.first_seen) == (
+            "bulk-host-2",
+            "server",
+            START,
+        )
+        rows = [r async for b in store.iter_inventory(START + timedelta(seconds=1)) for r in b]
+        assert len(rows) == 4
+        enrolled = await store.list_audit(AuditFilter(action="machine.enrolled"))
+        assert {e.target for _, e in enrolled} == {single.machine_id} | {
+            o.machine_id for o in outcomes
+        }
+        with pytest.raises(Conflict):
+            await store.enroll_new_machines_in_bulk(requests[:1], now=START)
+        assert len(await store.list_audit(AuditFilter(action="machine.enrolled"))) == 4
+    finally:
+        await store.close()
+
+
+# the presence model, as the SQLite store is checked against it
+
+
+async def _presence_matches_brute_force(
+    url: str, gap_seconds: list[int], probes: list[int]
+) -> None:
+    heartbeats = [START]
+    for gap in gap_seconds:
+        heartbeats.append(heartbeats[-1] + timedelta(seconds=gap))
+    store = await PostgresStore.open(url)
+    try:
+        (agent,) = await enroll_fleet(store, 1)
+        for at in heartbeats[1:]:
+            await store.apply_heartbeats([beat(agent.machine_id, at)], gap_s=GAP_S)
+        instants = {START} | {START + timedelta(seconds=p) for p in probes}
+        for at in heartbeats:
+            instants |= {at, at + EXPIRY, at + EXPIRY - timedelta(microseconds=1), at + GAP}
+        for moment in sorted(instants):
+            rows = [r async for batch in store.iter_inventory(moment) for r in batch]
+            true_last = brute_force_last_seen(heartbeats, moment)
+            if moment <= START:
+                assert rows == [], moment
+                continue
+            (row,) = rows
+            assert true_last is not None
+            assert true_last <= row.last_seen <= min(moment, true_last + GAP), moment
+            assert (moment - row.last_seen < EXPIRY) == (moment - true_last < EXPIRY), moment
+            following = [h for h in heartbeats if h > true_last]
+            if not following or following[0] - true_last > GAP:
+                assert row.last_seen == true_last, moment
+    finally:
+        await store.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    gap_seconds=st.lists(gaps, min_size=0, max_size=10),
+    probes=st.lists(st.integers(min_value=-10, max_value=400 * 86400), max_size=6),
+)
+def test_inventory_as_of_matches_a_brute_force_model_on_postgres(
+    postgres_database: PostgresDatabase, gap_seconds: list[int], probes: list[int]
+) -> None:
+    async def example() -> None:
+        await pg.empty_tables(postgres_database.url, postgres_database.tables)
+        await _presence_matches_brute_force(postgres_database.url, gap_seconds, probes)
+
+    pg.run_blocking(example())
