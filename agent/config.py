@@ -115,7 +115,8 @@ def load_config(path: Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError(path, "(file)", f"cannot be read: {exc.strerror or exc}") from exc
     try:
-        document = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: editors on Windows may save UTF-8 with a byte-order mark.
+        document = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(path, "(file)", "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

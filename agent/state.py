@@ -117,6 +117,10 @@ class StateStore:
 
     def prepare(self) -> None:
         ensure_private_dir(self.directory)
+        # Temporary files left by a write that a crash interrupted; the real file is intact.
+        for leftover in self.directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
     @property
     def credential_path(self) -> Path:

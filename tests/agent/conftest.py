@@ -39,8 +39,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy; fail the test with `what` on timeout."""
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 10.0,
+    what: str = "condition",
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `check` until it returns something truthy; fail the test with `what` on timeout.
+
+    `on_timeout` adds context to the failure, e.g. the tail of the agent's log.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -48,7 +57,8 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "co
         if last:
             return last
         time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+    context = f"\n{on_timeout()[-3000:]}" if on_timeout else ""
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r}){context}")
 
 
 @dataclass
@@ -212,6 +222,16 @@ class Agent:
         assert done.returncode in (0, 3), done.stderr
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
+    def known(self) -> dict[str, Any]:
+        """The agent's status.json, read directly (cheaper than `rmm-agent status` for polling)."""
+        try:
+            return json.loads((self.state_dir / "status.json").read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def spooled_events(self) -> int:
+        return len(list((self.state_dir / "spool").glob("*.event.json")))
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -237,15 +257,25 @@ def toml_config(values: dict[str, Any], components: list[dict[str, Any]] = ()) -
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    directory = tmp_path / "collector"
+def _collector(directory: Path) -> Iterator[Collector]:
     directory.mkdir()
     server = Collector(directory)
     server.admin_token = str(server.cli("token", "add", "noc", "--role", "admin")["token"])
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    """One collector shared by a module's tests; each test enrolls its own client and machines."""
+    yield from _collector(tmp_path_factory.mktemp("shared") / "collector")
+
+
+@pytest.fixture
+def own_collector(tmp_path: Path) -> Iterator[Collector]:
+    """A collector for one test alone, which it may stop and start again."""
+    yield from _collector(tmp_path / "collector")
 
 
 @pytest.fixture

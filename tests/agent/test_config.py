@@ -135,3 +135,9 @@ def test_a_file_that_is_not_toml_is_reported_as_such(tmp_path: Path) -> None:
 def test_a_missing_file_is_reported_as_such(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_a_byte_order_mark_from_a_windows_editor_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'collector_url = "https://noc.example.net"\r\n')
+    assert load_config(path).collector_url == "https://noc.example.net"

@@ -25,11 +25,12 @@ MakeStandIn = Callable[[str], StandIn]
 
 def enrolled(agent: Agent) -> str:
     """Wait for the running agent to enroll and heartbeat; return its machine id."""
-    status = wait_for(
-        lambda: (s := agent.status())["last_heartbeat"] and s,
-        what=f"a first heartbeat (log: {agent.log()[-2000:]})",
+    wait_for(
+        lambda: agent.known().get("last_heartbeat_at"),
+        what="a first heartbeat",
+        on_timeout=agent.log,
     )
-    return str(status["machine_id"])
+    return str(agent.credential()["machine_id"])
 
 
 def component_status(collector: Collector, machine_id: str, name: str) -> Callable[[], Any]:
@@ -133,19 +134,19 @@ def test_kind_in_the_config_overrides_detection(
 
 
 def test_outage_spools_events_and_recovery_delivers_all_of_them(
-    collector: Collector, make_agent: MakeAgent, stand_in: MakeStandIn
+    own_collector: Collector, make_agent: MakeAgent, stand_in: MakeStandIn
 ) -> None:
     daemon = stand_in(unique_name("avd")).start()
     agent = make_agent(
-        collector.url,
-        enrollment_token=collector.enrollment_token(),
+        own_collector.url,
+        enrollment_token=own_collector.enrollment_token(),
         components=[{"name": "antivirus", "processes": [daemon.name]}],
     )
     agent.start()
     machine_id = enrolled(agent)
-    wait_for(lambda: agent.status()["spool"]["events"] == 0, what="the startup events to go out")
+    wait_for(lambda: agent.spooled_events() == 0, what="the startup events to go out")
 
-    collector.stop()
+    own_collector.stop()
     daemon.kill()
     pending = wait_for(
         lambda: (ids := agent.spooled_event_ids()) and ids,
@@ -156,32 +157,33 @@ def test_outage_spools_events_and_recovery_delivers_all_of_them(
     assert status["last_error"]
     assert agent.process is not None and agent.process.poll() is None
 
-    collector.start()
+    own_collector.start()
     wait_for(
-        lambda: agent.status()["spool"]["events"] == 0,
+        lambda: agent.spooled_events() == 0,
         timeout=15,
-        what=f"the spool to drain (log: {agent.log()[-1500:]})",
+        what="the spool to drain",
+        on_timeout=agent.log,
     )
-    delivered = {e["event_id"] for e in collector.events(machine_id)}
+    delivered = {e["event_id"] for e in own_collector.events(machine_id)}
     assert pending <= delivered
-    wait_for(lambda: component_status(collector, machine_id, "antivirus")() == "stopped")
+    wait_for(lambda: component_status(own_collector, machine_id, "antivirus")() == "stopped")
     stopped = [
         e
-        for e in collector.events(machine_id)
+        for e in own_collector.events(machine_id)
         if e["type"] == "component.changed" and e["detail"]["to"] == "stopped"
     ]
     assert len(stopped) == 1
-    assert agent.status()["last_error"] is None
+    wait_for(lambda: agent.known().get("last_heartbeat_at") and not agent.known()["last_error"])
 
 
 def test_spooled_items_survive_a_restart_and_a_kill_9(
-    collector: Collector, make_agent: MakeAgent, stand_in: MakeStandIn
+    own_collector: Collector, make_agent: MakeAgent, stand_in: MakeStandIn
 ) -> None:
     first = stand_in(unique_name("avd")).start()
     second = stand_in(unique_name("dnsd")).start()
     agent = make_agent(
-        collector.url,
-        enrollment_token=collector.enrollment_token(),
+        own_collector.url,
+        enrollment_token=own_collector.enrollment_token(),
         components=[
             {"name": "antivirus", "processes": [first.name]},
             {"name": "dns_protection", "processes": [second.name]},
@@ -189,9 +191,9 @@ def test_spooled_items_survive_a_restart_and_a_kill_9(
     )
     agent.start()
     machine_id = enrolled(agent)
-    wait_for(lambda: agent.status()["spool"]["events"] == 0, what="the startup events to go out")
+    wait_for(lambda: agent.spooled_events() == 0, what="the startup events to go out")
 
-    collector.stop()
+    own_collector.stop()
     first.kill()
     wait_for(lambda: agent.spooled_event_ids(), what="a spooled transition")
     assert agent.terminate() < 5  # clean stop during the outage adds agent.stopped to the spool
@@ -211,17 +213,18 @@ def test_spooled_items_survive_a_restart_and_a_kill_9(
     for path in (agent.state_dir / "spool").iterdir():
         assert not path.name.endswith(".tmp")
 
-    collector.start()
+    own_collector.start()
     agent.start()
     wait_for(
-        lambda: agent.status()["spool"]["events"] == 0,
+        lambda: agent.spooled_events() == 0,
         timeout=15,
-        what=f"the spool to drain after the restart (log: {agent.log()[-1500:]})",
+        what="the spool to drain after the restart",
+        on_timeout=agent.log,
     )
-    delivered = {e["event_id"] for e in collector.events(machine_id)}
+    delivered = {e["event_id"] for e in own_collector.events(machine_id)}
     assert owed <= delivered
-    wait_for(lambda: component_status(collector, machine_id, "antivirus")() == "stopped")
-    wait_for(lambda: component_status(collector, machine_id, "dns_protection")() == "stopped")
+    wait_for(lambda: component_status(own_collector, machine_id, "antivirus")() == "stopped")
+    wait_for(lambda: component_status(own_collector, machine_id, "dns_protection")() == "stopped")
 
 
 @pytest.fixture

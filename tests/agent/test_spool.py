@@ -139,3 +139,15 @@ def test_inspect_reports_counts_and_the_oldest_event_time(tmp_path: Path) -> Non
     assert (counts.events, counts.results, counts.total) == (2, 1, 3)
     assert counts.oldest_at == first.at
     assert inspect_spool(tmp_path / "elsewhere").total == 0
+
+
+def test_state_files_are_replaced_whole_and_leftovers_cleared(tmp_path: Path) -> None:
+    from agent.state import KnownStatus, StateStore
+
+    store = StateStore(tmp_path / "state")
+    store.prepare()
+    store.save_status(KnownStatus(next_heartbeat_s=60))
+    (store.directory / ".status.json.99.1.tmp").write_text("{")
+    store.prepare()
+    assert [p.name for p in store.directory.iterdir()] == ["status.json"]
+    assert store.load_status().next_heartbeat_s == 60
