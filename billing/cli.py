@@ -7,22 +7,17 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
-import msgspec
-
-from billing.documents import line_entries, money
-from billing.engine import BillingError, ClientBill, MonthBill
+from billing.engine import BillingError
 from billing.inventory import InventoryError
-from billing.job import PreviewRequest, RunOutcome, RunRequest, preview, run_month
+from billing.job import PreviewRequest, RunRequest, preview, run_month
 from billing.ledger import LedgerError
 from billing.months import Month, MonthError
 from billing.pricebook import PriceBookError
 from billing.remote import CollectorError, CollectorSettings
-from billing.render import plural, totals_by_currency
-from billing.rules import expires_at
-from wire.times import InstantError, format_instant, parse_instant
+from billing.summary import preview_json, preview_text, run_summary
+from wire.times import InstantError, parse_instant
 
 TOKEN_ENV = "RMM_BILLING_TOKEN"
 
@@ -213,70 +208,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def run_summary(outcome: RunOutcome, request: RunRequest) -> str:
-    invoices = outcome.invoices
-    pcs = sum(line.quantity for i in invoices for line in i.lines if line.kind == "pc")
-    servers = sum(line.quantity for i in invoices for line in i.lines if line.kind == "server")
-    text = [
-        f"Billed {request.month} for {plural(len(invoices), 'client')}: "
-        f"{plural(pcs + servers, 'machine')} ({plural(pcs, 'PC')}, {plural(servers, 'server')})."
-    ]
-    text += _totals_lines(totals_by_currency(invoices), "invoice")
-    text.append(
-        f"Invoices: {len(outcome.issued)} issued now, {len(outcome.unchanged)} already issued, "
-        f"{len(outcome.superseded)} superseded."
-    )
-    bills = outcome.month_bill.bills
-    changes = sum(
-        len(c.added) + len(c.offboarded) + len(c.expired) + len(c.reclassified) + len(c.removed)
-        for c in (bill.changes for bill in bills)
-        if c is not None
-    )
-    text.append(
-        f"Reports: {plural(changes, 'change')} since last month, "
-        f"{plural(sum(len(b.offline) for b in bills), 'machine')} billed while offline 7+ days, "
-        f"{plural(sum(len(b.coverage_gaps) for b in bills), 'coverage gap')}, "
-        f"{plural(len(outcome.month_bill.exposure), 'machine')} expired without offboard."
-    )
-    html = sum(1 for name in outcome.written if name.endswith(".html"))
-    text.append(
-        f"Wrote invoices.json, invoices.csv, reports.json and {plural(html, 'HTML invoice')} "
-        f"to {request.out} (ledger {request.ledger_path})."
-    )
-    for old, new in outcome.superseded:
-        text.append(f"Note: {new} supersedes {old}, which is kept in the ledger.")
-    for number in outcome.differing:
-        text.append(
-            f"Note: {number} was issued earlier and stands, but the inventory and prices now give "
-            "a different invoice; rerun with --supersede-client to replace it."
-        )
-    missing = [b.client.client_id for b in bills if b.changes is None]
-    if missing:
-        text.append(
-            f"Note: no inventory as of the previous cutoff for {plural(len(missing), 'client')}; "
-            "their change report says so."
-        )
-    return "\n".join(text)
-
-
-def _totals_lines(totals: dict[str, tuple[int, Decimal]], noun: str) -> list[str]:
-    return [
-        f"  {currency}  {plural(count, noun):>14}  {money(amount):>16}"
-        for currency, (count, amount) in totals.items()
-    ]
-
-
-class _PreviewLine(msgspec.Struct, kw_only=True):
-    client_id: str
-    client_name: str
-    currency: str
-    cutoff: datetime
-    lines: list[dict[str, object]]
-    total: str
-    machines: int
-    expiring_before_cutoff: list[dict[str, object]]
-
-
 def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if (args.collector is None) == (args.inventory is None):
         parser.error("give either --collector URL or --inventory FILE, not both")
@@ -294,78 +225,6 @@ def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         print(preview_text(month_bill))
     return 0
-
-
-def _as_of(month_bill: MonthBill) -> datetime | None:
-    return month_bill.bills[0].evaluated_at if month_bill.bills else None
-
-
-def _expiring(bill: ClientBill) -> list[dict[str, object]]:
-    return [
-        {
-            "machine_id": m.machine_id,
-            "hostname": m.hostname,
-            "kind": m.kind,
-            "last_seen": m.last_seen,
-            "expires_at": expires_at(m),
-        }
-        for m in bill.expiring
-    ]
-
-
-def preview_json(month_bill: MonthBill) -> bytes:
-    invoices = [
-        _PreviewLine(
-            client_id=bill.client.client_id,
-            client_name=bill.client.name,
-            currency=bill.client.currency,
-            cutoff=bill.cutoff,
-            lines=[msgspec.to_builtins(line) for line in line_entries(bill)],
-            total=money(bill.total),
-            machines=len(bill.machines),
-            expiring_before_cutoff=_expiring(bill),
-        )
-        for bill in month_bill.bills
-    ]
-    totals: dict[str, Decimal] = {}
-    for bill in month_bill.bills:
-        totals[bill.client.currency] = totals.get(bill.client.currency, Decimal(0)) + bill.total
-    document = {
-        "month": str(month_bill.month),
-        "as_of": _as_of(month_bill),
-        "invoices": invoices,
-        "totals": {currency: money(amount) for currency, amount in sorted(totals.items())},
-    }
-    return msgspec.json.format(msgspec.json.encode(document), indent=2)
-
-
-def preview_text(month_bill: MonthBill) -> str:
-    as_of = _as_of(month_bill)
-    since = f" as it stands at {format_instant(as_of)}" if as_of else ""
-    text = [f"Preview of {month_bill.month} if nothing changes (inventory{since}):"]
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for bill in month_bill.bills:
-        parts = " + ".join(
-            f"{plural(line.quantity, 'PC' if line.kind == 'pc' else 'server')} x "
-            f"{money(line.unit_price)}"
-            for line in bill.lines
-        )
-        text.append(
-            f"  {bill.client.client_id} ({bill.client.name}): {parts or 'nothing to bill'}"
-            f" = {money(bill.total)} {bill.client.currency}"
-        )
-        if bill.expiring:
-            text.append(
-                f"    {plural(len(bill.expiring), 'machine')} will expire before the cutoff "
-                f"({format_instant(bill.cutoff)}) unless they check in: "
-                + ", ".join(m.hostname for m in bill.expiring[:10])
-                + (" ..." if len(bill.expiring) > 10 else "")
-            )
-        count, amount = totals.get(bill.client.currency, (0, Decimal(0)))
-        totals[bill.client.currency] = (count + 1, amount + bill.total)
-    text.append("Totals:")
-    text += _totals_lines(dict(sorted(totals.items())), "client")
-    return "\n".join(text)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,12 @@ class InventoryClient:
                 if response.status >= 500:
                     raise CollectorUnavailable(f"{what}: the collector answered {response.status}")
                 if response.status != 200:
-                    detail = await _error_detail(response)
-                    raise CollectorRefused(f"{what}: refused with {response.status}: {detail}")
+                    code, detail = await _error_detail(response)
+                    raise CollectorRefused(
+                        f"{what}: refused with {response.status}: {detail}",
+                        status=response.status,
+                        code=code,
+                    )
                 body = bytearray()
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     body += chunk
@@ -83,12 +87,13 @@ class InventoryClient:
             raise CollectorUnavailable(f"{what}: timed out") from exc
 
 
-async def _error_detail(response: aiohttp.ClientResponse) -> str:
-    """The `detail` of the collector's JSON error body, or its status text."""
+async def _error_detail(response: aiohttp.ClientResponse) -> tuple[str | None, str]:
+    """The collector's JSON error (`error` code and `detail`), or the status text."""
     try:
         body = await response.json(content_type=None)
     except (ValueError, aiohttp.ClientError):
-        return response.reason or "no detail"
-    if isinstance(body, dict):
-        return f"{body.get('error', 'error')}: {body.get('detail', '')}".strip(": ")
-    return response.reason or "no detail"
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None, response.reason or "no detail"
+    code: str = body["error"]
+    return code, f"{code}: {body.get('detail', '')}".rstrip(": ")

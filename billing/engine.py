@@ -153,6 +153,17 @@ class _Listed(Protocol):
     def hostname(self) -> str: ...
 
 
+def _exposed(machine: Machine) -> ExposedMachine:
+    return ExposedMachine(
+        client_id=machine.client_id,
+        machine_id=machine.machine_id,
+        hostname=machine.hostname,
+        kind=machine.kind,
+        last_seen=machine.last_seen,
+        expired_at=expires_at(machine),
+    )
+
+
 def _by_host(item: _Listed) -> tuple[str, str]:
     return (item.hostname.casefold(), item.machine_id)
 
@@ -212,16 +223,7 @@ class _ClientTally:
             if gap is not None:
                 self.gaps.append(gap)
         elif standing is Standing.EXPIRED:
-            self.exposure.append(
-                ExposedMachine(
-                    client_id=machine.client_id,
-                    machine_id=machine.machine_id,
-                    hostname=machine.hostname,
-                    kind=machine.kind,
-                    last_seen=machine.last_seen,
-                    expired_at=expires_at(machine),
-                )
-            )
+            self.exposure.append(_exposed(machine))
         if self.previous is not None:
             before = self.previous.pop(machine.machine_id, None)
             before_kind = None if before is None else before[0]
@@ -326,7 +328,7 @@ class MonthRun:
         self._previous: dict[str, dict[str, tuple[Kind, str]]] = {}
         self._tallies: dict[str, _ClientTally] = {}
         self._sources: dict[datetime, str] = {}
-        self._unknown: dict[str, datetime] = {}
+        self._unpriced = _Unpriced()
 
     def role_of(self, as_of: datetime) -> Role | None:
         if as_of in self.cutoffs.values():
@@ -385,14 +387,10 @@ class MonthRun:
             if tally is not None:
                 tally.take(machine)
             elif machine.client_id not in known:
-                self._unknown.setdefault(machine.client_id, as_of)
+                self._unpriced.take(machine, as_of)
 
     def finish(self) -> MonthBill:
-        problems = [
-            f"client {cid!r} is in the inventory as of {format_instant(as_of)} but has no entry "
-            "in the price book"
-            for cid, as_of in sorted(self._unknown.items())
-        ]
+        problems = self._unpriced.problems()
         for cid in sorted(self.book.clients.keys() - self._tallies.keys()):
             problems.append(
                 f"client {cid!r}: no inventory as of its cutoff "
@@ -401,7 +399,34 @@ class MonthRun:
         bills = _close_all(self._tallies, problems)
         if problems:
             raise BillingError("; ".join(problems))
-        return MonthBill(self.month, bills, _all_exposure(bills))
+        return MonthBill(self.month, bills, _all_exposure(bills, self._unpriced.exposure))
+
+
+class _Unpriced:
+    """Rows of clients missing from the price book.
+
+    One of their machines in inventory means a client would go unbilled: the run is refused. A
+    former client whose machines were all offboarded or expired is no reason to stop billing the
+    others, but its expired machines still carry licensed software, so they count as exposure.
+    """
+
+    def __init__(self) -> None:
+        self.in_inventory: dict[str, datetime] = {}
+        self.exposure: dict[str, ExposedMachine] = {}
+
+    def take(self, machine: Machine, as_of: datetime) -> None:
+        standing = standing_at(machine, as_of)
+        if standing is Standing.IN_INVENTORY:
+            self.in_inventory.setdefault(machine.client_id, as_of)
+        elif standing is Standing.EXPIRED:
+            self.exposure.setdefault(machine.machine_id, _exposed(machine))
+
+    def problems(self) -> list[str]:
+        return [
+            f"client {cid!r} has machines in the inventory as of {format_instant(as_of)} but no "
+            "entry in the price book"
+            for cid, as_of in sorted(self.in_inventory.items())
+        ]
 
 
 def _close_all(tallies: dict[str, _ClientTally], problems: list[str]) -> tuple[ClientBill, ...]:
@@ -409,8 +434,11 @@ def _close_all(tallies: dict[str, _ClientTally], problems: list[str]) -> tuple[C
     return tuple(bill for bill in closed if bill is not None)
 
 
-def _all_exposure(bills: Iterable[ClientBill]) -> tuple[ExposedMachine, ...]:
-    return tuple(sorted((m for bill in bills for m in bill.exposure), key=_by_client))
+def _all_exposure(
+    bills: Iterable[ClientBill], unpriced: dict[str, ExposedMachine]
+) -> tuple[ExposedMachine, ...]:
+    exposed = [m for bill in bills for m in bill.exposure] + list(unpriced.values())
+    return tuple(sorted(exposed, key=_by_client))
 
 
 def _unique(machines: Iterable[Machine], source: str) -> Iterator[Machine]:
@@ -440,20 +468,18 @@ def preview_month(
     book: PriceBook, month: Month, as_of: datetime, machines: Iterable[Machine], source: str
 ) -> MonthBill:
     """What `month` will bill if nothing changes: the inventory as it stands at `as_of`, priced at
-    the month's cutoff. Machines silent long enough to expire by the cutoff are listed apart."""
+    the month's cutoff. Machines silent long enough to expire before the cutoff are still counted,
+    and listed apart (`expiring`) so the account manager can chase them."""
     tallies = {cid: _ClientTally(terms, month, as_of, None) for cid, terms in book.clients.items()}
-    unknown: dict[str, datetime] = {}
+    unpriced = _Unpriced()
     for machine in _unique(machines, source):
         tally = tallies.get(machine.client_id)
         if tally is None:
-            unknown.setdefault(machine.client_id, as_of)
+            unpriced.take(machine, as_of)
         else:
             tally.take(machine)
-    problems = [
-        f"client {cid!r} is in the inventory but has no entry in the price book"
-        for cid in sorted(unknown)
-    ]
+    problems = unpriced.problems()
     bills = _close_all(tallies, problems)
     if problems:
         raise BillingError("; ".join(problems))
-    return MonthBill(month, bills, _all_exposure(bills))
+    return MonthBill(month, bills, _all_exposure(bills, unpriced.exposure))

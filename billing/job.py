@@ -35,14 +35,15 @@ from billing.inventory import (
 from billing.ledger import Ledger, NewInvoice
 from billing.months import Month
 from billing.pricebook import PriceBook, load_price_book
-from billing.remote import CollectorSettings
+from billing.remote import CollectorRefused, CollectorSettings
 from billing.render import html_file_name, invoice_html, invoices_csv
 from billing.staging import Staging
 from wire.times import format_instant
 
 Sleep = Callable[[float], Awaitable[None]]
 
-# The collector refuses an `as_of` in its future; ask a little in the past of our own clock.
+# The collector refuses an `as_of` in its future: if our clock runs ahead of its clock, a preview
+# asks again this much earlier.
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=1)
 
 
@@ -162,15 +163,15 @@ async def _gather_from_collector(run: MonthRun, settings: CollectorSettings, sle
 
 def _issue_and_write(month_bill: MonthBill, book: PriceBook, request: RunRequest) -> RunOutcome:
     outcome = RunOutcome(month_bill)
-    request.out.mkdir(parents=True, exist_ok=True)
-    staging = Staging(request.out)
-    try:
-        with Ledger.open(request.ledger_path) as ledger:
+    with Ledger.open(request.ledger_path) as ledger:
+        request.out.mkdir(parents=True, exist_ok=True)
+        staging = Staging(request.out)
+        try:
             with ledger.transaction():
                 _issue(ledger, staging, month_bill, book, request, outcome)
             staging.commit()
-    finally:
-        staging.abort()
+        finally:
+            staging.abort()
     return outcome
 
 
@@ -266,7 +267,12 @@ def preview(request: PreviewRequest, *, sleep: Sleep = asyncio.sleep) -> MonthBi
 async def _fetch_now(settings: CollectorSettings, now: datetime, sleep: Sleep) -> InventoryDocument:
     from billing.collector_client import InventoryClient, new_session
 
-    as_of = now - CLOCK_SKEW_ALLOWANCE
     async with new_session(settings) as session:
         client = InventoryClient(session, settings, sleep=sleep)
-        return decode_inventory(await client.inventory(as_of), client.describe(as_of))
+        try:
+            return decode_inventory(await client.inventory(now), client.describe(now))
+        except CollectorRefused as exc:
+            if exc.code != "as_of_in_future":
+                raise
+        earlier = now - CLOCK_SKEW_ALLOWANCE
+        return decode_inventory(await client.inventory(earlier), client.describe(earlier))

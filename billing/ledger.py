@@ -69,10 +69,10 @@ class Ledger:
         self._db = connection
 
     @classmethod
-    def open(cls, path: Path) -> Ledger:
+    def open(cls, path: Path, *, busy_timeout: float = 60.0) -> Ledger:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+            connection = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
             connection.execute("PRAGMA foreign_keys = ON")
             ledger = cls(connection)
             ledger._migrate()
@@ -108,7 +108,10 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One writer at a time: a second run of the same month waits, then sees the first's."""
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise LedgerError(f"the ledger is busy or unwritable ({exc}); try again") from exc
         try:
             yield
         except BaseException:

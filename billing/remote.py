@@ -18,6 +18,11 @@ class CollectorUnavailable(CollectorError):
 class CollectorRefused(CollectorError):
     """A 4xx answer (bad token, missing role, future `as_of`): retrying will not help."""
 
+    def __init__(self, message: str, *, status: int, code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
 
 @dataclass(frozen=True, slots=True)
 class CollectorSettings:

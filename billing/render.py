@@ -49,7 +49,8 @@ def html_file_name(invoice_number: str) -> str:
 
 
 def _local(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    """`2026-03-01 00:00` in `zone` (isoformat, because strftime is slow over a million rows)."""
+    return moment.astimezone(zone).isoformat(" ", "minutes")[:16]
 
 
 def invoice_html(invoice: Invoice, zone: ZoneInfo) -> str:
@@ -63,11 +64,10 @@ def invoice_html(invoice: Invoice, zone: ZoneInfo) -> str:
     )
     if not lines:
         lines = "<tr><td colspan=4>No machines were in inventory at the cutoff.</td></tr>"
-    utc = zone.key == "UTC"
     rows = "".join(
         f"<tr><td>{e(m.hostname)}</td><td><code>{e(m.machine_id)}</code></td>"
-        f"<td>{m.kind}</td><td>{m.first_seen.date() if utc else _local(m.first_seen, zone)[:10]}"
-        f"</td><td>{_local(m.last_seen, zone)}</td></tr>"
+        f"<td>{m.kind}</td><td>{_local(m.first_seen, zone)[:10]}</td>"
+        f"<td>{_local(m.last_seen, zone)}</td></tr>"
         for m in invoice.machines
     )
     supersedes = (

@@ -116,11 +116,12 @@ class CoverageGap(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 def coverage_gap(machine: Machine) -> CoverageGap | None:
     """Coverage is all or nothing: a required component missing or stopped is a gap, and so is a
     machine that reported no components at all."""
-    missing = tuple(c.name for c in machine.components if c.required and c.status == "missing")
-    stopped = tuple(c.name for c in machine.components if c.required and c.status == "stopped")
+    lacking = [c for c in machine.components if c.required and c.status != "running"]
     unreported = not machine.components
-    if not (missing or stopped or unreported):
+    if not (lacking or unreported):
         return None
+    missing = tuple(c.name for c in lacking if c.status == "missing")
+    stopped = tuple(c.name for c in lacking if c.status == "stopped")
     return CoverageGap(
         machine_id=machine.machine_id,
         hostname=machine.hostname,

@@ -398,8 +398,21 @@ def test_licence_exposure_lists_machines_that_expired_without_a_completed_offboa
 
 
 def test_client_in_inventory_with_no_price_is_an_error_that_names_it() -> None:
-    with pytest.raises(BillingError, match=r"'stranger'.*no entry in the price book"):
+    with pytest.raises(BillingError, match=r"'stranger' has machines in the inventory .* no entry"):
         bill(MARCH, [machine(), machine("x", client_id="stranger")], as_of=MARCH_1)
+
+
+def test_a_former_client_with_nothing_left_in_inventory_needs_no_price() -> None:
+    # Its machines are still listed (offboarded or dark), but none of them is billable.
+    rows = [
+        machine(),
+        machine("gone", client_id="former", offboarded_at="2026-01-05T10:00:00Z"),
+        machine("dark", client_id="former", last_seen="2026-01-05T10:00:00Z"),
+    ]
+    month_bill = bill(MARCH, rows, as_of=MARCH_1)
+
+    assert billed_ids(month_bill) == ["m-1"]
+    assert [(m.client_id, m.machine_id) for m in month_bill.exposure] == [("former", "dark")]
 
 
 def test_client_with_machines_but_no_price_in_force_at_the_cutoff_is_an_error() -> None:

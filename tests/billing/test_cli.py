@@ -266,7 +266,7 @@ def _refusal_cases(ws: Workspace) -> dict[str, tuple[list[object], str]]:
     return {
         "client with no price": (
             [*month, *prices, "--inventory", stranger, *new_york],
-            "client 'stranger' is in the inventory as of 2026-03-01T00:00:00Z but has no entry",
+            "client 'stranger' has machines in the inventory as of 2026-03-01T00:00:00Z",
         ),
         "inventory as of neither cutoff": (
             [*month, *prices, *utc, *new_york, "--inventory", mid_month],

@@ -100,6 +100,11 @@ def run_march(prices: Path, out: Path, *source: object) -> list[object]:
     return [*month, "--prices", prices, "--out", out, *source]
 
 
+def preview_now(prices: Path, server: TestServer, now: str) -> list[object]:
+    source = ["--collector", base_url(server), "--token", TOKEN]
+    return ["preview", "--prices", prices, *source, "--now", now]
+
+
 MARCH_UTC = "2026-03-01T00:00:00Z"
 MARCH_NY = "2026-03-01T05:00:00Z"
 FEBRUARY_UTC = "2026-02-01T00:00:00Z"
@@ -261,25 +266,33 @@ async def test_preview_asks_the_collector_for_the_inventory_as_it_stands_now(
     server = await aiohttp_server(collector.app())
 
     code, stdout, stderr = await rmm_billing(
-        "preview",
-        "--prices",
-        prices,
-        "--collector",
-        base_url(server),
-        "--token",
-        TOKEN,
-        "--now",
-        "2026-03-20T12:00:00Z",
-        "--json",
-        cwd=tmp_path,
+        *preview_now(prices, server, "2026-03-20T12:00:00Z"), "--json", cwd=tmp_path
     )
 
     assert code == 0, stderr
-    assert [as_of for as_of, _ in collector.requests] == ["2026-03-20T11:59:00Z"]
+    assert [as_of for as_of, _ in collector.requests] == ["2026-03-20T12:00:00Z"]
     preview: dict[str, Any] = json.loads(stdout)
     acme = next(i for i in preview["invoices"] if i["client_id"] == "acme")
     assert (preview["month"], acme["total"]) == ("2026-04", "165.00")
     assert list(tmp_path.iterdir()) == [prices]
+
+
+async def test_preview_asks_a_minute_earlier_when_our_clock_runs_ahead_of_the_collectors(
+    aiohttp_server: ServerFactory, tmp_path: Path, prices: Path
+) -> None:
+    collector = StandInCollector(now=at("2026-03-20T12:00:00Z"), latest=[machine("a-1")])
+    server = await aiohttp_server(collector.app())
+
+    code, stdout, stderr = await rmm_billing(
+        *preview_now(prices, server, "2026-03-20T12:00:30Z"), cwd=tmp_path
+    )
+
+    assert code == 0, stderr
+    assert [as_of for as_of, _ in collector.requests] == [
+        "2026-03-20T12:00:30Z",
+        "2026-03-20T11:59:30Z",
+    ]
+    assert "1 PC x 45.00 = 45.00 USD" in stdout
 
 
 async def test_collector_client_reads_a_large_streamed_response(

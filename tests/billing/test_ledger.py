@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from billing.documents import invoice_number
-from billing.ledger import Ledger, NewInvoice
+from billing.ledger import Ledger, LedgerError, NewInvoice
 from tests.billing.factories import MARCH, at
 
 
@@ -72,3 +72,15 @@ def test_reopening_the_ledger_keeps_its_invoices_and_migrations(tmp_path: Path) 
         assert ledger.document("202603-acme-1") == b"{}"
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT name FROM migration").fetchall() == [("0001_invoices",)]
+
+
+def test_a_second_writer_waits_for_the_first_and_then_gives_up_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger.open(path) as first, Ledger.open(path, busy_timeout=0.1) as second:
+        with first.transaction():
+            with pytest.raises(LedgerError, match="the ledger is busy"), second.transaction():
+                pass
+            first.record(new("acme", 1), supersedes=None)
+        assert second.latest("2026-03")["acme"].number == "202603-acme-1"
