@@ -65,14 +65,27 @@ class Stopping(Exception):
     """Raised out of a wait when shutdown was requested."""
 
 
-async def log_commands(commands: Sequence[SignedCommand]) -> None:
-    """The default `on_commands` hook: record that commands arrived, execute nothing."""
-    for command in commands:
-        log.warning(
-            "command %s received; command execution is not enabled in this agent, "
-            "so it stays pending on the collector",
-            command.command_id,
-        )
+class LogCommands:
+    """The default `on_commands` hook: record that commands arrived (by id only), execute nothing.
+
+    The collector delivers a pending command with every heartbeat until it is answered, so each id
+    is logged as a warning once and at debug level afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    async def __call__(self, commands: Sequence[SignedCommand]) -> None:
+        for command in commands:
+            if command.command_id in self._seen:
+                log.debug("command %s delivered again; still not executed", command.command_id)
+                continue
+            self._seen.add(command.command_id)
+            log.warning(
+                "command %s received; command execution is not enabled in this agent, "
+                "so it stays pending on the collector",
+                command.command_id,
+            )
 
 
 async def enroll(
@@ -137,7 +150,7 @@ class Agent:
         rng: random.Random | None = None,
         stop: asyncio.Event | None = None,
         sleep: Sleep | None = None,
-        on_commands: OnCommands = log_commands,
+        on_commands: OnCommands | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -149,7 +162,7 @@ class Agent:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.stop = stop or asyncio.Event()
-        self._on_commands = on_commands
+        self._on_commands: OnCommands = on_commands or LogCommands()
         self._status = KnownStatus()
         self._failures: dict[str, str] = {}
         self._sleep: Sleep = sleep or self.wait
@@ -249,13 +262,13 @@ class Agent:
         except CollectorError as exc:
             self._status.last_attempt_at = attempt_at
             self._status.last_error = str(exc)
-            await asyncio.to_thread(self._state.save_status, self._status)
+            await self._save_status()
             raise
         self._status.last_attempt_at = attempt_at
         self._status.last_heartbeat_at = attempt_at
         self._status.last_error = None
         self._status.next_heartbeat_s = response.next_heartbeat_s
-        await asyncio.to_thread(self._state.save_status, self._status)
+        await self._save_status()
         await self.flush()
         log.debug(
             "heartbeat acknowledged: %d components, next in %d s, %.1f ms CPU",
@@ -284,7 +297,7 @@ class Agent:
                     component.status,
                     f" ({component.version})" if component.version else "",
                 )
-                self._spool.put_event(
+                self._put_event(
                     new_event(
                         "component.changed",
                         {
@@ -301,7 +314,7 @@ class Agent:
         for name, reason in failures.items():
             if self._failures.get(name) != reason:
                 log.warning("probe for %s failed: %s", name, reason)
-                self._spool.put_event(
+                self._put_event(
                     new_event(
                         "probe.failed",
                         {"component": name, "reason": reason[:500]},
@@ -402,7 +415,20 @@ class Agent:
 
     async def _spool_event(self, event_type: str, detail: dict[str, Any]) -> None:
         event = new_event(event_type, detail, clock=self._clock)
-        await asyncio.to_thread(self._spool.put_event, event)
+        await asyncio.to_thread(self._put_event, event)
+
+    def _put_event(self, event: Event) -> None:
+        """Spool one event; a full or failing disk costs the event, never the agent."""
+        try:
+            self._spool.put_event(event)
+        except OSError as exc:
+            log.error("could not spool %s event %s: %s", event.type, event.event_id, exc)
+
+    async def _save_status(self) -> None:
+        try:
+            await asyncio.to_thread(self._state.save_status, self._status)
+        except OSError as exc:
+            log.warning("could not save %s: %s", self._state.status_path, exc)
 
     async def shutdown(self) -> None:
         """Record the stop, then give the spool a short chance to reach the collector."""
@@ -414,8 +440,7 @@ class Agent:
                 await self.flush()
         except TimeoutError:
             log.info("collector did not answer during shutdown; the spool keeps what is owed")
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._state.save_status, self._status)
+        await self._save_status()
         log.info("agent stopped")
 
 

@@ -13,6 +13,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,13 +65,25 @@ def write_private_file(path: Path, data: bytes, *, durable: bool = True) -> None
                 os.fsync(handle.fileno())
         if os.name == "posix":
             os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     if durable:
         sync_dir(path.parent)
+
+
+def _replace(source: Path, target: Path) -> None:
+    """`os.replace`; on Windows a reader holding `target` open briefly blocks it, so retry."""
+    for attempt in range(20):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == 19:
+                raise
+            time.sleep(0.05)
 
 
 def sync_dir(path: Path) -> None:

@@ -211,10 +211,17 @@ async def test_commands_go_to_the_hook_and_are_otherwise_only_logged_by_id(
     assert harness.commands == [["cmd-7"]]
     assert 30 <= harness.slept[0] <= 33
 
+    harness.collector.script(
+        "/v1/heartbeat",
+        Reply(200, {"next_heartbeat_s": 30, "commands": [command]}),
+        Reply(200, {"next_heartbeat_s": 30, "commands": [command]}),
+    )
+    harness.slept.clear()
     with caplog.at_level(logging.INFO):
-        await harness.run(sleeps=1, hook=False)
+        await harness.run(sleeps=2, hook=False)
     lines = [r.getMessage() for r in caplog.records if "cmd-7" in r.getMessage()]
-    assert lines and all("eyJ4IjoxfQ==" not in line and "c2ln" not in line for line in lines)
+    assert len(lines) == 1  # re-deliveries of the same command are not logged again
+    assert "eyJ4IjoxfQ==" not in lines[0] and "c2ln" not in lines[0]
     assert harness.collector.to("/v1/commands/cmd-7/result") == []
 
 
@@ -298,3 +305,16 @@ async def test_transitions_are_remembered_across_restarts(harness: Harness) -> N
     assert changes == [
         {"name": "antivirus", "from": "running", "to": "missing", "version": None, "required": True}
     ]
+
+
+async def test_a_failing_disk_costs_events_not_the_heartbeat(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    def disk_full(event: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    harness.spool.put_event = disk_full  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        await harness.enrolled().run(sleeps=1)
+    assert len(harness.collector.to("/v1/heartbeat")) == 1
+    assert any("No space left" in r.getMessage() for r in caplog.records)
