@@ -93,9 +93,7 @@ def test_machine_offboarded_on_the_7th_was_billed_for_that_month_and_is_not_refu
     assert [m.machine_id for m in changes.offboarded] == ["leaver"]
 
 
-def test_machine_shut_down_on_the_7th_and_never_offboarded_is_billed_once_more_then_expires() -> (
-    None
-):
+def test_machine_shut_down_on_the_7th_is_billed_once_more_then_drops_out_after_30_days() -> None:
     def dark_since_the_7th() -> Machine:
         return machine("laptop", last_seen="2026-03-07T17:00:00Z")
 
