@@ -25,8 +25,8 @@ def run_summary(outcome: RunOutcome, request: RunRequest) -> str:
     ]
     text += _totals_lines(totals_by_currency(invoices), "invoice")
     text.append(
-        f"Invoices: {len(outcome.issued)} issued now, {len(outcome.unchanged)} already issued, "
-        f"{len(outcome.superseded)} superseded."
+        f"Invoices: {len(outcome.issued):,} issued now, {len(outcome.unchanged):,} already "
+        f"issued, {len(outcome.superseded):,} superseded."
     )
     bills = outcome.month_bill.bills
     changes = sum(
