@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from typing import TextIO
 
 _SYSLOG_PRIORITY = {
     logging.CRITICAL: 2,
@@ -58,8 +59,8 @@ class _JournalFormatter(logging.Formatter):
 secrets = SecretFilter()
 
 
-def setup_logging(level: str, *, stream: object | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+def setup_logging(level: str, *, stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(secrets)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
