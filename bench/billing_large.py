@@ -125,6 +125,8 @@ def main() -> dict[str, object]:
             "clients": CLIENTS,
             "inventory_mib": round(inventory.stat().st_size / 2**20, 1),
             "seconds": round(seconds, 2),
+            # CPU time too: wall time on a shared machine also counts others' work.
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mib": round(peak_rss / 2**20, 1),
             "target_seconds": TARGET_SECONDS,
             "target_rss_mib": TARGET_RSS_BYTES // 2**20,
@@ -133,7 +135,8 @@ def main() -> dict[str, object]:
     print(
         f"billing_large: {MACHINES:,} machines, {CLIENTS:,} clients "
         f"({figures['inventory_mib']} MiB inventory): {figures['seconds']} s "
-        f"(target <= {TARGET_SECONDS:.0f} s), peak RSS {figures['peak_rss_mib']} MiB "
+        f"(target <= {TARGET_SECONDS:.0f} s; {figures['cpu_seconds']} s of CPU), "
+        f"peak RSS {figures['peak_rss_mib']} MiB "
         f"(target <= {figures['target_rss_mib']} MiB): "
         + ("within targets" if figures["within_targets"] else "OVER TARGET")
     )

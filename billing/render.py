@@ -6,11 +6,13 @@ import csv
 import hashlib
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from html import escape
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from billing.documents import Invoice
 
@@ -49,8 +51,24 @@ def html_file_name(invoice_number: str) -> str:
 
 
 def _local(moment: datetime, zone: ZoneInfo) -> str:
-    """`2026-03-01 00:00` in `zone` (isoformat, because strftime is slow over a million rows)."""
+    """`2026-03-01 00:00` in `zone`."""
     return moment.astimezone(zone).isoformat(" ", "minutes")[:16]
+
+
+# A million machine rows are rendered per run: these format and escape whole columns at once,
+# in C, instead of calling a Python function per cell.
+
+
+def _local_column(moments: Sequence[datetime], zone: ZoneInfo) -> list[str]:
+    encoded = msgspec.json.encode([moment.astimezone(zone) for moment in moments])
+    return [text[:16].replace("T", " ") for text in msgspec.json.decode(encoded, type=list[str])]
+
+
+def _escaped_column(texts: Sequence[str]) -> list[str]:
+    joined = "\x00".join(texts)
+    if not texts or joined.count("\x00") != len(texts) - 1:  # a value holds the separator
+        return [escape(text) for text in texts]
+    return escape(joined).split("\x00")
 
 
 def invoice_html(invoice: Invoice, zone: ZoneInfo) -> str:
@@ -64,11 +82,18 @@ def invoice_html(invoice: Invoice, zone: ZoneInfo) -> str:
     )
     if not lines:
         lines = "<tr><td colspan=4>No machines were in inventory at the cutoff.</td></tr>"
+    machines = invoice.machines
     rows = "".join(
-        f"<tr><td>{e(m.hostname)}</td><td><code>{e(m.machine_id)}</code></td>"
-        f"<td>{m.kind}</td><td>{_local(m.first_seen, zone)[:10]}</td>"
-        f"<td>{_local(m.last_seen, zone)}</td></tr>"
-        for m in invoice.machines
+        f"<tr><td>{host}</td><td><code>{machine_id}</code></td><td>{m.kind}</td>"
+        f"<td>{first_seen[:10]}</td><td>{last_seen}</td></tr>"
+        for m, host, machine_id, first_seen, last_seen in zip(
+            machines,
+            _escaped_column([m.hostname for m in machines]),
+            _escaped_column([m.machine_id for m in machines]),
+            _local_column([m.first_seen for m in machines], zone),
+            _local_column([m.last_seen for m in machines], zone),
+            strict=True,
+        )
     )
     supersedes = (
         f"<p><strong>Replaces invoice {e(invoice.supersedes)}.</strong></p>"
