@@ -26,6 +26,9 @@ from agent.version import agent_version
 
 if TYPE_CHECKING:
     from agent.client import CollectorClient
+    from agent.probes import Prober
+    from agent.remote_commands import AgentCommands
+    from agent.spool import Spool
     from agent.state import Credential
 
 log = logging.getLogger("agent")
@@ -104,11 +107,21 @@ def _guarded(config: AgentConfig, action: Any) -> int:
 
 def _enroll(config: AgentConfig, *, force: bool) -> int:
     from agent.client import CollectorError
+    from agent.departure import clear_tombstone, read_tombstone
     from agent.identity import IdentityError
     from agent.state import StateStore
 
     state = StateStore(config.state_dir)
     state.prepare()
+    if read_tombstone(config.state_dir) is not None:
+        if not force:
+            print(
+                "this machine was offboarded; use --force to enroll it again (a new coverage "
+                "period starts, and the client is billed for it from the next month)",
+                file=sys.stderr,
+            )
+            return EX_FAILURE
+        clear_tombstone(config.state_dir)
     existing = state.load_credential()
     if existing is not None and not force:
         print(
@@ -161,7 +174,18 @@ def _client(config: AgentConfig) -> CollectorClient:
 
 
 def _run(config: AgentConfig) -> int:
+    from agent.departure import read_tombstone
     from agent.identity import IdentityError
+
+    tombstone = read_tombstone(config.state_dir)
+    if tombstone is not None:
+        log.error(
+            "this machine was offboarded at %s (command %s); the agent does not run or enroll "
+            "again by itself. To bring it back under management run `rmm-agent enroll --force`.",
+            tombstone.offboarded_at,
+            tombstone.command_id,
+        )
+        return EX_CONFIG
 
     try:
         asyncio.run(_serve(config))
@@ -188,20 +212,37 @@ async def _serve(config: AgentConfig) -> None:
     identity = await asyncio.to_thread(detect_identity, kind_override=config.kind)
     spool = await asyncio.to_thread(Spool, config.state_dir, max_events=config.spool_max_events)
     host = Host()
+    prober = Prober(config.components)
     async with _client(config) as client:
+        handler = await _command_handler(config, client, spool, prober, stop)
         agent = Agent(
             config,
             client=client,
             state=state,
             spool=spool,
-            prober=Prober(config.components),
+            prober=prober,
             identity=identity,
             hostname=lambda: detect_hostname(host),
             stop=stop,
+            on_commands=handler,
+            on_start=handler.resume,
         )
+        handler.attach(agent)
         await agent.serve()
         if agent.credential is not None:
             secrets.add(agent.credential.agent_token)
+
+
+async def _command_handler(
+    config: AgentConfig,
+    client: CollectorClient,
+    spool: Spool,
+    prober: Prober,
+    stop: asyncio.Event,
+) -> AgentCommands:
+    from agent.remote_commands import AgentCommands
+
+    return await asyncio.to_thread(AgentCommands, config, client, spool, prober, stop)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

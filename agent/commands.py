@@ -144,6 +144,7 @@ def check_command(
 
 Execute = Callable[[CommandPayload], Awaitable[CommandResultRequest]]
 Report = Callable[[str, CommandResultRequest], Awaitable[None]]
+Offboarded = Callable[[str], Awaitable[None]]
 
 
 class CommandHandler:
@@ -158,6 +159,7 @@ class CommandHandler:
         clock: Clock,
         execute: Execute,
         report: Report,
+        on_offboarded: Offboarded | None = None,
     ) -> None:
         self._ledger = ledger
         self._pinned = pinned_keys(keys)
@@ -165,6 +167,7 @@ class CommandHandler:
         self._clock = clock
         self._execute = execute
         self._report = report
+        self._on_offboarded = on_offboarded
         self._reported_refusals: set[tuple[str, str]] = set()
 
     async def __call__(self, commands: Sequence[SignedCommand]) -> None:
@@ -183,15 +186,21 @@ class CommandHandler:
             )
         except CommandRejected as refusal:
             if known is not None and refusal.code == "stale_sequence":
-                log.debug("command %s delivered again; already accepted", envelope.command_id)
+                # A genuine re-delivery of a command accepted before: never run it again, but
+                # finish it if a restart interrupted it.
+                if known.state == "running":
+                    await self.run(self._ledger.payload_of(known))
+                else:
+                    log.debug("command %s delivered again; already done", envelope.command_id)
                 return
             await self._refuse(envelope.command_id, refusal)
             return
         log.warning(
-            "accepted %s command %s (sequence %d) from %s: %s",
+            "accepted %s command %s (sequence %d, signed by %s) from %s: %s",
             payload.type,
             payload.command_id,
             payload.sequence,
+            payload.key_id,
             payload.issuer,
             payload.reason,
         )
@@ -206,8 +215,10 @@ class CommandHandler:
 
     async def run(self, payload: CommandPayload) -> None:
         result = await self._execute(payload)
+        await self._report(payload.command_id, result)  # durable in the spool first
         self._ledger.finish(payload.command_id, result)
-        await self._report(payload.command_id, result)
+        if payload.type == "offboard" and result.status == "succeeded" and self._on_offboarded:
+            await self._on_offboarded(payload.command_id)
 
     async def _refuse(self, command_id: str, refusal: CommandRejected) -> None:
         log.error("REFUSED command %s: %s", command_id, refusal)

@@ -100,6 +100,8 @@ class AgentConfig:
     retry_max_s: float = 300.0
     spool_max_events: int = 10_000
     log_level: LogLevel = "info"
+    uninstall_timeout_s: float = 600.0
+    self_remove: tuple[str, ...] = ()
 
     @property
     def key_ids(self) -> list[str]:
@@ -142,6 +144,10 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
         reader.number("spool_max_events", 10_000, low=10, high=1_000_000, integer=True)
     )
     log_level = reader.optional_choice("log_level", ("debug", "info", "warning", "error")) or "info"
+    uninstall_timeout_s = reader.number("uninstall_timeout_s", 600.0, low=1.0, high=7200.0)
+    self_remove = reader.str_list("self_remove", max_items=64, max_length=4096)
+    if self_remove and not self_remove[0].strip():
+        reader.fail("self_remove", "the program name must not be empty")
     components = _components(reader, "component")
     reader.reject_unknown()
     return AgentConfig(
@@ -157,6 +163,8 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
         request_timeout_s=request_timeout_s,
         retry_max_s=retry_max_s,
         spool_max_events=spool_max_events,
+        uninstall_timeout_s=uninstall_timeout_s,
+        self_remove=self_remove,
         log_level=cast(LogLevel, log_level),
     )
 

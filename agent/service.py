@@ -151,6 +151,7 @@ class Agent:
         stop: asyncio.Event | None = None,
         sleep: Sleep | None = None,
         on_commands: OnCommands | None = None,
+        on_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -163,6 +164,7 @@ class Agent:
         self._rng = rng or random.Random()
         self.stop = stop or asyncio.Event()
         self._on_commands: OnCommands = on_commands or LogCommands()
+        self._on_start = on_start
         self._status = KnownStatus()
         self._failures: dict[str, str] = {}
         self._sleep: Sleep = sleep or self.wait
@@ -171,6 +173,11 @@ class Agent:
             name=AGENT_COMPONENT, status="running", version=agent_version(), required=True
         )
         self.credential: Credential | None = None
+
+    @property
+    def known_executables(self) -> dict[str, str]:
+        """Where each component last ran from: tells `stopped` (installed) from `missing`."""
+        return dict(self._status.executables)
 
     async def serve(self) -> None:
         """Run until `stop` is set, then shut down within a few seconds."""
@@ -208,6 +215,8 @@ class Agent:
             )
         self._status = await asyncio.to_thread(self._state.load_status)
         await self._spool_event("agent.started", {"version": agent_version()})
+        if self._on_start is not None:
+            await self._on_start()
         log.info(
             "agent %s started (version %s, %s %s, %d components)",
             self.credential.agent_id,

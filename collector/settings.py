@@ -150,6 +150,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError("heartbeat_interval_s must be at least 1")
     if settings.flush_interval_s <= 0 or settings.flush_interval_s > 10:
         raise SettingsError("flush_interval_s must be in (0, 10] so last-seen never lags far")
+    if not 0.05 <= settings.auth_cache_s <= 300:
+        raise SettingsError("auth_cache_s must be between 0.05 and 300 seconds")
+    if not 0.05 <= settings.command_poll_s <= 300:
+        raise SettingsError("command_poll_s must be between 0.05 and 300 seconds")
+    if settings.sweep_interval_s < 0.05:
+        raise SettingsError("sweep_interval_s must be at least 0.05 seconds")
     if not 60 <= settings.command_ttl_s <= 900:
         raise SettingsError("command_ttl_s must be between 60 and 900: minutes, not days")
     if settings.enrollment_token_ttl_days < 1:
