@@ -101,6 +101,9 @@ install -d -m 0755 "$PREFIX"
 [ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --upgrade "$package"
+install -d -m 0755 "$PREFIX/bin"
+# Kept beside the agent: the step that removes it after an offboard (see self_remove).
+install -m 0700 "$HERE/install-linux.sh" "$PREFIX/bin/rmm-agent-uninstall"
 chmod -R go-w "$PREFIX"
 chmod -R go+rX "$PREFIX"
 
@@ -123,7 +126,7 @@ if [ -n "$collector_url" ]; then
     # The values travel in the environment, never in argv; Python quotes them for TOML.
     RMM_URL=$collector_url RMM_TOKEN=$token RMM_KIND=$kind RMM_CA=$ca_file \
     RMM_STATE=$STATE_DIR RMM_KEYS=$(printf '%s\n' "${command_keys[@]+"${command_keys[@]}"}") \
-    RMM_COMPONENTS=$components \
+    RMM_COMPONENTS=$components RMM_UNINSTALLER=$PREFIX/bin/rmm-agent-uninstall \
         "$VENV/bin/python" - "$CONFIG.new" <<'PY'
 import json
 import os
@@ -144,6 +147,12 @@ if env["RMM_CA"]:
     lines.append(f"ca_file = {toml(env['RMM_CA'])}")
 if env["RMM_KIND"]:
     lines.append(f"kind = {toml(env['RMM_KIND'])}")
+# After a successful offboard the agent starts this, detached, and exits: a transient unit
+# outside the agent's own cgroup, so that stopping rmm-agent.service does not kill it.
+lines.append("self_remove = " + toml([
+    "systemd-run", "--no-block", "--collect", "--unit=rmm-agent-removal",
+    env["RMM_UNINSTALLER"], "--uninstall", "--purge",
+]))
 text = "\n".join(lines) + "\n"
 if env["RMM_COMPONENTS"]:
     with open(env["RMM_COMPONENTS"], encoding="utf-8") as handle:
