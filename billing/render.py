@@ -129,6 +129,14 @@ this month and billed from the next.</p>
 """
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (a client named "=HYPERLINK(...)")."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def invoices_csv(invoices: Iterable[Invoice]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -137,9 +145,9 @@ def invoices_csv(invoices: Iterable[Invoice]) -> str:
         for line in invoice.lines:
             writer.writerow(
                 (
-                    invoice.number,
-                    invoice.client_id,
-                    invoice.client_name,
+                    spreadsheet_safe(invoice.number),
+                    spreadsheet_safe(invoice.client_id),
+                    spreadsheet_safe(invoice.client_name),
                     invoice.month,
                     line.kind,
                     line.quantity,
