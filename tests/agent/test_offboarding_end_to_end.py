@@ -218,23 +218,39 @@ def test_an_online_agent_is_offboarded_within_seconds_with_a_rotated_key(
     )
     machine_id = agent.credential()["machine_id"]
     started = time.monotonic()
-    status, accepted = api(
-        collector,
-        "POST",
-        f"/v1/machines/{machine_id}/offboard",
-        technician,
-        {"reason": "decommissioned"},
-    )
-    assert status == 202
-    wait_for(
-        lambda: command_state(collector, accepted["command_id"])() == "offboarded",
-        timeout=20,
-        what="the offboard to complete",
-        on_timeout=agent.log,
+    # The technician's own client, from their desk: by hostname, following it to the end.
+    done = subprocess.run(
+        [
+            str(BIN / "rmm-collector"),
+            "remote",
+            "--url",
+            collector.url,
+            "offboard",
+            agent.hostname,
+            "--reason",
+            "decommissioned",
+            "--ticket",
+            "T-7",
+            "--wait",
+            "--yes",
+            "--poll",
+            "0.2",
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RMM_API_TOKEN": technician},
     )
     elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr + agent.log()[-2000:]
+    assert "offboard_pending" in done.stderr and "offboarded after" in done.stdout
     print(f"request to offboarded for an online agent: {elapsed:.2f} s (heartbeat every ~1 s)")
     assert elapsed < 10
+    assert collector.machine(machine_id)["state"] == "offboarded"
+    entries = collector.get(f"/v1/audit?action=offboard.requested&target={machine_id}")["entries"]
+    assert entries[0]["actor"] == "tom" and entries[0]["detail"]["ticket"] == "T-7"
     assert f"signed by {new_pin.partition(':')[0]}" in agent.log()
     assert agent.process is not None and agent.process.wait(timeout=15) == 0
 
