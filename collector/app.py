@@ -29,6 +29,7 @@ from collector.keys import KeyRing
 from collector.metrics import Metrics
 from collector.settings import Settings
 from collector.store.base import Store
+from collector.web import setup_pages
 from wire.clock import Clock
 
 
@@ -56,5 +57,6 @@ def create_app(
     app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_ops.routes)
+    setup_pages(app)
     app.cleanup_ctx.append(background_tasks)
     return app

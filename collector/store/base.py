@@ -336,6 +336,28 @@ class Store(Protocol):
     async def add_audit(self, entry: AuditEntry) -> None: ...
     async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]: ...
 
+    # aggregates and pages for the NOC's web pages (server-side, so they stay fast on big fleets)
+    async def client_overview(
+        self, windows: StateWindows, *, stale_before: datetime, pending_before: datetime
+    ) -> list[ClientOverview]:
+        """Every client (those without machines too) with its machines counted by state."""
+        ...
+
+    async def machine_page(self, query: MachineQuery, windows: StateWindows) -> MachinePage:
+        """One page of machines matching `query`, and how many match in all."""
+        ...
+
+    async def presence_history(self, machine_id: str, *, since: datetime) -> PresenceHistory:
+        """Runs of presence ending at or after `since`, and every coverage period."""
+        ...
+
+    async def offboards_needing_attention(
+        self, *, pending_before: datetime, limit: int
+    ) -> tuple[list[OffboardAttention], list[OffboardAttention]]:
+        """Offboards pending since `pending_before` or earlier (oldest first), and failed
+        offboards not asked again since (newest first); at most `limit` of each."""
+        ...
+
 
 def machine_state(record: MachineRecord, windows: StateWindows) -> MachineState:
     """The state a person sees, derived from the collector's clock and any offboarding."""
@@ -346,3 +368,96 @@ def machine_state(record: MachineRecord, windows: StateWindows) -> MachineState:
     if record.last_seen >= windows.online_since:
         return "online"
     return "offline"
+
+
+ComponentStatusFilter = Literal["running", "stopped", "missing", "gap", "covered"]
+COMPONENT_STATUS_FILTERS: tuple[ComponentStatusFilter, ...] = (
+    "running",
+    "stopped",
+    "missing",
+    "gap",
+    "covered",
+)
+MachineSort = Literal["hostname", "last_seen"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOverview:
+    """One client's machines counted by state, with what a person should look at.
+
+    `in_inventory` counts machines billed if the cutoff were now (not offboarded, not expired);
+    `covered` those of them reporting components with every required one running. `stale` counts
+    machines offline (no offboard asked) since `stale_before` or earlier yet still in inventory,
+    `exposed` machines expired without a completed offboard, `pending_overdue` offboards pending
+    since `pending_before` or earlier.
+    """
+
+    client_id: str
+    name: str
+    by_state: dict[MachineState, int]
+    in_inventory: int
+    covered: int
+    stale: int
+    exposed: int
+    pending_overdue: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MachineQuery:
+    """Filters of the machines list.
+
+    Without `component`, `component_status` running/stopped/missing keeps machines with any
+    component in that status; `gap` keeps machines not covered (no components reported, or a
+    required one not running) and `covered` the others. With `component`, it is about that
+    component: `missing` also matches machines not reporting it at all, `gap` machines where it is
+    not running (or absent), `covered` machines where it runs. `seen_before` keeps machines last
+    seen at or before it; `exposed` keeps machines expired without a completed offboard.
+    """
+
+    client_id: str | None = None
+    state: MachineState | None = None
+    kind: str | None = None
+    hostname_contains: str | None = None
+    component: str | None = None
+    component_status: ComponentStatusFilter | None = None
+    seen_before: datetime | None = None
+    exposed: bool = False
+    sort: MachineSort = "hostname"
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MachinePage:
+    machines: list[MachineRecord]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRun:
+    """Seen continuously (no gap longer than the online window) from `start` to `end`."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CoveragePeriod:
+    first_seen: datetime
+    offboarded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceHistory:
+    runs: list[PresenceRun]
+    coverage: list[CoveragePeriod]
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardAttention:
+    command: CommandRecord
+    hostname: str

@@ -29,11 +29,13 @@ from collector.store.base import (
     AuditEntry,
     AuditFilter,
     Client,
+    ClientOverview,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
     CommandState,
     Conflict,
+    CoveragePeriod,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
@@ -41,12 +43,17 @@ from collector.store.base import (
     HeartbeatRecord,
     InventoryRecord,
     MachineFilter,
+    MachinePage,
+    MachineQuery,
     MachineRecord,
     MachineState,
     NotFound,
     NotOwner,
+    OffboardAttention,
     OffboardRequestRecord,
     OffboardState,
+    PresenceHistory,
+    PresenceRun,
     Role,
     StateWindows,
     StoreError,
@@ -1159,5 +1166,215 @@ class SQLiteStore:
                 (r[0], AuditEntry(from_micros(r[1]), r[2], r[3], r[4], json.loads(r[5])))
                 for r in conn.execute(sql, params).fetchall()
             ]
+
+        return await self._read(run)
+
+    # aggregates and pages for the web pages
+
+    # Covered: components reported and every required one running. Statuses are only running,
+    # stopped or missing, so a list mentioning neither of the other two needs no JSON parsing.
+    _COVERED_SQL = (
+        "CASE WHEN components = '[]' THEN 0 "
+        "WHEN instr(components, 'stopped') = 0 AND instr(components, 'missing') = 0 THEN 1 "
+        "WHEN EXISTS (SELECT 1 FROM json_each(components) j "
+        "WHERE IFNULL(json_extract(j.value, '$.required'), 1) "
+        "AND json_extract(j.value, '$.status') != 'running') THEN 0 ELSE 1 END"
+    )
+
+    async def client_overview(
+        self, windows: StateWindows, *, stale_before: datetime, pending_before: datetime
+    ) -> list[ClientOverview]:
+        params = {
+            "online": _us(windows.online_since),
+            "expired": _us(windows.expired_before),
+            "stale": _us(stale_before),
+        }
+        in_inventory = "IFNULL(offboard_state, '') != 'offboarded' AND last_seen > :expired"
+        machines_sql = (
+            "SELECT client_id, "
+            "SUM(offboard_state IS NULL AND last_seen >= :online), "
+            "SUM(offboard_state IS NULL AND last_seen < :online AND last_seen > :expired), "
+            "SUM(offboard_state IS NULL AND last_seen <= :expired), "
+            "SUM(IFNULL(offboard_state, '') = 'offboard_pending'), "
+            "SUM(IFNULL(offboard_state, '') = 'offboard_failed'), "
+            "SUM(IFNULL(offboard_state, '') = 'offboarded'), "
+            f"SUM({in_inventory}), "
+            f"SUM(CASE WHEN {in_inventory} THEN {self._COVERED_SQL} ELSE 0 END), "
+            "SUM(offboard_state IS NULL AND last_seen <= :stale AND last_seen > :expired), "
+            "SUM(IFNULL(offboard_state, '') != 'offboarded' AND last_seen <= :expired) "
+            "FROM machines GROUP BY client_id"
+        )
+        states: tuple[MachineState, ...] = (
+            "online",
+            "offline",
+            "expired",
+            "offboard_pending",
+            "offboard_failed",
+            "offboarded",
+        )
+
+        def run(conn: sqlite3.Connection) -> list[ClientOverview]:
+            clients = conn.execute("SELECT client_id, name FROM clients ORDER BY name").fetchall()
+            counts = {r[0]: r[1:] for r in conn.execute(machines_sql, params).fetchall()}
+            overdue = dict(
+                conn.execute(
+                    "SELECT client_id, COUNT(*) FROM commands WHERE state = 'offboard_pending' "
+                    "AND created_at <= ? GROUP BY client_id",
+                    (_us(pending_before),),
+                ).fetchall()
+            )
+            rows = []
+            for client_id, name in clients:
+                c = counts.get(client_id, (0,) * 10)
+                rows.append(
+                    ClientOverview(
+                        client_id=client_id,
+                        name=name,
+                        by_state=dict(zip(states, c[:6], strict=True)),
+                        in_inventory=c[6],
+                        covered=c[7],
+                        stale=c[8],
+                        exposed=c[9],
+                        pending_overdue=overdue.get(client_id, 0),
+                    )
+                )
+            return rows
+
+        return await self._read(run)
+
+    def _component_condition(self, query: MachineQuery) -> tuple[str, list[Any]]:
+        status, name = query.component_status, query.component
+        if status is None:
+            if name is None:
+                return "", []
+            # a name alone: machines reporting that component at all
+            return (
+                "EXISTS (SELECT 1 FROM json_each(components) j "
+                "WHERE json_extract(j.value, '$.name') = ?)",
+                [name],
+            )
+        if name is None:
+            if status == "covered":
+                return f"({self._COVERED_SQL}) = 1", []
+            if status == "gap":
+                return f"({self._COVERED_SQL}) = 0", []
+            return (
+                "EXISTS (SELECT 1 FROM json_each(components) j "
+                "WHERE json_extract(j.value, '$.status') = ?)",
+                [status],
+            )
+        named = "SELECT 1 FROM json_each(components) j WHERE json_extract(j.value, '$.name') = ?"
+        if status == "missing":
+            return f"NOT EXISTS ({named} AND json_extract(j.value, '$.status') != 'missing')", [
+                name
+            ]
+        if status == "gap":
+            return f"NOT EXISTS ({named} AND json_extract(j.value, '$.status') = 'running')", [name]
+        wanted = "running" if status == "covered" else status
+        return f"EXISTS ({named} AND json_extract(j.value, '$.status') = ?)", [name, wanted]
+
+    async def machine_page(self, query: MachineQuery, windows: StateWindows) -> MachinePage:
+        conditions: list[str] = []
+        params: list[Any] = []
+        q = query
+        if q.client_id is not None:
+            conditions.append("client_id = ?")
+            params.append(q.client_id)
+        if q.kind is not None:
+            conditions.append("kind = ?")
+            params.append(q.kind)
+        if q.hostname_contains:
+            conditions.append("instr(lower(hostname), lower(?)) > 0")
+            params.append(q.hostname_contains)
+        if q.state is not None:
+            condition, extra = self._state_condition(q.state, windows)
+            conditions.append(condition)
+            params.extend(extra)
+        if q.seen_before is not None:
+            conditions.append("last_seen <= ?")
+            params.append(_us(q.seen_before))
+        if q.exposed:
+            conditions.append("IFNULL(offboard_state, '') != 'offboarded' AND last_seen <= ?")
+            params.append(_us(windows.expired_before))
+        condition, extra = self._component_condition(q)
+        if condition:
+            conditions.append(condition)
+            params.extend(extra)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = (
+            "last_seen, machine_id"
+            if q.sort == "last_seen"
+            else "hostname COLLATE NOCASE, machine_id"
+        )
+        page_sql = (
+            f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} "
+            f"ORDER BY {order} LIMIT ? OFFSET ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> MachinePage:
+            total = conn.execute(f"SELECT COUNT(*) FROM machines {where}", params).fetchone()[0]
+            rows = conn.execute(page_sql, [*params, q.limit, q.offset]).fetchall()
+            return MachinePage(machines=[self._machine(r) for r in rows], total=int(total))
+
+        return await self._read(run)
+
+    async def presence_history(self, machine_id: str, *, since: datetime) -> PresenceHistory:
+        since_us = _us(since)
+
+        def run(conn: sqlite3.Connection) -> PresenceHistory:
+            runs = [
+                PresenceRun(from_micros(start), from_micros(end))
+                for start, end in conn.execute(
+                    "SELECT start_at, end_at FROM presence WHERE machine_id = ? AND end_at >= ? "
+                    "ORDER BY start_at",
+                    (machine_id, since_us),
+                ).fetchall()
+            ]
+            current = conn.execute(
+                "SELECT presence_start, last_seen FROM machines WHERE machine_id = ?",
+                (machine_id,),
+            ).fetchone()
+            if current is not None and current[1] >= since_us:
+                runs.append(PresenceRun(from_micros(current[0]), from_micros(current[1])))
+            coverage = [
+                CoveragePeriod(from_micros(first), _opt_dt(offboarded))
+                for first, offboarded in conn.execute(
+                    "SELECT first_seen, offboarded_at FROM coverage WHERE machine_id = ? "
+                    "ORDER BY first_seen",
+                    (machine_id,),
+                ).fetchall()
+            ]
+            return PresenceHistory(runs=runs, coverage=coverage)
+
+        return await self._read(run)
+
+    async def offboards_needing_attention(
+        self, *, pending_before: datetime, limit: int
+    ) -> tuple[list[OffboardAttention], list[OffboardAttention]]:
+        columns = ", ".join(f"c.{name.strip()}" for name in self._COMMAND_COLUMNS.split(","))
+
+        def run(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[OffboardAttention], list[OffboardAttention]]:
+            pending = conn.execute(
+                f"SELECT {columns}, m.hostname FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_pending' AND c.created_at <= ? "
+                "ORDER BY c.created_at LIMIT ?",
+                (_us(pending_before), limit),
+            ).fetchall()
+            failed = conn.execute(
+                f"SELECT {columns}, m.hostname FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_failed' AND m.offboard_state = 'offboard_failed' "
+                "AND NOT EXISTS (SELECT 1 FROM commands later WHERE later.machine_id = "
+                "c.machine_id AND later.created_at > c.created_at) "
+                "ORDER BY c.completed_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return (
+                [OffboardAttention(self._command(r[:-1]), r[-1]) for r in pending],
+                [OffboardAttention(self._command(r[:-1]), r[-1]) for r in failed],
+            )
 
         return await self._read(run)

@@ -1,0 +1,26 @@
+"""What the web pages keep in the app: the templates and the session sealer (made on first use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from collector.web.sessions import SessionSealer, load_or_create_secret
+
+
+class WebState:
+    def __init__(self, templates: jinja2.Environment, keys_folder: Path) -> None:
+        self.templates = templates
+        self.keys_folder = keys_folder
+        self._sealer: SessionSealer | None = None
+
+    def sealer(self) -> SessionSealer:
+        """The sealer, from the secret beside the signing keys (created by the first instance)."""
+        if self._sealer is None:
+            self._sealer = SessionSealer(load_or_create_secret(self.keys_folder))
+        return self._sealer
+
+
+WEB = web.AppKey("web", WebState)

@@ -1,0 +1,112 @@
+// Follows a command on its page without reloading: polls the page's JSON and updates the fields.
+// The page works without this script (it refreshes itself); this only makes it smoother.
+(function () {
+  "use strict";
+  var box = document.querySelector("[data-live-url]");
+  if (!box || box.getAttribute("data-final") === "true") {
+    return;
+  }
+  var url = box.getAttribute("data-live-url");
+  var note = box.querySelector("[data-live-note]");
+  var badge = box.querySelector("[data-state-badge]");
+  var steps = box.querySelector("[data-steps]");
+  var interval = 2000;
+  var failures = 0;
+
+  function say(text) {
+    if (note) {
+      note.textContent = text;
+    }
+  }
+
+  function set(name, value) {
+    box.querySelectorAll('[data-field="' + name + '"]').forEach(function (el) {
+      el.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+    });
+  }
+
+  function cell(row, text, tag) {
+    var el = document.createElement(tag || "td");
+    el.textContent = text === null || text === undefined ? "—" : String(text);
+    row.appendChild(el);
+    return el;
+  }
+
+  function showSteps(list) {
+    if (!steps || !list || !list.length) {
+      return;
+    }
+    while (steps.firstChild) {
+      steps.removeChild(steps.firstChild);
+    }
+    list.forEach(function (step) {
+      var row = document.createElement("tr");
+      cell(row, step.component);
+      var code = document.createElement("code");
+      code.textContent = (step.argv || []).join(" ");
+      cell(row, "").replaceChildren(code);
+      cell(row, step.status);
+      cell(row, step.exit_code);
+      var pre = document.createElement("pre");
+      pre.className = "tail";
+      pre.textContent = step.output_tail || "";
+      cell(row, "").replaceChildren(pre);
+      steps.appendChild(row);
+    });
+  }
+
+  function update(command) {
+    set("state_label", command.state_label);
+    if (badge) {
+      badge.className = "state state-" + command.state;
+    }
+    box.setAttribute("data-state", command.state);
+    set("delivered_at_text", command.delivered_at_text);
+    set("delivery_count", command.delivery_count);
+    set("completed_at_text", command.completed_at_text);
+    set("rejections", command.rejections);
+    set("machine_state_label", command.machine_state_label);
+    set("result_status", command.result ? command.result.status : null);
+    set("result_reason", command.result ? command.result.reason : null);
+    if (command.result) {
+      showSteps(command.result.steps);
+    }
+  }
+
+  function poll() {
+    fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          say("Your session has ended: reload the page to sign in again.");
+          return null;
+        }
+        if (!response.ok) {
+          throw new Error("status " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (command) {
+        if (command === null) {
+          return;
+        }
+        failures = 0;
+        update(command);
+        if (command.final) {
+          box.setAttribute("data-final", "true");
+          say("Finished: " + command.state_label + ".");
+          return;
+        }
+        say(command.delivered_at
+          ? "Delivered to the agent; waiting for its report. Updating live."
+          : "Waiting for the machine to check in. Updating live.");
+        window.setTimeout(poll, interval);
+      })
+      .catch(function () {
+        failures += 1;
+        say("Lost contact with the collector; retrying.");
+        window.setTimeout(poll, Math.min(30000, interval * Math.pow(2, failures)));
+      });
+  }
+
+  window.setTimeout(poll, interval);
+})();

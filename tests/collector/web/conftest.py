@@ -1,0 +1,157 @@
+"""The web pages through a real app on loopback: people signed in with their own cookie jars.
+
+The pages' aggregate queries are store methods implemented for SQLite; these tests run on a real
+SQLite file (the shared `store` fixture's PostgreSQL variant joins once that engine has them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from collector.keys import KeyRing
+from collector.store import open_store
+from collector.store.base import Role, Store
+from tests.collector.conftest import Harness, HarnessFactory
+from tests.support.clock import FakeClock
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await open_store(str(tmp_path / "collector.sqlite3"))
+    yield s
+    await s.close()
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.forms: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "a" and dict(attrs).get("href"):
+            self.links.append(dict(attrs)["href"] or "")
+        if tag == "form":
+            self.forms.append(dict(attrs).get("action") or "")
+        if tag in ("script", "style", "title"):
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "title") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and data.strip():
+            self.text.append(" ".join(data.split()))
+
+
+@dataclass
+class Page:
+    status: int
+    html: str
+    headers: Any
+
+    def _parsed(self) -> _Page:
+        parser = _Page()
+        parser.feed(self.html)
+        return parser
+
+    @property
+    def text(self) -> str:
+        return " ".join(self._parsed().text)
+
+    @property
+    def links(self) -> list[str]:
+        return self._parsed().links
+
+    @property
+    def forms(self) -> list[str]:
+        return self._parsed().forms
+
+    @property
+    def tags(self) -> list[tuple[str, dict[str, str | None]]]:
+        return self._parsed().tags
+
+    @property
+    def csrf(self) -> str:
+        found = CSRF.search(self.html)
+        assert found, "the page has no form with a CSRF token"
+        return found.group(1)
+
+
+@dataclass
+class Browser:
+    """One person's browser: its own cookie jar, signed in with an API token."""
+
+    client: TestClient[web.Request, web.Application]
+    harness: Harness
+    name: str = ""
+    csrf: str = ""
+
+    async def get(self, path: str, status: int = 200) -> Page:
+        resp = await self.client.get(path, allow_redirects=False)
+        page = Page(resp.status, await resp.text(), resp.headers)
+        assert resp.status == status, f"{path}: {resp.status}\n{page.text[:2000]}"
+        return page
+
+    async def post(self, path: str, data: dict[str, str], status: int = 303) -> Page:
+        resp = await self.client.post(path, data=data, allow_redirects=False)
+        page = Page(resp.status, await resp.text(), resp.headers)
+        assert resp.status == status, f"{path}: {resp.status}\n{page.text[:2000]}"
+        return page
+
+    async def sign_in_with(self, token: str, next_url: str = "/") -> Page:
+        form = await self.get("/signin")
+        return await self.post(
+            "/signin", {"token": token, "csrf": form.csrf, "next": next_url}, status=303
+        )
+
+    async def sign_in(self, role: Role, name: str | None = None) -> Browser:
+        headers = await self.harness.api_token(role, name=name)
+        self.name = name or f"{role}-user"
+        answer = await self.sign_in_with(headers["Authorization"].split(" ", 1)[1])
+        assert answer.headers["Location"] == "/"
+        self.csrf = (await self.get("/")).csrf
+        return self
+
+    def session_cookie(self) -> str:
+        for cookie in self.client.session.cookie_jar:
+            if cookie.key == "rmm_session":
+                return cookie.value
+        raise AssertionError("no session cookie")
+
+
+BrowserFactory = Callable[[], Awaitable[Browser]]
+
+
+@pytest.fixture
+async def site(make_harness: HarnessFactory, clock: FakeClock, tmp_path: Path) -> Harness:
+    """The collector with a command-signing key, so offboards are delivered to agents."""
+    KeyRing(tmp_path / "keys").generate(clock.now())
+    return await make_harness(keys_dir=str(tmp_path / "keys"))
+
+
+@pytest.fixture
+async def browser(site: Harness, aiohttp_client: Any) -> BrowserFactory:
+    """A fresh browser (its own cookies) on the same running collector, as many as a test needs."""
+
+    async def open_browser() -> Browser:
+        client = await aiohttp_client(site.client.server)
+        return Browser(client=client, harness=site)
+
+    return open_browser

@@ -1,0 +1,192 @@
+"""Signing in with an API token gives a session cookie; it ends at sign-out, at expiry, and the
+moment the token is revoked; it is sealed, so it cannot be forged or read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from collector.app import create_app
+from collector.settings import Settings
+from collector.store.base import AuditFilter
+from collector.tokens import hash_token
+from tests.collector.web.conftest import Browser, BrowserFactory
+
+
+async def test_pages_send_a_stranger_to_sign_in_and_back_where_they_were(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    answer = await b.get("/machines?state=online", status=303)
+    assert answer.headers["Location"] == "/signin?next=%2Fmachines%3Fstate%3Donline"
+    token = (await b.harness.api_token("viewer", name="vic"))["Authorization"].split()[1]
+    signed_in = await b.sign_in_with(token, next_url="/machines?state=online")
+    assert signed_in.headers["Location"] == "/machines?state=online"
+    page = await b.get("/machines?state=online")
+    assert "vic" in page.text and "viewer" in page.text
+
+
+async def test_the_session_cookie_is_httponly_strict_expiring_and_reveals_nothing(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    headers = await b.harness.api_token("technician", name="tina")
+    token = headers["Authorization"].split()[1]
+    answer = await b.sign_in_with(token)
+    cookie = answer.headers["Set-Cookie"]
+    assert "rmm_session=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Max-Age=43200" in cookie
+    assert "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback: a Secure cookie would never return
+    value = b.session_cookie()
+    assert token not in value and "tina" not in value
+    assert hash_token(token) not in value
+
+
+async def test_behind_tls_the_cookie_is_secure(browser: BrowserFactory) -> None:
+    b = await browser()
+    token = (await b.harness.api_token("viewer"))["Authorization"].split()[1]
+    form = await b.get("/signin")
+    resp = await b.client.post(
+        "/signin",
+        data={"token": token, "csrf": form.csrf, "next": "/"},
+        headers={"X-Forwarded-Proto": "https"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert "Secure" in resp.headers["Set-Cookie"]
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+async def test_a_wrong_token_is_refused_and_an_agent_token_is_not_a_person(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    form = await b.get("/signin")
+    wrong = await b.post(
+        "/signin", {"token": "rmmapi_nope", "csrf": form.csrf, "next": "/"}, status=401
+    )
+    assert "unknown or revoked" in wrong.text
+    _, enrollment = await b.harness.add_client()
+    agent = await b.harness.enroll(enrollment)
+    form = await b.get("/signin")
+    refused = await b.post(
+        "/signin", {"token": agent["agent_token"], "csrf": form.csrf, "next": "/"}, status=403
+    )
+    assert "agent token" in refused.text
+    await b.get("/", status=303)
+
+
+async def test_guessing_tokens_is_slowed_down(browser: BrowserFactory) -> None:
+    b = await browser()
+    statuses = []
+    for _ in range(32):
+        form = await b.get("/signin")
+        resp = await b.client.post(
+            "/signin",
+            data={"token": "rmmapi_guess", "csrf": form.csrf, "next": "/"},
+            allow_redirects=False,
+        )
+        statuses.append(resp.status)
+    assert statuses[0] == 401 and statuses[-1] == 429
+
+
+async def test_the_sign_in_form_needs_its_own_csrf_token(browser: BrowserFactory) -> None:
+    b = await browser()
+    token = (await b.harness.api_token("admin"))["Authorization"].split()[1]
+    forged = await b.post("/signin", {"token": token, "csrf": "x", "next": "/"}, status=403)
+    assert "expired or came from elsewhere" in forged.text
+    await b.get("/", status=303)
+
+
+async def test_sign_in_never_redirects_to_another_site(browser: BrowserFactory) -> None:
+    token = ""
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        b = await browser()
+        token = token or (await b.harness.api_token("viewer"))["Authorization"].split()[1]
+        answer = await b.sign_in_with(token, next_url=target)
+        assert answer.headers["Location"] == "/"
+
+
+async def test_sign_out_ends_the_session_even_for_a_copied_cookie(
+    browser: BrowserFactory,
+) -> None:
+    b = await (await browser()).sign_in("technician", name="tina")
+    copied = b.session_cookie()
+    page = await b.get("/")
+    assert "/signout" in page.forms
+    answer = await b.post("/signout", {"csrf": page.csrf})
+    assert answer.headers["Location"] == "/signin?signed_out=1"
+    await b.get("/", status=303)
+    assert "You are signed out." in (await b.get("/signin?signed_out=1")).text
+    thief = await browser()
+    thief.client.session.cookie_jar.update_cookies({"rmm_session": copied})
+    await thief.get("/", status=303)
+    actions = [e.action for _, e in await b.harness.store.list_audit(AuditFilter(actor="tina"))]
+    assert actions[:2] == ["web.signed_out", "web.signed_in"]
+
+
+async def test_revoking_the_api_token_ends_its_sessions_on_the_next_request(
+    browser: BrowserFactory,
+) -> None:
+    b = await (await browser()).sign_in("technician", name="tina")
+    await b.get("/machines")
+    await b.harness.store.revoke_api_token("tina", now=b.harness.clock.now(), actor="test")
+    answer = await b.get("/machines", status=303)
+    assert answer.headers["Location"].startswith("/signin")
+    live = await b.client.get("/commands/anything/live")
+    assert live.status == 401 and (await live.json())["error"] == "signed_out"
+
+
+async def test_a_session_lasts_twelve_hours(browser: BrowserFactory) -> None:
+    b = await (await browser()).sign_in("viewer")
+    b.harness.clock.advance(hours=11, minutes=59)
+    await b.get("/")
+    b.harness.clock.advance(minutes=2)
+    await b.get("/", status=303)
+
+
+async def test_a_tampered_or_foreign_cookie_is_no_session(browser: BrowserFactory) -> None:
+    b = await (await browser()).sign_in("admin")
+    value = b.session_cookie()
+    flipped = value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]
+    for forged in (flipped, "garbage", value[:20]):
+        other = await browser()
+        other.client.session.cookie_jar.update_cookies({"rmm_session": forged})
+        await other.get("/", status=303)
+
+
+async def test_another_instance_sharing_the_keys_folder_accepts_the_session(
+    browser: BrowserFactory, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Several collectors behind a load balancer: the cookie works on each of them."""
+    b: Browser = await (await browser()).sign_in("viewer", name="vic")
+    harness = b.harness
+    second = create_app(
+        replace(Settings(db="unused"), keys_dir=str(tmp_path / "keys")),
+        store=harness.store,
+        clock=harness.clock,
+    )
+    client = await aiohttp_client(second)
+    client.session.cookie_jar.update_cookies({"rmm_session": b.session_cookie()})
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 200
+    assert "vic" in await resp.text()
+    elsewhere = create_app(
+        replace(Settings(db="unused"), keys_dir=str(tmp_path / "other-keys")),
+        store=harness.store,
+        clock=harness.clock,
+    )
+    stranger = await aiohttp_client(elsewhere)
+    stranger.session.cookie_jar.update_cookies({"rmm_session": b.session_cookie()})
+    assert (await stranger.get("/", allow_redirects=False)).status == 303
+
+
+async def test_the_session_secret_file_is_private(browser: BrowserFactory, tmp_path: Path) -> None:
+    await (await browser()).sign_in("viewer")
+    secret = tmp_path / "keys" / "web-session.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert len(bytes.fromhex(secret.read_text().strip())) == 32
