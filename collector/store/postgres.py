@@ -3,8 +3,8 @@
 Several collector processes or hosts may share one database, so every write is safe to run
 concurrently with the same write from another instance:
 
-- rows of `machines` are locked in `machine_id` order (last-seen flushes, the expiry sweep,
-  enrollment), so two instances never deadlock on each other's batches;
+- last-seen flushes take turns (a transaction-level advisory lock), so two instances never
+  deadlock on each other's batches, and never move a value another transaction wrote backwards;
 - the last-seen flush keeps the newest heartbeat's facts whichever instance flushes first, and
   never moves `last_seen` backwards;
 - the expiry sweep runs in one instance at a time (a transaction-level advisory lock), and its
@@ -36,11 +36,13 @@ from collector.store.base import (
     AuditEntry,
     AuditFilter,
     Client,
+    ClientOverview,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
     CommandState,
     Conflict,
+    CoveragePeriod,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
@@ -48,12 +50,17 @@ from collector.store.base import (
     HeartbeatRecord,
     InventoryRecord,
     MachineFilter,
+    MachinePage,
+    MachineQuery,
     MachineRecord,
     MachineState,
     NotFound,
     NotOwner,
+    OffboardAttention,
     OffboardRequestRecord,
     OffboardState,
+    PresenceHistory,
+    PresenceRun,
     Role,
     StateWindows,
     StoreError,
@@ -68,6 +75,7 @@ Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
 _MIGRATION_LOCK = 0x524D4D_0001
 _REVOCATION_LOCK = 0x524D4D_0002
 _SWEEP_LOCK = 0x524D4D_0003
+_FLUSH_LOCK = 0x524D4D_0004
 
 # A flush writes this many machines per statement, so encoding one statement's arguments never
 # holds the event loop for more than a few milliseconds.
@@ -411,8 +419,8 @@ class PostgresStore:
             # commit, then takes the re-enrollment path below.
             inserted = await conn.fetchval(
                 "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
-                "components, first_seen, presence_start, last_seen, agent_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9) "
+                "components, first_seen, presence_start, last_seen, facts_since, agent_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $8, $9) "
                 "ON CONFLICT (client_id, hardware_id) DO NOTHING RETURNING machine_id",
                 new_machine_id,
                 client_id,
@@ -454,6 +462,7 @@ class PostgresStore:
                     "UPDATE machines SET hostname = $2, os = $3, kind = $4, "
                     "components = CASE WHEN $5::text = '[]' THEN components ELSE $5::text END, "
                     "last_seen = GREATEST(last_seen, $6::timestamptz), agent_id = $7, "
+                    "facts_since = $6, "
                     "first_seen = CASE WHEN $8::boolean THEN $6 ELSE first_seen END, "
                     "offboard_state = CASE WHEN $8 THEN NULL ELSE offboard_state END, "
                     "offboarded_at = CASE WHEN $8 THEN NULL ELSE offboarded_at END "
@@ -535,8 +544,8 @@ class PostgresStore:
             inserted = _count(
                 await conn.execute(
                     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, "
-                    "kind, components, first_seen, presence_start, last_seen, agent_id) "
-                    "SELECT m, c, h, hn, o, k, comp, $8, $8, $8, a FROM unnest("
+                    "kind, components, first_seen, presence_start, last_seen, facts_since, "
+                    "agent_id) SELECT m, c, h, hn, o, k, comp, $8, $8, $8, $8, a FROM unnest("
                     "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
                     "$7::text[], $9::text[]) AS t(m, c, h, hn, o, k, comp, a) "
                     "ON CONFLICT (client_id, hardware_id) DO NOTHING",
@@ -670,9 +679,10 @@ class PostgresStore:
         )
         return None if row is None else AgentIdentity(row[0], row[1], row[2])
 
-    # The flush of one chunk of machines (already locked in machine_id order). Every CTE reads
-    # the rows as they stood before this statement; `newest` keeps a heartbeat flushed late by
-    # another instance from overwriting newer facts, and `last_seen` never moves backwards.
+    # The flush of one chunk of machines. The CTEs read the rows as they stood when the
+    # statement began; the UPDATE takes `last_seen` and `presence_start` from the row as it is when
+    # locked, so a concurrent enrollment is never undone. `newest` keeps a heartbeat flushed late
+    # by another instance from overwriting newer facts; `last_seen` never moves backwards.
     _APPLY_SQL = """
         WITH b AS (
             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],
@@ -707,12 +717,14 @@ class PostgresStore:
         )
         UPDATE machines m SET
             presence_start = CASE WHEN cur.new_run THEN cur.first_at
-                                  ELSE LEAST(cur.presence_start, cur.first_at) END,
-            last_seen = GREATEST(cur.last_seen, cur.last_at),
+                                  ELSE LEAST(m.presence_start, cur.first_at) END,
+            last_seen = GREATEST(m.last_seen, cur.last_at),
             hostname = CASE WHEN cur.newest THEN cur.hostname ELSE m.hostname END,
             os = CASE WHEN cur.newest THEN cur.os ELSE m.os END,
             kind = CASE WHEN cur.newest THEN cur.kind ELSE m.kind END,
-            components = CASE WHEN cur.newest THEN cur.components ELSE m.components END
+            components = CASE WHEN cur.newest THEN cur.components ELSE m.components END,
+            facts_since = CASE WHEN cur.newest AND cur.changed THEN cur.last_at
+                               ELSE m.facts_since END
         FROM cur WHERE m.machine_id = cur.machine_id
     """
 
@@ -723,17 +735,13 @@ class PostgresStore:
         ordered = sorted(batch, key=lambda r: r.machine_id)
 
         async def run(conn: Connection) -> None:
+            # Flushes of all instances take turns: two never hold rows the other waits for.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _FLUSH_LOCK)
             for start in range(0, len(ordered), _FLUSH_CHUNK):
                 chunk = ordered[start : start + _FLUSH_CHUNK]
-                ids = [r.machine_id for r in chunk]
-                await conn.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM machines WHERE machine_id = ANY($1) "
-                    "ORDER BY machine_id FOR UPDATE) AS locked",
-                    ids,
-                )
                 await conn.execute(
                     self._APPLY_SQL,
-                    ids,
+                    [r.machine_id for r in chunk],
                     [r.first_at for r in chunk],
                     [r.last_at for r in chunk],
                     [r.hostname for r in chunk],
@@ -858,28 +866,41 @@ class PostgresStore:
             counts[cast(MachineState, state)] = int(count)
         return counts
 
-    # Each machine as it stood at $1: its coverage period and facts are the latest that began
-    # before (or at) $1; last-seen is the current run's or, if that began after $1, the latest
-    # closed run's that began at or before $1, capped at $1. Rows come in machine_id order.
+    # Each machine as it stood at $1. The machine row holds the current coverage period
+    # (`first_seen`, `offboarded_at`), the current run of presence (`presence_start` ..
+    # `last_seen`) and the facts in force since `facts_since`: when each began before $1, the row
+    # answers alone. Only what changed after $1 is looked up in the history tables (a one-time
+    # filter in each lateral subquery skips the lookup otherwise). Rows come in storage order:
+    # one sequential pass, whatever the fleet's size.
     _INVENTORY_SQL = """
-        SELECT m.machine_id, m.client_id, f.hostname, f.kind, c.first_seen,
+        SELECT m.machine_id, m.client_id,
+            CASE WHEN m.facts_since <= $1 THEN m.hostname ELSE f.hostname END,
+            CASE WHEN m.facts_since <= $1 THEN m.kind ELSE f.kind END,
+            CASE WHEN m.first_seen < $1 THEN m.first_seen ELSE c.first_seen END,
             CASE WHEN m.presence_start <= $1 THEN LEAST(m.last_seen, $1)
-                 ELSE (SELECT LEAST(p.end_at, $1) FROM presence p
-                       WHERE p.machine_id = m.machine_id AND p.start_at <= $1
-                       ORDER BY p.start_at DESC LIMIT 1)
-            END AS last_seen,
-            CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END AS offboarded_at,
-            f.components
+                 ELSE LEAST(p.end_at, $1) END,
+            CASE WHEN m.first_seen < $1
+                 THEN CASE WHEN m.offboarded_at <= $1 THEN m.offboarded_at END
+                 ELSE CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END END,
+            CASE WHEN m.facts_since <= $1 THEN m.components ELSE f.components END
         FROM machines m
-        CROSS JOIN LATERAL (
+        LEFT JOIN LATERAL (
             SELECT first_seen, offboarded_at FROM coverage
-            WHERE coverage.machine_id = m.machine_id AND coverage.first_seen < $1
-            ORDER BY coverage.first_seen DESC LIMIT 1) c
-        CROSS JOIN LATERAL (
+            WHERE m.first_seen >= $1
+              AND coverage.machine_id = m.machine_id AND coverage.first_seen < $1
+            ORDER BY coverage.first_seen DESC LIMIT 1) c ON true
+        LEFT JOIN LATERAL (
             SELECT hostname, kind, components FROM facts
-            WHERE facts.machine_id = m.machine_id AND facts.valid_from <= $1
-            ORDER BY facts.valid_from DESC LIMIT 1) f
-        ORDER BY m.machine_id
+            WHERE m.facts_since > $1
+              AND facts.machine_id = m.machine_id AND facts.valid_from <= $1
+            ORDER BY facts.valid_from DESC LIMIT 1) f ON true
+        LEFT JOIN LATERAL (
+            SELECT end_at FROM presence
+            WHERE m.presence_start > $1
+              AND presence.machine_id = m.machine_id AND presence.start_at <= $1
+            ORDER BY presence.start_at DESC LIMIT 1) p ON true
+        WHERE (m.first_seen < $1 OR c.first_seen IS NOT NULL)
+          AND (m.facts_since <= $1 OR f.hostname IS NOT NULL)
     """
 
     async def iter_inventory(
@@ -917,6 +938,8 @@ class PostgresStore:
         async def run(conn: Connection) -> list[str]:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SWEEP_LOCK):
                 return []  # another instance is sweeping right now; it records them
+            # No flush runs meanwhile, so the sweep and a flush never wait for each other's rows.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _FLUSH_LOCK)
             rows = await conn.fetch(
                 "WITH due AS (SELECT machine_id FROM machines WHERE last_seen <= $2 "
                 "AND (offboard_state IS NULL OR offboard_state <> 'offboarded') "
@@ -1312,3 +1335,206 @@ class PostgresStore:
             (r[0], AuditEntry(r[1], r[2], r[3], r[4], json.loads(r[5])))
             for r in await self._fetch(sql, *p.values)
         ]
+
+    # aggregates and pages for the web pages
+
+    # Covered: components reported and every required one running. Statuses are only running,
+    # stopped or missing, so a list mentioning neither of the other two needs no JSON parsing.
+    _COVERED_SQL = (
+        "CASE WHEN components = '[]' THEN 0 "
+        "WHEN strpos(components, 'stopped') = 0 AND strpos(components, 'missing') = 0 THEN 1 "
+        "WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(components::jsonb) j "
+        "WHERE COALESCE((j->>'required')::boolean, true) "
+        "AND j->>'status' <> 'running') THEN 0 ELSE 1 END"
+    )
+
+    async def client_overview(
+        self, windows: StateWindows, *, stale_before: datetime, pending_before: datetime
+    ) -> list[ClientOverview]:
+        # $1 online since, $2 expired before, $3 stale before
+        in_inventory = "COALESCE(offboard_state, '') <> 'offboarded' AND last_seen > $2"
+        machines_sql = (
+            "SELECT client_id, "
+            "count(*) FILTER (WHERE offboard_state IS NULL AND last_seen >= $1), "
+            "count(*) FILTER (WHERE offboard_state IS NULL AND last_seen < $1 "
+            "AND last_seen > $2), "
+            "count(*) FILTER (WHERE offboard_state IS NULL AND last_seen <= $2), "
+            "count(*) FILTER (WHERE offboard_state = 'offboard_pending'), "
+            "count(*) FILTER (WHERE offboard_state = 'offboard_failed'), "
+            "count(*) FILTER (WHERE offboard_state = 'offboarded'), "
+            f"count(*) FILTER (WHERE {in_inventory}), "
+            f"count(*) FILTER (WHERE {in_inventory} AND ({self._COVERED_SQL}) = 1), "
+            "count(*) FILTER (WHERE offboard_state IS NULL AND last_seen <= $3 "
+            "AND last_seen > $2), "
+            "count(*) FILTER (WHERE COALESCE(offboard_state, '') <> 'offboarded' "
+            "AND last_seen <= $2) "
+            "FROM machines GROUP BY client_id"
+        )
+        states: tuple[MachineState, ...] = (
+            "online",
+            "offline",
+            "expired",
+            "offboard_pending",
+            "offboard_failed",
+            "offboarded",
+        )
+
+        async def run(conn: Connection) -> list[ClientOverview]:
+            clients = await conn.fetch("SELECT client_id, name FROM clients ORDER BY name")
+            counts = {
+                r[0]: tuple(int(v) for v in r[1:])
+                for r in await conn.fetch(
+                    machines_sql, windows.online_since, windows.expired_before, stale_before
+                )
+            }
+            overdue = {
+                r[0]: int(r[1])
+                for r in await conn.fetch(
+                    "SELECT client_id, count(*) FROM commands WHERE state = 'offboard_pending' "
+                    "AND created_at <= $1 GROUP BY client_id",
+                    pending_before,
+                )
+            }
+            rows = []
+            for client_id, name in clients:
+                c = counts.get(client_id, (0,) * 10)
+                rows.append(
+                    ClientOverview(
+                        client_id=client_id,
+                        name=name,
+                        by_state=dict(zip(states, c[:6], strict=True)),
+                        in_inventory=c[6],
+                        covered=c[7],
+                        stale=c[8],
+                        exposed=c[9],
+                        pending_overdue=overdue.get(client_id, 0),
+                    )
+                )
+            return rows
+
+        return await self._read(run)
+
+    def _component_condition(self, query: MachineQuery, p: _Params) -> str:
+        status, name = query.component_status, query.component
+        elements = "SELECT 1 FROM jsonb_array_elements(components::jsonb) j"
+        if status is None:
+            if name is None:
+                return ""
+            # a name alone: machines reporting that component at all
+            return f"EXISTS ({elements} WHERE j->>'name' = {p(name)})"
+        if name is None:
+            if status == "covered":
+                return f"({self._COVERED_SQL}) = 1"
+            if status == "gap":
+                return f"({self._COVERED_SQL}) = 0"
+            return f"EXISTS ({elements} WHERE j->>'status' = {p(status)})"
+        named = f"{elements} WHERE j->>'name' = {p(name)}"
+        if status == "missing":
+            return f"NOT EXISTS ({named} AND j->>'status' <> 'missing')"
+        if status == "gap":
+            return f"NOT EXISTS ({named} AND j->>'status' = 'running')"
+        wanted = "running" if status == "covered" else status
+        return f"EXISTS ({named} AND j->>'status' = {p(wanted)})"
+
+    async def machine_page(self, query: MachineQuery, windows: StateWindows) -> MachinePage:
+        p = _Params()
+        conditions: list[str] = []
+        q = query
+        if q.client_id is not None:
+            conditions.append(f"client_id = {p(q.client_id)}")
+        if q.kind is not None:
+            conditions.append(f"kind = {p(q.kind)}")
+        if q.hostname_contains:
+            conditions.append(f"strpos(lower(hostname), lower({p(q.hostname_contains)})) > 0")
+        if q.state is not None:
+            conditions.append(self._state_condition(q.state, windows, p))
+        if q.seen_before is not None:
+            conditions.append(f"last_seen <= {p(q.seen_before)}")
+        if q.exposed:
+            conditions.append(
+                "COALESCE(offboard_state, '') <> 'offboarded' "
+                f"AND last_seen <= {p(windows.expired_before)}"
+            )
+        condition = self._component_condition(q, p)
+        if condition:
+            conditions.append(condition)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        # Case folded on ASCII letters only, then bytewise: SQLite's NOCASE order.
+        order = (
+            "last_seen, machine_id"
+            if q.sort == "last_seen"
+            else 'lower(hostname COLLATE "C"), machine_id'
+        )
+        filters = list(p.values)
+        page_sql = (
+            f"SELECT {self._MACHINE_COLUMNS} FROM machines {where} "
+            f"ORDER BY {order} LIMIT {p(q.limit)} OFFSET {p(q.offset)}"
+        )
+
+        async def run(conn: Connection) -> MachinePage:
+            total = await conn.fetchval(f"SELECT count(*) FROM machines {where}", *filters)
+            rows = await conn.fetch(page_sql, *p.values)
+            return MachinePage(machines=[self._machine(r) for r in rows], total=int(total))
+
+        return await self._read(run)
+
+    async def presence_history(self, machine_id: str, *, since: datetime) -> PresenceHistory:
+        async def run(conn: Connection) -> PresenceHistory:
+            runs = [
+                PresenceRun(r[0], r[1])
+                for r in await conn.fetch(
+                    "SELECT start_at, end_at FROM presence WHERE machine_id = $1 "
+                    "AND end_at >= $2 ORDER BY start_at",
+                    machine_id,
+                    since,
+                )
+            ]
+            current = await conn.fetchrow(
+                "SELECT presence_start, last_seen FROM machines WHERE machine_id = $1",
+                machine_id,
+            )
+            if current is not None and current[1] >= since:
+                runs.append(PresenceRun(current[0], current[1]))
+            coverage = [
+                CoveragePeriod(r[0], r[1])
+                for r in await conn.fetch(
+                    "SELECT first_seen, offboarded_at FROM coverage WHERE machine_id = $1 "
+                    "ORDER BY first_seen",
+                    machine_id,
+                )
+            ]
+            return PresenceHistory(runs=runs, coverage=coverage)
+
+        return await self._read(run)
+
+    async def offboards_needing_attention(
+        self, *, pending_before: datetime, limit: int
+    ) -> tuple[list[OffboardAttention], list[OffboardAttention]]:
+        columns = ", ".join(f"c.{name.strip()}" for name in self._COMMAND_COLUMNS.split(","))
+
+        async def run(
+            conn: Connection,
+        ) -> tuple[list[OffboardAttention], list[OffboardAttention]]:
+            pending = await conn.fetch(
+                f"SELECT {columns}, m.hostname FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_pending' AND c.created_at <= $1 "
+                "ORDER BY c.created_at LIMIT $2",
+                pending_before,
+                limit,
+            )
+            failed = await conn.fetch(
+                f"SELECT {columns}, m.hostname FROM commands c "
+                "JOIN machines m ON m.machine_id = c.machine_id "
+                "WHERE c.state = 'offboard_failed' AND m.offboard_state = 'offboard_failed' "
+                "AND NOT EXISTS (SELECT 1 FROM commands later WHERE later.machine_id = "
+                "c.machine_id AND later.created_at > c.created_at) "
+                "ORDER BY c.completed_at DESC LIMIT $1",
+                limit,
+            )
+            return (
+                [OffboardAttention(self._command(r[:-1]), r[-1]) for r in pending],
+                [OffboardAttention(self._command(r[:-1]), r[-1]) for r in failed],
+            )
+
+        return await self._read(run)

@@ -145,4 +145,22 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE state = 'offboard_pending';
         """,
     ),
+    (
+        "0003_inventory_fast_path",
+        """
+        -- Since when the machine row's hostname, os, kind and components hold: an inventory as of
+        -- any later instant takes them from the row, without looking into `facts`.
+        ALTER TABLE machines ADD COLUMN facts_since timestamptz;
+        UPDATE machines m SET facts_since = COALESCE(
+            (SELECT max(f.valid_from) FROM facts f WHERE f.machine_id = m.machine_id),
+            m.first_seen);
+        ALTER TABLE machines ALTER COLUMN facts_since SET NOT NULL;
+        -- Looking back into runs and coverage periods reads the index alone.
+        ALTER TABLE presence DROP CONSTRAINT presence_pkey,
+            ADD CONSTRAINT presence_pkey PRIMARY KEY (machine_id, start_at) INCLUDE (end_at);
+        ALTER TABLE coverage DROP CONSTRAINT coverage_pkey,
+            ADD CONSTRAINT coverage_pkey PRIMARY KEY (machine_id, first_seen)
+                INCLUDE (offboarded_at);
+        """,
+    ),
 )

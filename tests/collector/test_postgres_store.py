@@ -305,7 +305,7 @@ async def test_inventory_streams_one_consistent_snapshot_in_batches(
             await enroll_fleet(second, 5, now=START, client="Other")
     assert [len(b) for b in batches] == [10, 10, 5]
     ids = [r.machine_id for b in batches for r in b]
-    assert ids == sorted(a.machine_id for a in fleet)
+    assert sorted(ids) == sorted(a.machine_id for a in fleet)
 
 
 async def test_abandoning_an_inventory_stream_gives_its_connection_back(database: str) -> None:
@@ -364,26 +364,31 @@ async def test_bulk_enrollment_records_what_enroll_records(database: str) -> Non
         await store.close()
 
 
-# the presence model, as the SQLite store is checked against it
+# the presence model, as the SQLite store is checked against it, with facts changing too
 
 
-async def _presence_matches_brute_force(
-    url: str, gap_seconds: list[int], probes: list[int]
+async def _history_matches_brute_force(
+    url: str, beats: list[tuple[int, str]], probes: list[int]
 ) -> None:
-    heartbeats = [START]
-    for gap in gap_seconds:
-        heartbeats.append(heartbeats[-1] + timedelta(seconds=gap))
+    """Heartbeats `(gap after the previous, hostname)`; each is its own flush."""
+    heartbeats = [(START, "host-0")]
+    for gap, hostname in beats:
+        heartbeats.append((heartbeats[-1][0] + timedelta(seconds=gap), hostname))
+    times = [at for at, _ in heartbeats]
     store = await PostgresStore.open(url)
     try:
         (agent,) = await enroll_fleet(store, 1)
-        for at in heartbeats[1:]:
-            await store.apply_heartbeats([beat(agent.machine_id, at)], gap_s=GAP_S)
+        for at, hostname in heartbeats[1:]:
+            await store.apply_heartbeats(
+                [beat(agent.machine_id, at, hostname=hostname)], gap_s=GAP_S
+            )
         instants = {START} | {START + timedelta(seconds=p) for p in probes}
-        for at in heartbeats:
+        for at in times:
             instants |= {at, at + EXPIRY, at + EXPIRY - timedelta(microseconds=1), at + GAP}
+            instants |= {at - timedelta(microseconds=1)}
         for moment in sorted(instants):
             rows = [r async for batch in store.iter_inventory(moment) for r in batch]
-            true_last = brute_force_last_seen(heartbeats, moment)
+            true_last = brute_force_last_seen(times, moment)
             if moment <= START:
                 assert rows == [], moment
                 continue
@@ -391,9 +396,12 @@ async def _presence_matches_brute_force(
             assert true_last is not None
             assert true_last <= row.last_seen <= min(moment, true_last + GAP), moment
             assert (moment - row.last_seen < EXPIRY) == (moment - true_last < EXPIRY), moment
-            following = [h for h in heartbeats if h > true_last]
+            following = [h for h in times if h > true_last]
             if not following or following[0] - true_last > GAP:
                 assert row.last_seen == true_last, moment
+            hostname = [name for at, name in heartbeats if at <= moment][-1]
+            assert row.hostname == hostname, moment
+            assert row.first_seen == START
     finally:
         await store.close()
 
@@ -402,14 +410,14 @@ async def _presence_matches_brute_force(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    gap_seconds=st.lists(gaps, min_size=0, max_size=10),
+    beats=st.lists(st.tuples(gaps, st.sampled_from(["host-0", "host-1"])), max_size=10),
     probes=st.lists(st.integers(min_value=-10, max_value=400 * 86400), max_size=6),
 )
 def test_inventory_as_of_matches_a_brute_force_model_on_postgres(
-    postgres_database: PostgresDatabase, gap_seconds: list[int], probes: list[int]
+    postgres_database: PostgresDatabase, beats: list[tuple[int, str]], probes: list[int]
 ) -> None:
     async def example() -> None:
         await pg.empty_tables(postgres_database.url, postgres_database.tables)
-        await _presence_matches_brute_force(postgres_database.url, gap_seconds, probes)
+        await _history_matches_brute_force(postgres_database.url, beats, probes)
 
     pg.run_blocking(example())
