@@ -283,6 +283,7 @@ def _warn_if_config_exposed(config: AgentConfig) -> None:
 
 
 def _status(config: AgentConfig, *, as_json: bool) -> int:
+    from agent.departure import read_tombstone
     from agent.spool import inspect_spool
     from agent.state import StateError, StateStore
     from wire.times import format_instant
@@ -292,6 +293,7 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
         credential = state.load_credential()
         known = state.load_status()
         spooled = inspect_spool(config.state_dir)
+        tombstone = read_tombstone(config.state_dir)
     except (StateError, PermissionError) as exc:
         print(f"rmm-agent: {exc}", file=sys.stderr)
         return EX_FAILURE
@@ -301,6 +303,9 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
 
     report: dict[str, Any] = {
         "enrolled": credential is not None,
+        "offboarded": None
+        if tombstone is None
+        else {"at": tombstone.offboarded_at, "command_id": tombstone.command_id},
         "agent_id": credential.agent_id if credential else None,
         "machine_id": credential.machine_id if credential else None,
         "collector": config.collector_url,
@@ -322,6 +327,11 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
     else:
         lines = [
             f"agent:          {report['agent_id'] or 'not enrolled'}",
+            *(
+                [f"offboarded:     {tombstone.offboarded_at} (command {tombstone.command_id})"]
+                if tombstone
+                else []
+            ),
             f"machine:        {report['machine_id'] or '-'}",
             f"collector:      {report['collector']}",
             f"last heartbeat: {report['last_heartbeat'] or 'never'}",

@@ -184,6 +184,7 @@ def test_offboard_requested_while_the_agent_is_down_runs_once_when_it_starts(
     wait_for(removed.exists, what="the detached self-removal step")
     assert (agent.state_dir / "offboarded.json").exists()
     assert not (agent.state_dir / "credential.json").exists()
+    assert agent.status()["offboarded"]["command_id"] == accepted["command_id"]
     again = agent.command("run")
     assert again.returncode == 78 and "offboarded" in again.stderr
 
