@@ -486,6 +486,108 @@ class SQLiteStore:
 
         return await self._write(run)
 
+    async def enroll_new_machines_in_bulk(
+        self, requests: Sequence[EnrollRequestRecord], *, now: datetime
+    ) -> list[EnrollOutcome]:
+        """Enroll many machines never seen before in one transaction (fleet set-up, load tests).
+
+        Each is recorded exactly as `enroll` records a first enrollment (machine, coverage,
+        facts, agent and audit entry). Hardware already enrolled for its client is a `Conflict`
+        and nothing is written; re-enrollment goes through `enroll`.
+        """
+        if not requests:
+            return []
+        now_us = _us(now)
+        machine_ids = [str(uuid.uuid4()) for _ in requests]
+
+        def run(conn: sqlite3.Connection) -> list[EnrollOutcome]:
+            clients: dict[str, str] = {}
+            for token_hash in {r.enrollment_token_hash for r in requests}:
+                row = conn.execute(
+                    "SELECT client_id FROM enrollment_tokens WHERE token_hash = ? "
+                    "AND revoked_at IS NULL AND expires_at > ?",
+                    (token_hash, now_us),
+                ).fetchone()
+                if row is None:
+                    raise NotFound("an enrollment token is unknown, expired or revoked")
+                clients[token_hash] = row[0]
+            client_ids = [clients[r.enrollment_token_hash] for r in requests]
+            try:
+                conn.executemany(
+                    "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
+                    "components, first_seen, presence_start, last_seen, agent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            machine_id,
+                            client_id,
+                            r.hardware_id,
+                            r.facts.hostname,
+                            r.facts.os,
+                            r.facts.kind,
+                            r.facts.components_json,
+                            now_us,
+                            now_us,
+                            now_us,
+                            r.agent_id,
+                        )
+                        for r, machine_id, client_id in zip(
+                            requests, machine_ids, client_ids, strict=True
+                        )
+                    ],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    "some of this hardware is already enrolled (or listed twice); "
+                    "bulk enrollment is for new machines only"
+                ) from exc
+            conn.executemany(
+                "INSERT INTO coverage (machine_id, first_seen) VALUES (?, ?)",
+                [(machine_id, now_us) for machine_id in machine_ids],
+            )
+            conn.executemany(
+                "INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (m, now_us, r.facts.hostname, r.facts.os, r.facts.kind, r.facts.components_json)
+                    for r, m in zip(requests, machine_ids, strict=True)
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (r.agent_id, m, r.agent_token_hash, r.agent_version, now_us)
+                    for r, m in zip(requests, machine_ids, strict=True)
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        now_us,
+                        r.agent_id,
+                        "machine.enrolled",
+                        m,
+                        _detail_json(
+                            {
+                                "client_id": c,
+                                "hostname": r.facts.hostname,
+                                "kind": r.facts.kind,
+                                "hardware_id": r.hardware_id,
+                            }
+                        ),
+                    )
+                    for r, m, c in zip(requests, machine_ids, client_ids, strict=True)
+                ],
+            )
+            return [
+                EnrollOutcome(r.agent_id, m, c, False)
+                for r, m, c in zip(requests, machine_ids, client_ids, strict=True)
+            ]
+
+        return await self._write(run)
+
     @staticmethod
     def _close_presence_if_gap(
         conn: sqlite3.Connection, machine_id: str, seen_us: int, last_seen_us: int, gap_us: int

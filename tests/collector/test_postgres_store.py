@@ -22,7 +22,6 @@ from collector.store.base import (
     AgentIdentity,
     AuditFilter,
     CommandResultRecord,
-    Conflict,
     EnrollRequestRecord,
     Facts,
     HeartbeatRecord,
@@ -318,48 +317,6 @@ async def test_abandoning_an_inventory_stream_gives_its_connection_back(database
                 break
             await stream.aclose()  # type: ignore[attr-defined]
         assert len(await store.list_clients()) == 1
-    finally:
-        await store.close()
-
-
-# bulk enrollment (fleet set-up)
-
-
-async def test_bulk_enrollment_records_what_enroll_records(database: str) -> None:
-    store = await PostgresStore.open(database)
-    try:
-        (single,) = await enroll_fleet(store, 1)
-        requests = [
-            EnrollRequestRecord(
-                hash_token("enroll-Acme"),
-                f"bulk-{i}",
-                Facts(f"bulk-host-{i}", "Linux", "server", "[]"),
-                f"bulk-agent-{i}",
-                hash_token(f"bulk-agent-{i}"),
-                "1.0",
-            )
-            for i in range(3)
-        ]
-        outcomes = await store.enroll_new_machines_in_bulk(requests, now=START)
-        assert [o.reenrolled for o in outcomes] == [False] * 3
-        found = await store.find_agent(hash_token("bulk-agent-1"))
-        assert found is not None and found.machine_id == outcomes[1].machine_id
-        machine = await store.get_machine(outcomes[2].machine_id)
-        assert machine is not None
-        assert (machine.hostname, machine.kind, machine.first_seen) == (
-            "bulk-host-2",
-            "server",
-            START,
-        )
-        rows = [r async for b in store.iter_inventory(START + timedelta(seconds=1)) for r in b]
-        assert len(rows) == 4
-        enrolled = await store.list_audit(AuditFilter(action="machine.enrolled"))
-        assert {e.target for _, e in enrolled} == {single.machine_id} | {
-            o.machine_id for o in outcomes
-        }
-        with pytest.raises(Conflict):
-            await store.enroll_new_machines_in_bulk(requests[:1], now=START)
-        assert len(await store.list_audit(AuditFilter(action="machine.enrolled"))) == 4
     finally:
         await store.close()
 

@@ -1,0 +1,5 @@
+import sys
+
+from fleetsim.cli import main
+
+sys.exit(main())
