@@ -19,6 +19,8 @@ transaction: one consistent snapshot, a batch of rows in memory at a time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -123,11 +125,23 @@ class _Params:
         return f"${len(self.values)}"
 
 
+async def _keep_session(conn: Connection) -> None:
+    """What a connection needs before the pool hands it out again: usually nothing.
+
+    The store leaves no session state behind (its advisory locks and cursors live and die with
+    their transactions, and it never LISTENs or SETs), so the full reset, a round trip after
+    every query, is only needed when a transaction was left open by a cancelled task.
+    """
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def _create_pool(dsn: str, min_size: int, max_size: int) -> Any:
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        reset=_keep_session,
         timeout=10,
         # JIT compilation costs more than it saves on these short, index-driven queries.
         server_settings={"application_name": "rmm-collector", "jit": "off"},
@@ -732,13 +746,12 @@ class PostgresStore:
         if not batch:
             return
         gap = timedelta(seconds=gap_s)
-        ordered = sorted(batch, key=lambda r: r.machine_id)
 
         async def run(conn: Connection) -> None:
             # Flushes of all instances take turns: two never hold rows the other waits for.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _FLUSH_LOCK)
-            for start in range(0, len(ordered), _FLUSH_CHUNK):
-                chunk = ordered[start : start + _FLUSH_CHUNK]
+            for start in range(0, len(batch), _FLUSH_CHUNK):
+                chunk = batch[start : start + _FLUSH_CHUNK]
                 await conn.execute(
                     self._APPLY_SQL,
                     [r.machine_id for r in chunk],
@@ -906,31 +919,46 @@ class PostgresStore:
     async def iter_inventory(
         self, as_of: datetime, *, batch_size: int = 5000
     ) -> AsyncIterator[list[InventoryRecord]]:
+        """Batches of the inventory; the server computes the next batch while the caller writes
+        out this one, so the query's time overlaps with the caller's."""
         self._check_open()
         async with (
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             cursor = await conn.cursor(self._INVENTORY_SQL, as_of)
-            while True:
-                rows = await cursor.fetch(batch_size)
-                if not rows:
-                    return
-                yield [
-                    InventoryRecord(
-                        machine_id=r[0],
-                        client_id=r[1],
-                        hostname=r[2],
-                        kind=r[3],
-                        first_seen=r[4],
-                        last_seen=r[5],
-                        offboarded_at=r[6],
-                        components_json=r[7],
+            ahead: asyncio.Future[list[Any]] | None = asyncio.ensure_future(
+                cursor.fetch(batch_size)
+            )
+            try:
+                while ahead is not None:
+                    rows = await ahead
+                    ahead = (
+                        asyncio.ensure_future(cursor.fetch(batch_size))
+                        if len(rows) == batch_size
+                        else None
                     )
-                    for r in rows
-                ]
-                if len(rows) < batch_size:
-                    return
+                    if rows:
+                        yield [
+                            InventoryRecord(
+                                machine_id=r[0],
+                                client_id=r[1],
+                                hostname=r[2],
+                                kind=r[3],
+                                first_seen=r[4],
+                                last_seen=r[5],
+                                offboarded_at=r[6],
+                                components_json=r[7],
+                            )
+                            for r in rows
+                        ]
+            finally:
+                if ahead is not None:
+                    # Abandoned mid-stream: let the fetch in flight finish before the
+                    # transaction ends and the connection goes back to the pool.
+                    ahead.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
+                        await ahead
 
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         now = windows.now

@@ -29,7 +29,7 @@ from collector.store.base import (
     OffboardRequestRecord,
     Store,
 )
-from collector.store.postgres import PostgresStore, redact
+from collector.store.postgres import PostgresStore, _keep_session, redact
 from collector.store.postgres_schema import MIGRATIONS
 from collector.tokens import hash_token
 from tests.collector.conftest import PostgresDatabase
@@ -131,6 +131,25 @@ async def test_close_is_idempotent_and_a_closed_store_refuses_work(database: str
     await store.close()
     with pytest.raises(Exception, match="closed"):
         await store.list_clients()
+
+
+async def test_a_connection_left_in_a_transaction_is_rolled_back_before_reuse(
+    database: str,
+) -> None:
+    """The pool skips the full session reset after each query (the store leaves no session
+    state), but a transaction a cancelled task left open, with its locks, never outlives it."""
+    left_open = await asyncpg.connect(database)
+    other = await asyncpg.connect(database)
+    try:
+        await left_open.execute("BEGIN")
+        await left_open.execute("SELECT pg_advisory_xact_lock(42)")
+        assert not await other.fetchval("SELECT pg_try_advisory_lock(42)")
+        await _keep_session(left_open)
+        assert not left_open.is_in_transaction()
+        assert await other.fetchval("SELECT pg_try_advisory_lock(42)")
+    finally:
+        await left_open.close()
+        await other.close()
 
 
 # last-seen flushes from several instances
