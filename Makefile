@@ -32,7 +32,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The HTTP load comes from Debian's wrk (never a downloaded binary): installed if missing.
+# The PostgreSQL runs need the local server (started if it is down); see bench/__main__.py.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench
 
 clean:
