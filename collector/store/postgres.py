@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -83,6 +84,9 @@ _FLUSH_LOCK = 0x524D4D_0004
 # holds the event loop for more than a few milliseconds.
 _FLUSH_CHUNK = 2000
 _RETRIES = 5
+# Server processes computing one inventory together (each over a share of the table).
+_INVENTORY_STREAMS = 2
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 _POOL_MIN = 1
 _POOL_MAX = 10
 
@@ -916,49 +920,85 @@ class PostgresStore:
           AND (m.facts_since <= $1 OR f.hostname IS NOT NULL)
     """
 
+    # A share of the table by storage position (a TID range scan), for parallel streams.
+    _INVENTORY_PART_SQL = _INVENTORY_SQL + " AND m.ctid >= $2::tid AND m.ctid < $3::tid"
+    _INVENTORY_LAST_PART_SQL = _INVENTORY_SQL + " AND m.ctid >= $2::tid"
+
     async def iter_inventory(
         self, as_of: datetime, *, batch_size: int = 5000
     ) -> AsyncIterator[list[InventoryRecord]]:
-        """Batches of the inventory; the server computes the next batch while the caller writes
-        out this one, so the query's time overlaps with the caller's."""
+        """Batches of the inventory, from one consistent snapshot.
+
+        Two server processes compute it, each over half of the table, in two transactions that
+        share one exported snapshot; each fetches its next batch while the caller writes out
+        the current one, so the query's time overlaps with the caller's.
+        """
         self._check_open()
-        async with (
-            self._pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            cursor = await conn.cursor(self._INVENTORY_SQL, as_of)
-            ahead: asyncio.Future[list[Any]] | None = asyncio.ensure_future(
-                cursor.fetch(batch_size)
-            )
-            try:
-                while ahead is not None:
-                    rows = await ahead
-                    ahead = (
-                        asyncio.ensure_future(cursor.fetch(batch_size))
-                        if len(rows) == batch_size
-                        else None
+        parts = min(_INVENTORY_STREAMS, self._pool.get_max_size())
+        async with contextlib.AsyncExitStack() as stack:
+            cursors = []
+            snapshot = ""
+            pages = 0
+            for part in range(parts):
+                conn = await stack.enter_async_context(self._pool.acquire())
+                await stack.enter_async_context(
+                    conn.transaction(isolation="repeatable_read", readonly=True)
+                )
+                if part == 0:
+                    snapshot = str(await conn.fetchval("SELECT pg_export_snapshot()"))
+                    if not _SNAPSHOT_ID.fullmatch(snapshot):
+                        raise StoreError(f"unexpected snapshot id {snapshot!r}")
+                    pages = int(
+                        await conn.fetchval(
+                            "SELECT pg_relation_size('machines') / "
+                            "current_setting('block_size')::bigint"
+                        )
                     )
-                    if rows:
-                        yield [
-                            InventoryRecord(
-                                machine_id=r[0],
-                                client_id=r[1],
-                                hostname=r[2],
-                                kind=r[3],
-                                first_seen=r[4],
-                                last_seen=r[5],
-                                offboarded_at=r[6],
-                                components_json=r[7],
-                            )
-                            for r in rows
-                        ]
+                else:
+                    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                if parts == 1:
+                    cursors.append(await conn.cursor(self._INVENTORY_SQL, as_of))
+                    continue
+                low = (pages * part // parts, 0)
+                high = (pages * (part + 1) // parts, 0)
+                cursors.append(
+                    await conn.cursor(self._INVENTORY_LAST_PART_SQL, as_of, low)
+                    if part == parts - 1
+                    else await conn.cursor(self._INVENTORY_PART_SQL, as_of, low, high)
+                )
+            ahead: dict[asyncio.Future[list[Any]], Any] = {
+                asyncio.ensure_future(cursor.fetch(batch_size)): cursor for cursor in cursors
+            }
+            try:
+                while ahead:
+                    done, _ = await asyncio.wait(ahead, return_when=asyncio.FIRST_COMPLETED)
+                    for fetched in done:
+                        cursor = ahead.pop(fetched)
+                        rows = fetched.result()
+                        if len(rows) == batch_size:
+                            ahead[asyncio.ensure_future(cursor.fetch(batch_size))] = cursor
+                        if rows:
+                            yield [
+                                InventoryRecord(
+                                    machine_id=r[0],
+                                    client_id=r[1],
+                                    hostname=r[2],
+                                    kind=r[3],
+                                    first_seen=r[4],
+                                    last_seen=r[5],
+                                    offboarded_at=r[6],
+                                    components_json=r[7],
+                                )
+                                for r in rows
+                            ]
             finally:
-                if ahead is not None:
-                    # Abandoned mid-stream: let the fetch in flight finish before the
-                    # transaction ends and the connection goes back to the pool.
-                    ahead.cancel()
+                # Abandoned mid-stream: let the fetches in flight finish before the
+                # transactions end and the connections go back to the pool.
+                for fetching in ahead:
+                    fetching.cancel()
+                for fetching in ahead:
                     with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
-                        await ahead
+                        await fetching
 
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         now = windows.now

@@ -312,18 +312,26 @@ async def test_a_command_handed_out_and_reported_through_two_instances_lands_onc
 async def test_inventory_streams_one_consistent_snapshot_in_batches(
     instances: tuple[PostgresStore, PostgresStore],
 ) -> None:
+    """Two server processes share the table and one snapshot: every machine exactly once, as it
+    stood when the stream began, even when rows are rewritten (and move) meanwhile."""
     first, second = instances
-    fleet = await enroll_fleet(first, 25)
+    fleet = await enroll_fleet(first, 300)
     as_of = START + timedelta(seconds=1)
-    batches = []
-    async for batch in first.iter_inventory(as_of, batch_size=10):
-        batches.append(batch)
-        if len(batches) == 1:
-            # Writes meanwhile (another instance enrolls) do not tear the stream.
-            await enroll_fleet(second, 5, now=START, client="Other")
-    assert [len(b) for b in batches] == [10, 10, 5]
-    ids = [r.machine_id for b in batches for r in b]
-    assert sorted(ids) == sorted(a.machine_id for a in fleet)
+    later = START + timedelta(seconds=30)
+    seen: list[str] = []
+    async for batch in first.iter_inventory(as_of, batch_size=40):
+        assert 0 < len(batch) <= 40
+        if not seen:
+            # Meanwhile another instance rewrites every row and enrolls more machines.
+            await second.apply_heartbeats(
+                [beat(a.machine_id, later, hostname="renamed") for a in fleet], gap_s=GAP_S
+            )
+            await enroll_fleet(second, 20, now=START, client="Other")
+        seen += [r.machine_id for r in batch]
+        assert all(r.hostname != "renamed" for r in batch)
+    assert sorted(seen) == sorted(a.machine_id for a in fleet)
+    after = [r async for b in first.iter_inventory(later, batch_size=40) for r in b]
+    assert len(after) == 320 and {r.hostname for r in after} >= {"renamed"}
 
 
 async def test_abandoning_an_inventory_stream_gives_its_connection_back(database: str) -> None:
