@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import json
 import logging
@@ -213,6 +214,10 @@ async def serve_forever(store: Store, settings: Settings, banner: str = "") -> N
         reuse_address=True,
     )
     await site.start()
+    # Long-lived state (token cache, key ring, routes) is built: keep the collector from
+    # scanning it again and again, and collect young objects less often under load.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     scheme = "https" if settings.tls_cert else "http"
     log.info(
         "collector %s listening on %s://%s:%d (state: %s)",

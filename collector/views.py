@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -17,15 +18,18 @@ from wire.times import format_instant
 
 
 class MachineView(msgspec.Struct, frozen=True, kw_only=True):
+    """Instants stay datetimes: msgspec writes them as RFC 3339 with `Z`, exactly as
+    `format_instant` does, and several times faster (it matters over a million rows)."""
+
     machine_id: str
     client_id: str
     hostname: str
     os: str
     kind: str
-    first_seen: str
-    last_seen: str
+    first_seen: datetime
+    last_seen: datetime
     state: str
-    offboarded_at: str | None
+    offboarded_at: datetime | None
     agent_id: str | None
     components: msgspec.Raw
 
@@ -35,9 +39,9 @@ class InventoryView(msgspec.Struct, frozen=True, kw_only=True):
     client_id: str
     hostname: str
     kind: str
-    first_seen: str
-    last_seen: str
-    offboarded_at: str | None
+    first_seen: datetime
+    last_seen: datetime
+    offboarded_at: datetime | None
     components: msgspec.Raw
 
 
@@ -57,12 +61,10 @@ def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
         hostname=record.hostname,
         os=record.os,
         kind=record.kind,
-        first_seen=format_instant(record.first_seen),
-        last_seen=format_instant(record.last_seen),
+        first_seen=record.first_seen,
+        last_seen=record.last_seen,
         state=machine_state(record, windows),
-        offboarded_at=None
-        if record.offboarded_at is None
-        else format_instant(record.offboarded_at),
+        offboarded_at=record.offboarded_at,
         agent_id=record.agent_id,
         components=msgspec.Raw(record.components_json.encode()),
     )
@@ -74,11 +76,9 @@ def inventory_view(record: InventoryRecord) -> InventoryView:
         client_id=record.client_id,
         hostname=record.hostname,
         kind=record.kind,
-        first_seen=format_instant(record.first_seen),
-        last_seen=format_instant(record.last_seen),
-        offboarded_at=None
-        if record.offboarded_at is None
-        else format_instant(record.offboarded_at),
+        first_seen=record.first_seen,
+        last_seen=record.last_seen,
+        offboarded_at=record.offboarded_at,
         components=msgspec.Raw(record.components_json.encode()),
     )
 

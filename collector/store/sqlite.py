@@ -659,31 +659,47 @@ class SQLiteStore:
         ]
 
         def run(conn: sqlite3.Connection) -> None:
+            # Set-based: one bulk insert into a scratch table, then three statements that join
+            # it, instead of three statements per machine (far less work under the GIL).
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS heartbeat_batch (machine_id TEXT PRIMARY KEY, "
+                "first_at INTEGER, last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, "
+                "components TEXT)"
+            )
+            conn.execute("DELETE FROM temp.heartbeat_batch")
             conn.executemany(
+                "INSERT OR REPLACE INTO temp.heartbeat_batch VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            # A gap longer than the online window ends the current run of presence.
+            conn.execute(
                 "INSERT OR REPLACE INTO presence (machine_id, start_at, end_at) "
-                "SELECT machine_id, presence_start, last_seen FROM machines "
-                "WHERE machine_id = ? AND ? - last_seen > ?",
-                [(m, first, gap_us) for m, first, *_ in rows],
+                "SELECT m.machine_id, m.presence_start, m.last_seen FROM machines m "
+                "JOIN temp.heartbeat_batch b ON b.machine_id = m.machine_id "
+                "WHERE b.first_at - m.last_seen > ?",
+                (gap_us,),
             )
-            conn.executemany(
+            # A facts row only when hostname, os, kind or components changed.
+            conn.execute(
                 "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
-                "components) SELECT machine_id, ?, COALESCE(?, hostname), COALESCE(?, os), "
-                "COALESCE(?, kind), ? FROM machines WHERE machine_id = ? AND ("
-                "hostname IS NOT COALESCE(?, hostname) OR os IS NOT COALESCE(?, os) OR "
-                "kind IS NOT COALESCE(?, kind) OR components IS NOT ?)",
-                [(last, h, o, k, c, m, h, o, k, c) for m, _first, last, h, o, k, c in rows],
+                "components) SELECT m.machine_id, b.last_at, COALESCE(b.hostname, m.hostname), "
+                "COALESCE(b.os, m.os), COALESCE(b.kind, m.kind), b.components FROM machines m "
+                "JOIN temp.heartbeat_batch b ON b.machine_id = m.machine_id "
+                "WHERE m.hostname IS NOT COALESCE(b.hostname, m.hostname) "
+                "OR m.os IS NOT COALESCE(b.os, m.os) OR m.kind IS NOT COALESCE(b.kind, m.kind) "
+                "OR m.components IS NOT b.components"
             )
-            conn.executemany(
+            conn.execute(
                 "UPDATE machines SET "
-                "presence_start = CASE WHEN ? - last_seen > ? THEN ? ELSE presence_start END, "
-                "last_seen = MAX(last_seen, ?), hostname = COALESCE(?, hostname), "
-                "os = COALESCE(?, os), kind = COALESCE(?, kind), components = ? "
-                "WHERE machine_id = ?",
-                [
-                    (first, gap_us, first, last, h, o, k, c, m)
-                    for m, first, last, h, o, k, c in rows
-                ],
+                "presence_start = CASE WHEN b.first_at - machines.last_seen > ? "
+                "THEN b.first_at ELSE machines.presence_start END, "
+                "last_seen = MAX(machines.last_seen, b.last_at), "
+                "hostname = COALESCE(b.hostname, machines.hostname), "
+                "os = COALESCE(b.os, machines.os), kind = COALESCE(b.kind, machines.kind), "
+                "components = b.components "
+                "FROM temp.heartbeat_batch b WHERE b.machine_id = machines.machine_id",
+                (gap_us,),
             )
+            conn.execute("DELETE FROM temp.heartbeat_batch")
 
         await self._write(run)
 
