@@ -15,9 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config import CommandKey
 from agent.state import Credential, write_private_file
@@ -25,6 +25,9 @@ from wire.clock import Clock
 from wire.messages import CommandResultRequest, SignedCommand
 from wire.signing import COMMAND_TYPES, CommandPayload, CommandRejected, verify_command
 from wire.times import InstantError, format_instant, parse_instant
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ class CommandLedger:
 
 
 def pinned_keys(keys: Sequence[CommandKey]) -> dict[str, Ed25519PublicKey]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return {key.key_id: Ed25519PublicKey.from_public_bytes(key.public_key) for key in keys}
 
 
@@ -162,7 +167,8 @@ class CommandHandler:
         on_offboarded: Offboarded | None = None,
     ) -> None:
         self._ledger = ledger
-        self._pinned = pinned_keys(keys)
+        self._keys = tuple(keys)
+        self._pinned: dict[str, Ed25519PublicKey] | None = None
         self._credential = credential
         self._clock = clock
         self._execute = execute
@@ -177,6 +183,8 @@ class CommandHandler:
     async def handle(self, envelope: SignedCommand) -> None:
         known = self._ledger.get(envelope.command_id)
         try:
+            if self._pinned is None:
+                self._pinned = pinned_keys(self._keys)  # first command: load the crypto library
             payload, data = check_command(
                 envelope,
                 pinned=self._pinned,

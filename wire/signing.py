@@ -9,14 +9,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from wire.messages import SignedCommand
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported where it is used: the agent loads it only once a command arrives,
+# which keeps its resident memory low between heartbeats.
 
 CommandType = Literal["offboard"]
 COMMAND_TYPES: tuple[str, ...] = ("offboard",)
@@ -49,6 +55,8 @@ class CommandRejected(Exception):
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -64,6 +72,8 @@ def pin_line(key: Ed25519PublicKey) -> str:
 
 def parse_pin(line: str) -> tuple[str, Ed25519PublicKey]:
     """Read one pinned key; the key id must match the key, so a typo cannot pin the wrong key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key_id, sep, encoded = line.strip().partition(":")
     if not sep or not key_id or not encoded:
         raise ValueError("a pinned key is '<key_id>:<base64 raw public key>'")
@@ -100,6 +110,8 @@ def verify_command(
 
     Returns the verified bytes too, so the caller can keep exactly what was signed.
     """
+    from cryptography.exceptions import InvalidSignature
+
     key = pinned.get(envelope.key_id)
     if key is None:
         raise CommandRejected("unknown_key", f"key {envelope.key_id!r} is not pinned")
