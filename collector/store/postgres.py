@@ -847,20 +847,35 @@ class PostgresStore:
             f"AND last_seen > {p(windows.expired_before)}"
         )
 
+    def _machine_conditions(
+        self,
+        p: _Params,
+        client_id: str | None,
+        kind: str | None,
+        hostname_contains: str | None,
+        state: MachineState | None,
+        windows: StateWindows,
+    ) -> list[str]:
+        """The filters the API's machine list and the web pages share."""
+        conditions: list[str] = []
+        if client_id is not None:
+            conditions.append(f"client_id = {p(client_id)}")
+        if kind is not None:
+            conditions.append(f"kind = {p(kind)}")
+        if hostname_contains:
+            conditions.append(f"strpos(lower(hostname), lower({p(hostname_contains)})) > 0")
+        if state is not None:
+            conditions.append(self._state_condition(state, windows, p))
+        return conditions
+
     async def list_machines(
         self, machine_filter: MachineFilter, windows: StateWindows
     ) -> list[MachineRecord]:
         p = _Params()
-        conditions: list[str] = []
         f = machine_filter
-        if f.client_id is not None:
-            conditions.append(f"client_id = {p(f.client_id)}")
-        if f.kind is not None:
-            conditions.append(f"kind = {p(f.kind)}")
-        if f.hostname_contains:
-            conditions.append(f"strpos(lower(hostname), lower({p(f.hostname_contains)})) > 0")
-        if f.state is not None:
-            conditions.append(self._state_condition(f.state, windows, p))
+        conditions = self._machine_conditions(
+            p, f.client_id, f.kind, f.hostname_contains, f.state, windows
+        )
         if f.after_machine_id is not None:
             conditions.append(f"machine_id > {p(f.after_machine_id)}")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -1506,16 +1521,10 @@ class PostgresStore:
 
     async def machine_page(self, query: MachineQuery, windows: StateWindows) -> MachinePage:
         p = _Params()
-        conditions: list[str] = []
         q = query
-        if q.client_id is not None:
-            conditions.append(f"client_id = {p(q.client_id)}")
-        if q.kind is not None:
-            conditions.append(f"kind = {p(q.kind)}")
-        if q.hostname_contains:
-            conditions.append(f"strpos(lower(hostname), lower({p(q.hostname_contains)})) > 0")
-        if q.state is not None:
-            conditions.append(self._state_condition(q.state, windows, p))
+        conditions = self._machine_conditions(
+            p, q.client_id, q.kind, q.hostname_contains, q.state, windows
+        )
         if q.seen_before is not None:
             conditions.append(f"last_seen <= {p(q.seen_before)}")
         if q.exposed:

@@ -786,25 +786,39 @@ class SQLiteStore:
             return "offboard_state IS NULL AND last_seen >= ?", [online_us]
         return "offboard_state IS NULL AND last_seen < ? AND last_seen > ?", [online_us, expired_us]
 
+    def _machine_conditions(
+        self,
+        client_id: str | None,
+        kind: str | None,
+        hostname_contains: str | None,
+        state: MachineState | None,
+        windows: StateWindows,
+    ) -> tuple[list[str], list[Any]]:
+        """The filters the API's machine list and the web pages share."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if client_id is not None:
+            conditions.append("client_id = ?")
+            params.append(client_id)
+        if kind is not None:
+            conditions.append("kind = ?")
+            params.append(kind)
+        if hostname_contains:
+            conditions.append("instr(lower(hostname), lower(?)) > 0")
+            params.append(hostname_contains)
+        if state is not None:
+            condition, extra = self._state_condition(state, windows)
+            conditions.append(condition)
+            params.extend(extra)
+        return conditions, params
+
     async def list_machines(
         self, machine_filter: MachineFilter, windows: StateWindows
     ) -> list[MachineRecord]:
-        conditions: list[str] = []
-        params: list[Any] = []
         f = machine_filter
-        if f.client_id is not None:
-            conditions.append("client_id = ?")
-            params.append(f.client_id)
-        if f.kind is not None:
-            conditions.append("kind = ?")
-            params.append(f.kind)
-        if f.hostname_contains:
-            conditions.append("instr(lower(hostname), lower(?)) > 0")
-            params.append(f.hostname_contains)
-        if f.state is not None:
-            condition, extra = self._state_condition(f.state, windows)
-            conditions.append(condition)
-            params.extend(extra)
+        conditions, params = self._machine_conditions(
+            f.client_id, f.kind, f.hostname_contains, f.state, windows
+        )
         if f.after_machine_id is not None:
             conditions.append("machine_id > ?")
             params.append(f.after_machine_id)
@@ -1392,22 +1406,10 @@ class SQLiteStore:
         return f"EXISTS ({named} AND json_extract(j.value, '$.status') = ?)", [name, wanted]
 
     async def machine_page(self, query: MachineQuery, windows: StateWindows) -> MachinePage:
-        conditions: list[str] = []
-        params: list[Any] = []
         q = query
-        if q.client_id is not None:
-            conditions.append("client_id = ?")
-            params.append(q.client_id)
-        if q.kind is not None:
-            conditions.append("kind = ?")
-            params.append(q.kind)
-        if q.hostname_contains:
-            conditions.append("instr(lower(hostname), lower(?)) > 0")
-            params.append(q.hostname_contains)
-        if q.state is not None:
-            condition, extra = self._state_condition(q.state, windows)
-            conditions.append(condition)
-            params.extend(extra)
+        conditions, params = self._machine_conditions(
+            q.client_id, q.kind, q.hostname_contains, q.state, windows
+        )
         if q.seen_before is not None:
             conditions.append("last_seen <= ?")
             params.append(_us(q.seen_before))
