@@ -56,11 +56,9 @@ def table(results: dict[str, Any]) -> str:
         for key in (
             "bare_1",
             "sqlite_1",
-            "sqlite_1_gc",
             "postgres_1",
             "bare_2",
             "postgres_2",
-            "postgres_2_gc",
         ):
             if isinstance(hb.get(key), dict) and "error" in hb[key]:
                 rows.append((f"heartbeats {key}: FAILED", hb[key]["error"][:70], "", "", "", ""))
@@ -76,11 +74,9 @@ def table(results: dict[str, Any]) -> str:
             for key, name, processes, target in (
                 ("bare_1", "ceiling: bare handler", 1, False),
                 ("sqlite_1", "collector, SQLite", 1, True),
-                ("sqlite_1_gc", "collector, SQLite, proposed GC setting", 1, True),
                 ("postgres_1", "collector, PostgreSQL", 1, False),
                 ("bare_2", "ceiling: bare handler", 2, False),
                 ("postgres_2", "collector, PostgreSQL", 2, True),
-                ("postgres_2_gc", "collector, PostgreSQL, proposed GC setting", 2, True),
             ):
                 if not ok(key) or mode not in hb[key]:
                     continue

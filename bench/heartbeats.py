@@ -178,19 +178,6 @@ def main(workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
         ),
     )
 
-    log("collector on SQLite, 1 process, with the proposed GC setting")
-    _attempt(
-        results,
-        "sqlite_1_gc",
-        lambda: _bench(
-            start_collectors(sqlite_db, 1, workdir, tag="sqlite-gc", gc_tuned=True),
-            tokens,
-            body,
-            warm=AGENTS,
-            new_connection=False,
-        ),
-    )
-
     server = postgres.server_url()
     postgres.ensure_running(server)
     pg_db = asyncio.run(postgres.create_database(server, "heartbeats"))
@@ -220,18 +207,6 @@ def main(workdir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
             )
 
         _attempt(results, "postgres_2", pair)
-        log("collector on PostgreSQL, 2 processes, with the proposed GC setting")
-        _attempt(
-            results,
-            "postgres_2_gc",
-            lambda: _bench(
-                start_collectors(pg_db, 2, workdir, tag="pg2-gc", gc_tuned=True),
-                pg_tokens,
-                body,
-                warm=AGENTS,
-                new_connection=False,
-            ),
-        )
     finally:
         asyncio.run(postgres.drop_database(server, pg_db))
     return results

@@ -101,7 +101,6 @@ def start_collectors(
     log_dir: Path,
     env: dict[str, str] | None = None,
     tag: str = "collector",
-    gc_tuned: bool = False,
 ) -> Servers:
     procs, urls = [], []
     environ = {
@@ -113,12 +112,9 @@ def start_collectors(
     for i in range(count):
         port = free_port()
         log = (log_dir / f"{tag}-{i}.log").open("wb")
-        program = (
-            [sys.executable, "-m", "bench.gc_tuned"] if gc_tuned else [str(BIN / "rmm-collector")]
-        )
         procs.append(
             subprocess.Popen(
-                [*program, "serve", "--db", db, "--port", str(port)],
+                [str(BIN / "rmm-collector"), "serve", "--db", db, "--port", str(port)],
                 env=environ,
                 stdout=log,
                 stderr=log,
