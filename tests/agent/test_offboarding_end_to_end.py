@@ -83,13 +83,16 @@ def installed_daemon(tmp_path: Path) -> Iterator[Callable[[], StandIn]]:
             daemon.process.wait()
 
 
-def uninstaller(tmp_path: Path, daemon: StandIn, journal: Path, exit_code: int = 0) -> list[str]:
+def uninstaller(
+    tmp_path: Path, daemon: StandIn, journal: Path, busy_while: Path | None = None
+) -> list[str]:
     """An uninstall step that stops the stand-in daemon and deletes its program, like a package
-    manager's purge; it appends to `journal` so the test can count how often it ran."""
+    manager's purge; it appends to `journal` so the test can count how often it ran. While the
+    file `busy_while` exists it fails instead, with exit status 3."""
     script = (
         "import os, signal, sys\n"
         f"open({str(journal)!r}, 'a').write('ran\\n')\n"
-        f"if {exit_code}: print('device busy'); sys.exit({exit_code})\n"
+        f"if os.path.exists({str(busy_while or '')!r}): print('device busy'); sys.exit(3)\n"
         f"os.kill({daemon.process.pid if daemon.process else 0}, signal.SIGKILL)\n"
         f"os.unlink({str(daemon.path)!r})\n"
         "print('purged')\n"
@@ -268,13 +271,6 @@ def test_a_failed_uninstall_is_reported_with_its_steps_and_a_retry_succeeds(
     daemon = installed_daemon()
     switch = tmp_path / "busy"
     switch.write_text("yes")
-    step = tmp_path / "maybe-uninstall.py"
-    step.write_text(
-        "import os, signal, sys\n"
-        f"if os.path.exists({str(switch)!r}): print('device busy'); sys.exit(3)\n"
-        f"os.kill({daemon.process.pid if daemon.process else 0}, signal.SIGKILL)\n"
-        f"os.unlink({str(daemon.path)!r})\n"
-    )
     agent = make_agent(
         collector.url,
         enrollment_token=collector.enrollment_token(),
@@ -283,7 +279,7 @@ def test_a_failed_uninstall_is_reported_with_its_steps_and_a_retry_succeeds(
             {
                 "name": "antivirus",
                 "processes": [daemon.name],
-                "uninstall": [[sys.executable, str(step)]],
+                "uninstall": [uninstaller(tmp_path, daemon, tmp_path / "journal", switch)],
             }
         ],
     )
