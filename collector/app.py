@@ -41,7 +41,7 @@ def create_app(
     def count_rejection(reason: str) -> None:
         metrics.rejected.labels(reason=reason).inc()
 
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware(count_rejection)])
+    app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[STORE] = store
     app[CLOCK] = clock
@@ -57,6 +57,7 @@ def create_app(
     app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_ops.routes)
-    setup_pages(app)
+    pages = setup_pages(app)
+    app.middlewares.append(error_middleware(count_rejection, pages))
     app.cleanup_ctx.append(background_tasks)
     return app

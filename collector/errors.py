@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
@@ -45,30 +46,59 @@ def error_response(status: int, code: str, detail: str) -> web.Response:
     )
 
 
+class PageHooks(Protocol):
+    """How the web pages answer on their own paths (see `collector.web.security.PageGuard`)."""
+
+    def owns(self, path: str) -> bool: ...
+
+    def answer(self, request: web.Request, exc: Exception) -> web.StreamResponse | None: ...
+
+    def finish(self, request: web.Request, response: web.StreamResponse) -> None: ...
+
+
+def _json_http_error(request: web.Request, exc: web.HTTPException) -> tuple[str, web.Response]:
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    detail = exc.reason
+    if exc.status == 413:
+        detail = "the request body is larger than the 1 MiB limit"
+    elif exc.status == 404:
+        detail = f"no such endpoint: {request.method} {request.path}"
+    elif exc.status == 405:
+        detail = f"{request.method} is not allowed on {request.path}"
+    return code, error_response(exc.status, code, detail)
+
+
 def error_middleware(
-    on_rejected: Callable[[str], None],
+    on_rejected: Callable[[str], None], pages: PageHooks | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Turn refusals into the JSON error shape and count them by reason."""
+    """The collector's only middleware: refusals become the JSON error shape (counted by
+    reason) on the API, and HTML pages on the web pages' paths.
+
+    One layer, and a success path of one `await` and one prefix check, because every middleware
+    is paid for by every heartbeat.
+    """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
             on_rejected(exc.code)
             return error_response(exc.status, exc.code, exc.detail)
-        except web.HTTPException as exc:
-            if exc.status < 400:
+        except Exception as exc:
+            page = None
+            if pages is not None and pages.owns(request.path):
+                page = pages.answer(request, exc)
+            if page is not None:
+                response = page
+            elif isinstance(exc, web.HTTPException) and exc.status >= 400:
+                code, answer = _json_http_error(request, exc)
+                on_rejected(code)
+                return answer
+            else:
                 raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            on_rejected(code)
-            detail = exc.reason
-            if exc.status == 413:
-                detail = "the request body is larger than the 1 MiB limit"
-            elif exc.status == 404:
-                detail = f"no such endpoint: {request.method} {request.path}"
-            elif exc.status == 405:
-                detail = f"{request.method} is not allowed on {request.path}"
-            return error_response(exc.status, code, detail)
+        if pages is not None and pages.owns(request.path):
+            pages.finish(request, response)
+        return response
 
     return middleware

@@ -8,17 +8,18 @@ from aiohttp import web
 from collector.appkeys import SIGNER
 from collector.web import admin, routes
 from collector.web.render import STATIC, make_templates, render_error
-from collector.web.security import is_page_path, page_middleware
+from collector.web.security import PageGuard, is_page_path
 from collector.web.state import WEB, WebState
 
 __all__ = ["is_page_path", "setup_pages"]
 
 
-def setup_pages(app: web.Application) -> None:
+def setup_pages(app: web.Application) -> PageGuard:
     """Pages live outside `/v1/`, `/healthz` and `/metrics`; the session secret sits beside the
-    command-signing keys, so every instance given that folder shares sessions."""
+    command-signing keys, so every instance given that folder shares sessions. The guard returned
+    is what the app's error middleware runs on page paths."""
     app[WEB] = WebState(make_templates(), app[SIGNER].keyring.folder)
-    app.middlewares.append(page_middleware(render_error))
     app.add_routes(routes.routes)
     app.add_routes(admin.routes)
     app.router.add_static("/static/", STATIC, name="static")
+    return PageGuard(render_error)

@@ -6,13 +6,12 @@ Pages are everything outside the API (`/v1/...`) and the operations endpoints (`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
 from collector.appkeys import SETTINGS
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorRenderer = Callable[[web.Request, int, str, str], web.Response]
 
 _NOT_PAGES = ("/v1", "/healthz", "/metrics")
@@ -31,9 +30,12 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+_NOT_PAGE_PREFIXES = tuple(p + "/" for p in _NOT_PAGES)
+
+
 def is_page_path(path: str) -> bool:
     """True for the web pages (and their static files); False for the API and operations."""
-    return not any(path == p or path.startswith(p + "/") for p in _NOT_PAGES)
+    return not (path.startswith(_NOT_PAGE_PREFIXES) or path in _NOT_PAGES)
 
 
 class PageError(Exception):
@@ -77,21 +79,28 @@ def add_security_headers(request: web.Request, response: web.StreamResponse) -> 
 _HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Too large"}
 
 
-def page_middleware(render_error: ErrorRenderer) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_page_path(request.path):
-            return await handler(request)
-        response: web.StreamResponse
-        try:
-            response = await handler(request)
-        except Redirect as redirect:
-            response = web.Response(status=303, headers={"Location": redirect.location})
-        except PageError as error:
-            response = render_error(request, error.status, error.title, error.message)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
+class PageGuard:
+    """What the collector's one error middleware does for page paths: HTML error pages,
+    redirects, and the security headers on every page response.
+
+    It is called from that middleware rather than being a middleware of its own, so an API
+    request (a heartbeat above all) pays for no extra layer.
+    """
+
+    def __init__(self, render_error: ErrorRenderer) -> None:
+        self._render_error = render_error
+
+    @staticmethod
+    def owns(path: str) -> bool:
+        return is_page_path(path)
+
+    def answer(self, request: web.Request, exc: Exception) -> web.Response | None:
+        """The page for a refusal raised while serving a page; None if it is not one."""
+        if isinstance(exc, Redirect):
+            return web.Response(status=303, headers={"Location": exc.location})
+        if isinstance(exc, PageError):
+            return self._render_error(request, exc.status, exc.title, exc.message)
+        if isinstance(exc, web.HTTPException) and exc.status >= 400:
             message = (
                 "There is no page here."
                 if exc.status == 404
@@ -99,11 +108,12 @@ def page_middleware(render_error: ErrorRenderer) -> Callable[..., Awaitable[web.
                 if exc.status == 405
                 else exc.reason
             )
-            response = render_error(
+            return self._render_error(
                 request, exc.status, _HTTP_TITLES.get(exc.status, exc.reason), message
             )
+        return None
+
+    @staticmethod
+    def finish(request: web.Request, response: web.StreamResponse) -> None:
         if not response.prepared:
             add_security_headers(request, response)
-        return response
-
-    return middleware
