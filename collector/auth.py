@@ -90,11 +90,13 @@ class AgentTokenCache:
     async def start(self) -> None:
         _, self._seq = await self._store.revocations_since(-1)
 
-    async def lookup(self, token: str) -> AgentIdentity | None:
-        digest = hash_token(token)
-        cached = self._entries.get(digest)
-        if cached is not None:
-            return AgentIdentity(*cached)
+    def cached(self, digest: str) -> AgentIdentity | None:
+        """The identity behind a token digest if it is cached; no await on the hot path."""
+        entry = self._entries.get(digest)
+        return None if entry is None else AgentIdentity(*entry)
+
+    async def load(self, digest: str) -> AgentIdentity | None:
+        """Look the digest up in the store, and cache what is found."""
         identity = await self._store.find_agent(digest)
         if identity is not None:
             if len(self._entries) >= self._max:
@@ -103,6 +105,10 @@ class AgentTokenCache:
                     del self._entries[stale]
             self._entries[digest] = (identity.agent_id, identity.machine_id, identity.client_id)
         return identity
+
+    async def lookup(self, token: str) -> AgentIdentity | None:
+        digest = hash_token(token)
+        return self.cached(digest) or await self.load(digest)
 
     async def apply_revocations(self) -> int:
         """Drop every token revoked since the last poll (by any collector instance)."""
@@ -150,12 +156,13 @@ async def authenticate_person(
 async def authenticate_agent(
     request: web.Request, store: Store, agents: AgentTokenCache, limiter: FailedAuthLimiter
 ) -> AgentIdentity:
-    address = remote_address(request)
     token = bearer_token(request)
     if token is not None:
-        identity = await agents.lookup(token)
+        digest = hash_token(token)
+        identity = agents.cached(digest) or await agents.load(digest)
         if identity is not None:
             return identity
+    address = remote_address(request)
     if token is None:
         raise limiter.fail(
             address,
@@ -163,7 +170,7 @@ async def authenticate_agent(
                 401, "missing_token", "send the agent token as 'Authorization: Bearer <token>'"
             ),
         )
-    if await store.find_api_token(hash_token(token)) is not None:
+    if await store.find_api_token(digest) is not None:
         raise ApiError(403, "api_token_not_allowed", "this endpoint is for agents only")
     raise limiter.fail(
         address, ApiError(401, "invalid_token", "the agent token is unknown or revoked")

@@ -67,6 +67,7 @@ T = TypeVar("T")
 
 _EXPIRY_US = int(EXPIRY.total_seconds()) * 1_000_000
 _READERS = 4
+_FLUSH_CHUNK = 2_000
 
 
 def _us(moment: datetime) -> int:
@@ -647,41 +648,43 @@ class SQLiteStore:
         if not batch:
             return
         gap_us = int(gap_s * 1_000_000)
-        # The whole batch goes in as one JSON array bound to one statement. `executemany` would
-        # take the GIL back for every row, and each time wait for the busy event loop to let go
-        # of it: a 10,000-row flush then took over a second and stalled heartbeats meanwhile.
-        rows = msgspec.json.encode(
-            [
-                (
-                    r.machine_id,
-                    _us(r.first_at),
-                    _us(r.last_at),
-                    r.hostname,
-                    r.os,
-                    r.kind,
-                    r.components_json,
-                )
-                for r in batch
-            ]
-        )
 
         def run(conn: sqlite3.Connection) -> None:
-            # Set-based: one bulk insert into a scratch table, then three statements that join
-            # it, instead of three statements per machine (far less work under the GIL).
+            # Set-based: bulk inserts into a scratch table, then three statements that join it,
+            # instead of three statements per machine. Each chunk goes in as one JSON array bound
+            # to one statement: `executemany` would take the GIL back for every row and wait each
+            # time for the busy event loop to let go of it (a 10,000-row flush took over a
+            # second). Chunks keep each stretch of Python work here short, and SQLite releases
+            # the GIL while it inserts one, so the loop is never held up for the whole batch.
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS heartbeat_batch (machine_id TEXT PRIMARY KEY, "
                 "first_at INTEGER, last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, "
                 "components TEXT)"
             )
             conn.execute("DELETE FROM temp.heartbeat_batch")
-            conn.execute(
-                "INSERT OR REPLACE INTO temp.heartbeat_batch SELECT "
-                "json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-                "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-                "json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-                "json_extract(value, '$[6]') FROM json_each(?)",
-                (rows,),
-            )
+            for start in range(0, len(batch), _FLUSH_CHUNK):
+                rows = msgspec.json.encode(
+                    [
+                        (
+                            r.machine_id,
+                            _us(r.first_at),
+                            _us(r.last_at),
+                            r.hostname,
+                            r.os,
+                            r.kind,
+                            r.components_json,
+                        )
+                        for r in batch[start : start + _FLUSH_CHUNK]
+                    ]
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO temp.heartbeat_batch SELECT "
+                    "json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+                    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
+                    "json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+                    "json_extract(value, '$[6]') FROM json_each(?)",
+                    (rows,),
+                )
             # A gap longer than the online window ends the current run of presence.
             conn.execute(
                 "INSERT OR REPLACE INTO presence (machine_id, start_at, end_at) "
