@@ -20,7 +20,7 @@ from collector.appkeys import (
     SIGNER,
     STORE,
 )
-from collector.auth import authenticate_agent, remote_address
+from collector.auth import authenticate_agent, cached_agent, remote_address
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
 from collector.errors import ApiError
@@ -97,7 +97,10 @@ async def enroll(request: web.Request) -> web.Response:
 @routes.post("/v1/heartbeat")
 async def heartbeat(request: web.Request) -> web.Response:
     app = request.app
-    identity = await authenticate_agent(request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER])
+    tokens = app[AGENT_TOKENS]
+    identity = cached_agent(request, tokens) or await authenticate_agent(
+        request, app[STORE], tokens, app[AUTH_LIMITER]
+    )
     body = await read_json(request, HeartbeatRequest)
     now = app[CLOCK].now()
     app[BUFFER].add(
