@@ -68,6 +68,12 @@ T = TypeVar("T")
 _EXPIRY_US = int(EXPIRY.total_seconds()) * 1_000_000
 _READERS = 4
 _FLUSH_CHUNK = 2_000
+# A buffered heartbeat `b` changes what machine row `{m}` says (hostname, os, kind omitted = kept).
+_FACTS_CHANGED = (
+    "{m}.hostname IS NOT COALESCE(b.hostname, {m}.hostname) "
+    "OR {m}.os IS NOT COALESCE(b.os, {m}.os) OR {m}.kind IS NOT COALESCE(b.kind, {m}.kind) "
+    "OR {m}.components IS NOT b.components"
+)
 
 
 def _us(moment: datetime) -> int:
@@ -399,8 +405,8 @@ class SQLiteStore:
                 machine_id = str(uuid.uuid4())
                 conn.execute(
                     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
-                    "components, first_seen, presence_start, last_seen, agent_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "components, first_seen, presence_start, last_seen, facts_since, agent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         machine_id,
                         client_id,
@@ -409,6 +415,7 @@ class SQLiteStore:
                         facts.os,
                         facts.kind,
                         facts.components_json,
+                        now_us,
                         now_us,
                         now_us,
                         now_us,
@@ -433,7 +440,7 @@ class SQLiteStore:
                 conn.execute(
                     "UPDATE machines SET hostname = ?, os = ?, kind = ?, "
                     "components = CASE WHEN ? = '[]' THEN components ELSE ? END, "
-                    "last_seen = MAX(last_seen, ?), agent_id = ?, "
+                    "last_seen = MAX(last_seen, ?), facts_since = ?, agent_id = ?, "
                     "first_seen = CASE WHEN ? THEN ? ELSE first_seen END, "
                     "offboard_state = CASE WHEN ? THEN NULL ELSE offboard_state END, "
                     "offboarded_at = CASE WHEN ? THEN NULL ELSE offboarded_at END "
@@ -444,6 +451,7 @@ class SQLiteStore:
                         facts.kind,
                         facts.components_json,
                         facts.components_json,
+                        now_us,
                         now_us,
                         request.agent_id,
                         offboarded,
@@ -518,8 +526,8 @@ class SQLiteStore:
             try:
                 conn.executemany(
                     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
-                    "components, first_seen, presence_start, last_seen, agent_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "components, first_seen, presence_start, last_seen, facts_since, agent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             machine_id,
@@ -529,6 +537,7 @@ class SQLiteStore:
                             r.facts.os,
                             r.facts.kind,
                             r.facts.components_json,
+                            now_us,
                             now_us,
                             now_us,
                             now_us,
@@ -693,24 +702,29 @@ class SQLiteStore:
                 "WHERE b.first_at - m.last_seen > ?",
                 (gap_us,),
             )
-            # A facts row only when hostname, os, kind or components changed.
+            # A facts row only when hostname, os, kind or components changed, and only from a
+            # heartbeat newer than the row (an enrollment may have written newer facts since).
             conn.execute(
                 "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
                 "components) SELECT m.machine_id, b.last_at, COALESCE(b.hostname, m.hostname), "
                 "COALESCE(b.os, m.os), COALESCE(b.kind, m.kind), b.components FROM machines m "
                 "JOIN temp.heartbeat_batch b ON b.machine_id = m.machine_id "
-                "WHERE m.hostname IS NOT COALESCE(b.hostname, m.hostname) "
-                "OR m.os IS NOT COALESCE(b.os, m.os) OR m.kind IS NOT COALESCE(b.kind, m.kind) "
-                "OR m.components IS NOT b.components"
+                f"WHERE b.last_at >= m.last_seen AND ({_FACTS_CHANGED.format(m='m')})"
             )
+            newest = "b.last_at >= machines.last_seen"
             conn.execute(
                 "UPDATE machines SET "
                 "presence_start = CASE WHEN b.first_at - machines.last_seen > ? "
                 "THEN b.first_at ELSE machines.presence_start END, "
                 "last_seen = MAX(machines.last_seen, b.last_at), "
-                "hostname = COALESCE(b.hostname, machines.hostname), "
-                "os = COALESCE(b.os, machines.os), kind = COALESCE(b.kind, machines.kind), "
-                "components = b.components "
+                f"hostname = CASE WHEN {newest} "
+                "THEN COALESCE(b.hostname, machines.hostname) ELSE machines.hostname END, "
+                f"os = CASE WHEN {newest} THEN COALESCE(b.os, machines.os) ELSE machines.os END, "
+                f"kind = CASE WHEN {newest} "
+                "THEN COALESCE(b.kind, machines.kind) ELSE machines.kind END, "
+                f"components = CASE WHEN {newest} THEN b.components ELSE machines.components END, "
+                f"facts_since = CASE WHEN {newest} AND ({_FACTS_CHANGED.format(m='machines')}) "
+                "THEN b.last_at ELSE machines.facts_since END "
                 "FROM temp.heartbeat_batch b WHERE b.machine_id = machines.machine_id",
                 (gap_us,),
             )
@@ -861,23 +875,39 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    # Fast path, as in the PostgreSQL store: the machine row holds the current coverage period
+    # (from `first_seen`), the current run of presence (from `presence_start`) and the facts in
+    # force since `facts_since`. When each began before `as_of`, the row answers; only the rest
+    # look back into `coverage`, `presence` or `facts` (CASE evaluates just the branch taken).
     _INVENTORY_SQL = """
-        SELECT m.machine_id, m.client_id, f.hostname, f.kind, c.first_seen,
+        SELECT m.machine_id, m.client_id,
+            CASE WHEN m.facts_since <= :as_of THEN m.hostname
+                 ELSE (SELECT f.hostname FROM facts f WHERE f.machine_id = m.machine_id
+                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END,
+            CASE WHEN m.facts_since <= :as_of THEN m.kind
+                 ELSE (SELECT f.kind FROM facts f WHERE f.machine_id = m.machine_id
+                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END,
+            CASE WHEN m.first_seen < :as_of THEN m.first_seen
+                 ELSE (SELECT MAX(c.first_seen) FROM coverage c WHERE c.machine_id = m.machine_id
+                       AND c.first_seen < :as_of) END,
             CASE WHEN m.presence_start <= :as_of THEN MIN(m.last_seen, :as_of)
                  ELSE (SELECT MIN(p.end_at, :as_of) FROM presence p
                        WHERE p.machine_id = m.machine_id AND p.start_at <= :as_of
-                       ORDER BY p.start_at DESC LIMIT 1)
-            END AS last_seen,
-            CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END AS offboarded_at,
-            f.components
+                       ORDER BY p.start_at DESC LIMIT 1) END,
+            CASE WHEN m.first_seen < :as_of
+                 THEN CASE WHEN m.offboarded_at <= :as_of THEN m.offboarded_at END
+                 ELSE (SELECT CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END
+                       FROM coverage c WHERE c.machine_id = m.machine_id
+                       AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END,
+            CASE WHEN m.facts_since <= :as_of THEN m.components
+                 ELSE (SELECT f.components FROM facts f WHERE f.machine_id = m.machine_id
+                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
         FROM machines m
-        JOIN coverage c ON c.machine_id = m.machine_id AND c.first_seen = (
-            SELECT MAX(c2.first_seen) FROM coverage c2
-            WHERE c2.machine_id = m.machine_id AND c2.first_seen < :as_of)
-        JOIN facts f ON f.machine_id = m.machine_id AND f.valid_from = (
-            SELECT MAX(f2.valid_from) FROM facts f2
-            WHERE f2.machine_id = m.machine_id AND f2.valid_from <= :as_of)
         WHERE m.machine_id > :after
+          AND (m.first_seen < :as_of OR EXISTS (SELECT 1 FROM coverage c
+               WHERE c.machine_id = m.machine_id AND c.first_seen < :as_of))
+          AND (m.facts_since <= :as_of OR EXISTS (SELECT 1 FROM facts f
+               WHERE f.machine_id = m.machine_id AND f.valid_from <= :as_of))
         ORDER BY m.machine_id
         LIMIT :limit
     """

@@ -137,4 +137,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX commands_machine ON commands (machine_id, created_at);
         """,
     ),
+    (
+        "0003_inventory_fast_path",
+        """
+        -- Since when the machine row's hostname, os, kind and components hold: an inventory as of
+        -- any later instant takes them from the row, without looking into `facts`.
+        ALTER TABLE machines ADD COLUMN facts_since INTEGER NOT NULL DEFAULT 0;
+        UPDATE machines SET facts_since = COALESCE(
+            (SELECT MAX(f.valid_from) FROM facts f WHERE f.machine_id = machines.machine_id),
+            first_seen);
+        """,
+    ),
 )
