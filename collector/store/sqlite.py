@@ -9,7 +9,7 @@ a crash of the process or of the machine.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import json
 import os
 import sqlite3
@@ -915,35 +915,52 @@ class SQLiteStore:
     async def iter_inventory(
         self, as_of: datetime, *, batch_size: int = 5000
     ) -> AsyncIterator[list[InventoryRecord]]:
+        """Batches of the inventory in machine id order, the order of the history tables' keys,
+        so the look-ups into `presence` and `facts` walk them front to back."""
         as_of_us = _us(as_of)
-        after = ""
 
-        def batch(conn: sqlite3.Connection, *, after: str) -> list[InventoryRecord]:
-            rows = conn.execute(
-                self._INVENTORY_SQL, {"as_of": as_of_us, "after": after, "limit": batch_size}
-            ).fetchall()
-            return [
+        def batch(conn: sqlite3.Connection, after: str) -> tuple[str | None, list[InventoryRecord]]:
+            """The batch after machine `after`, and the id to continue from (None: done)."""
+            params = {"as_of": as_of_us, "after": after, "limit": batch_size}
+            rows = conn.execute(self._INVENTORY_SQL, params).fetchall()
+            # Most machines were present at `as_of`, so their last-seen is `as_of` itself:
+            # converted once here rather than once per row.
+            records = [
                 InventoryRecord(
-                    machine_id=r[0],
-                    client_id=r[1],
-                    hostname=r[2],
-                    kind=r[3],
-                    first_seen=from_micros(r[4]),
-                    last_seen=from_micros(r[5]),
-                    offboarded_at=_opt_dt(r[6]),
-                    components_json=r[7],
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    from_micros(r[4]),
+                    as_of if r[5] == as_of_us else from_micros(r[5]),
+                    None if r[6] is None else from_micros(r[6]),
+                    r[7],
                 )
                 for r in rows
             ]
+            return (rows[-1][0] if len(rows) == batch_size else None), records
 
-        while True:
-            records = await self._read(functools.partial(batch, after=after))
-            if not records:
-                return
-            yield records
-            if len(records) < batch_size:
-                return
-            after = records[-1].machine_id
+        def fetch(after: str) -> asyncio.Future[tuple[str | None, list[InventoryRecord]]]:
+            return asyncio.ensure_future(self._read(lambda conn: batch(conn, after)))
+
+        # One batch is always in flight: the next is read while the caller writes this one.
+        # (Two streams over halves of the table, as on PostgreSQL, were slower here: the sqlite3
+        # module takes the GIL back for every row it steps, so two readers mostly wait.)
+        fetching = fetch("")
+        try:
+            while True:
+                resume, records = await fetching
+                if resume is not None:
+                    fetching = fetch(resume)
+                if records:
+                    yield records
+                if resume is None:
+                    return
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetching
 
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         now = windows.now
