@@ -137,6 +137,23 @@ async def test_heartbeat_without_a_valid_agent_token_is_refused(
     assert (await resp.json())["error"] == error
 
 
+@pytest.mark.parametrize("written", ["bearer {}", "BEARER {}", "Bearer   {}  "])
+async def test_a_token_written_unusually_still_authenticates_the_agent(
+    harness: Harness, written: str
+) -> None:
+    """Whether or not the token is cached yet: the cached fast path only takes plain
+    'Bearer <token>' and leaves everything else to the full check."""
+    _, token = await harness.add_client()
+    agent = await harness.enroll(token)
+    for _ in range(2):
+        resp = await harness.client.post(
+            "/v1/heartbeat",
+            json={"components": []},
+            headers={"Authorization": written.format(agent["agent_token"])},
+        )
+        assert resp.status == 200, await resp.text()
+
+
 async def test_an_api_token_cannot_send_heartbeats(harness: Harness) -> None:
     admin = await harness.api_token("admin")
     resp = await harness.client.post("/v1/heartbeat", json={"components": []}, headers=admin)
