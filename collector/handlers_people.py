@@ -13,7 +13,7 @@ from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_instant, query_int
 from collector.errors import ApiError
 from collector.store.base import MACHINE_STATES, ApiTokenInfo, AuditFilter, MachineFilter
-from collector.views import audit_view, inventory_view, machine_view
+from collector.views import audit_view, machine_view
 from wire.messages import Kind
 from wire.times import format_instant
 
@@ -109,8 +109,8 @@ async def inventory(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b'{"as_of":' + _encode(format_instant(as_of)) + b',"machines":[')
     first = True
-    async for batch in request.app[STORE].iter_inventory(as_of):
-        chunk = _encode([inventory_view(r) for r in batch])[1:-1]
+    # The store writes the rows' JSON itself: over a million machines, nothing here is per row.
+    async for chunk in request.app[STORE].iter_inventory_json(as_of):
         await response.write(chunk if first else b"," + chunk)
         first = False
     await response.write(b"]}")

@@ -9,7 +9,6 @@ import msgspec
 
 from collector.store.base import (
     AuditEntry,
-    InventoryRecord,
     MachineRecord,
     StateWindows,
     machine_state,
@@ -34,17 +33,6 @@ class MachineView(msgspec.Struct, frozen=True, kw_only=True):
     components: msgspec.Raw
 
 
-class InventoryView(msgspec.Struct, frozen=True, kw_only=True):
-    machine_id: str
-    client_id: str
-    hostname: str
-    kind: str
-    first_seen: datetime
-    last_seen: datetime
-    offboarded_at: datetime | None
-    components: msgspec.Raw
-
-
 class AuditView(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     at: str
@@ -66,19 +54,6 @@ def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
         state=machine_state(record, windows),
         offboarded_at=record.offboarded_at,
         agent_id=record.agent_id,
-        components=msgspec.Raw(record.components_json.encode()),
-    )
-
-
-def inventory_view(record: InventoryRecord) -> InventoryView:
-    return InventoryView(
-        machine_id=record.machine_id,
-        client_id=record.client_id,
-        hostname=record.hostname,
-        kind=record.kind,
-        first_seen=record.first_seen,
-        last_seen=record.last_seen,
-        offboarded_at=record.offboarded_at,
         components=msgspec.Raw(record.components_json.encode()),
     )
 

@@ -5,7 +5,7 @@ Instants are timezone-aware UTC datetimes here; each engine chooses its own colu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -299,9 +299,19 @@ class Store(Protocol):
         self, machine_filter: MachineFilter, windows: StateWindows
     ) -> list[MachineRecord]: ...
     async def count_machines_by_state(self, windows: StateWindows) -> dict[MachineState, int]: ...
+    def iter_inventory_json(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncGenerator[bytes, None]:
+        """Every machine enrolled before `as_of`, each field as it stood then, as batches of
+        JSON objects joined by commas (see `collector.store.inventory_json`)."""
+        ...
+
     def iter_inventory(
         self, as_of: datetime, *, batch_size: int = 5000
-    ) -> AsyncIterator[list[InventoryRecord]]: ...
+    ) -> AsyncIterator[list[InventoryRecord]]:
+        """The same batches as records."""
+        ...
+
     async def expire_machines(self, windows: StateWindows) -> list[str]: ...
 
     # remote commands (offboarding)

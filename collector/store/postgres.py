@@ -24,12 +24,13 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 
 from collector.store.base import (
     MACHINE_STATES,
@@ -68,6 +69,7 @@ from collector.store.base import (
     StateWindows,
     StoreError,
 )
+from collector.store.inventory_json import records_from_json
 from collector.store.postgres_schema import MIGRATIONS
 from wire.times import EXPIRY, format_instant
 
@@ -86,6 +88,18 @@ _FLUSH_CHUNK = 2000
 _RETRIES = 5
 # Server processes computing one inventory together (each over a share of the table).
 _INVENTORY_STREAMS = 2
+
+
+def _json_instant(column: str) -> str:
+    """SQL writing the instant in `column` as a JSON string in UTC; NULL stays NULL."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"('\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN 'Z\"' "
+        f"ELSE to_char({utc}, '.US') || 'Z\"' END)"
+    )
+
+
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
 _POOL_MIN = 1
 _POOL_MAX = 10
@@ -906,15 +920,16 @@ class PostgresStore:
     # one sequential pass, whatever the fleet's size.
     _INVENTORY_SQL = """
         SELECT m.machine_id, m.client_id,
-            CASE WHEN m.facts_since <= $1 THEN m.hostname ELSE f.hostname END,
-            CASE WHEN m.facts_since <= $1 THEN m.kind ELSE f.kind END,
-            CASE WHEN m.first_seen < $1 THEN m.first_seen ELSE c.first_seen END,
+            CASE WHEN m.facts_since <= $1 THEN m.hostname ELSE f.hostname END AS hostname,
+            CASE WHEN m.facts_since <= $1 THEN m.kind ELSE f.kind END AS kind,
+            CASE WHEN m.first_seen < $1 THEN m.first_seen ELSE c.first_seen END AS first_seen,
             CASE WHEN m.presence_start <= $1 THEN LEAST(m.last_seen, $1)
-                 ELSE LEAST(p.end_at, $1) END,
+                 ELSE LEAST(p.end_at, $1) END AS last_seen,
             CASE WHEN m.first_seen < $1
                  THEN CASE WHEN m.offboarded_at <= $1 THEN m.offboarded_at END
-                 ELSE CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END END,
-            CASE WHEN m.facts_since <= $1 THEN m.components ELSE f.components END
+                 ELSE CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END END
+                AS offboarded_at,
+            CASE WHEN m.facts_since <= $1 THEN m.components ELSE f.components END AS components
         FROM machines m
         LEFT JOIN LATERAL (
             SELECT first_seen, offboarded_at FROM coverage
@@ -935,20 +950,37 @@ class PostgresStore:
           AND (m.facts_since <= $1 OR f.hostname IS NOT NULL)
     """
 
-    # A share of the table by storage position (a TID range scan), for parallel streams.
-    _INVENTORY_PART_SQL = _INVENTORY_SQL + " AND m.ctid >= $2::tid AND m.ctid < $3::tid"
-    _INVENTORY_LAST_PART_SQL = _INVENTORY_SQL + " AND m.ctid >= $2::tid"
+    @staticmethod
+    def _inventory_json_sql(rows_sql: str) -> str:
+        """Each row of `rows_sql` as its JSON object, written by the server process, so the
+        collector handles one string per machine rather than eight typed values. Instants are
+        written as the collector writes them everywhere (`2026-11-01T00:00:00Z`, six fraction
+        digits when there is a fraction); most machines were present at $1, whose text is $2."""
+        return f"""
+            SELECT '{{"machine_id":' || to_json(i.machine_id)::text
+                || ',"client_id":' || to_json(i.client_id)::text
+                || ',"hostname":' || to_json(i.hostname)::text
+                || ',"kind":' || to_json(i.kind)::text
+                || ',"first_seen":' || {_json_instant("i.first_seen")}
+                || ',"last_seen":' || CASE WHEN i.last_seen = $1 THEN $2::text
+                                      ELSE {_json_instant("i.last_seen")} END
+                || ',"offboarded_at":' || COALESCE({_json_instant("i.offboarded_at")}, 'null')
+                || ',"components":' || i.components || '}}'
+            FROM ({rows_sql}) i
+        """
 
-    async def iter_inventory(
+    async def iter_inventory_json(
         self, as_of: datetime, *, batch_size: int = 5000
-    ) -> AsyncIterator[list[InventoryRecord]]:
+    ) -> AsyncGenerator[bytes, None]:
         """Batches of the inventory, from one consistent snapshot.
 
-        Two server processes compute it, each over half of the table, in two transactions that
-        share one exported snapshot; each fetches its next batch while the caller writes out
-        the current one, so the query's time overlaps with the caller's.
+        Two server processes compute it, each over half of the table (by storage position, a
+        TID range scan), in two transactions that share one exported snapshot; each fetches its
+        next batch while the caller writes out the current one, so the query's time overlaps
+        with the caller's. Rows come in storage order: one sequential pass, whatever the size.
         """
         self._check_open()
+        as_of_json = msgspec.json.encode(as_of).decode()
         parts = min(_INVENTORY_STREAMS, self._pool.get_max_size())
         async with contextlib.AsyncExitStack() as stack:
             cursors = []
@@ -971,15 +1003,17 @@ class PostgresStore:
                     )
                 else:
                     await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                if parts == 1:
-                    cursors.append(await conn.cursor(self._INVENTORY_SQL, as_of))
-                    continue
-                low = (pages * part // parts, 0)
-                high = (pages * (part + 1) // parts, 0)
+                rows_sql, bounds = self._INVENTORY_SQL, []
+                if parts > 1:
+                    bounds.append((pages * part // parts, 0))
+                    rows_sql += " AND m.ctid >= $3::tid"
+                if part < parts - 1:
+                    bounds.append((pages * (part + 1) // parts, 0))
+                    rows_sql += " AND m.ctid < $4::tid"
                 cursors.append(
-                    await conn.cursor(self._INVENTORY_LAST_PART_SQL, as_of, low)
-                    if part == parts - 1
-                    else await conn.cursor(self._INVENTORY_PART_SQL, as_of, low, high)
+                    await conn.cursor(
+                        self._inventory_json_sql(rows_sql), as_of, as_of_json, *bounds
+                    )
                 )
             ahead: dict[asyncio.Future[list[Any]], Any] = {
                 asyncio.ensure_future(cursor.fetch(batch_size)): cursor for cursor in cursors
@@ -993,19 +1027,7 @@ class PostgresStore:
                         if len(rows) == batch_size:
                             ahead[asyncio.ensure_future(cursor.fetch(batch_size))] = cursor
                         if rows:
-                            yield [
-                                InventoryRecord(
-                                    machine_id=r[0],
-                                    client_id=r[1],
-                                    hostname=r[2],
-                                    kind=r[3],
-                                    first_seen=r[4],
-                                    last_seen=r[5],
-                                    offboarded_at=r[6],
-                                    components_json=r[7],
-                                )
-                                for r in rows
-                            ]
+                            yield ",".join([r[0] for r in rows]).encode()
             finally:
                 # Abandoned mid-stream: let the fetches in flight finish before the
                 # transactions end and the connections go back to the pool.
@@ -1014,6 +1036,11 @@ class PostgresStore:
                 for fetching in ahead:
                     with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError):
                         await fetching
+
+    def iter_inventory(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncIterator[list[InventoryRecord]]:
+        return records_from_json(self.iter_inventory_json(as_of, batch_size=batch_size))
 
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         now = windows.now

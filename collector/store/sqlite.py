@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ from collector.store.base import (
     StateWindows,
     StoreError,
 )
+from collector.store.inventory_json import records_from_json
 from collector.store.sqlite_schema import MIGRATIONS
 from wire.times import EXPIRY, format_instant, from_micros, to_micros
 
@@ -78,6 +79,15 @@ _FACTS_CHANGED = (
 
 def _us(moment: datetime) -> int:
     return to_micros(moment)
+
+
+def _json_instant(column: str) -> str:
+    """SQL writing the instant in `column` (microseconds) as a JSON string; NULL stays NULL."""
+    return (
+        f"('\"' || strftime('%Y-%m-%dT%H:%M:%S', {column} / 1000000, 'unixepoch') || "
+        f"CASE WHEN {column} % 1000000 = 0 THEN 'Z\"' "
+        f"ELSE printf('.%06dZ\"', {column} % 1000000) END)"
+    )
 
 
 def _opt_dt(micros: int | None) -> datetime | None:
@@ -883,25 +893,29 @@ class SQLiteStore:
         SELECT m.machine_id, m.client_id,
             CASE WHEN m.facts_since <= :as_of THEN m.hostname
                  ELSE (SELECT f.hostname FROM facts f WHERE f.machine_id = m.machine_id
-                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END,
+                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
+                AS hostname,
             CASE WHEN m.facts_since <= :as_of THEN m.kind
                  ELSE (SELECT f.kind FROM facts f WHERE f.machine_id = m.machine_id
-                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END,
+                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
+                AS kind,
             CASE WHEN m.first_seen < :as_of THEN m.first_seen
                  ELSE (SELECT MAX(c.first_seen) FROM coverage c WHERE c.machine_id = m.machine_id
-                       AND c.first_seen < :as_of) END,
+                       AND c.first_seen < :as_of) END AS first_seen,
             CASE WHEN m.presence_start <= :as_of THEN MIN(m.last_seen, :as_of)
                  ELSE (SELECT MIN(p.end_at, :as_of) FROM presence p
                        WHERE p.machine_id = m.machine_id AND p.start_at <= :as_of
-                       ORDER BY p.start_at DESC LIMIT 1) END,
+                       ORDER BY p.start_at DESC LIMIT 1) END AS last_seen,
             CASE WHEN m.first_seen < :as_of
                  THEN CASE WHEN m.offboarded_at <= :as_of THEN m.offboarded_at END
                  ELSE (SELECT CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END
                        FROM coverage c WHERE c.machine_id = m.machine_id
-                       AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END,
+                       AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END
+                AS offboarded_at,
             CASE WHEN m.facts_since <= :as_of THEN m.components
                  ELSE (SELECT f.components FROM facts f WHERE f.machine_id = m.machine_id
                        AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
+                AS components
         FROM machines m
         WHERE m.machine_id > :after
           AND (m.first_seen < :as_of OR EXISTS (SELECT 1 FROM coverage c
@@ -912,48 +926,54 @@ class SQLiteStore:
         LIMIT :limit
     """
 
-    async def iter_inventory(
+    # One batch of the rows above as one string of JSON objects, written by SQLite in a single
+    # step of the aggregate, during which the sqlite3 module lets go of the GIL. Instants are
+    # written as the collector writes them everywhere (`2026-11-01T00:00:00Z`, six fraction
+    # digits when there is a fraction); most machines were present at as_of, whose text is bound.
+    _INVENTORY_JSON_SQL = f"""
+        SELECT group_concat('{{"machine_id":' || json_quote(i.machine_id)
+                || ',"client_id":' || json_quote(i.client_id)
+                || ',"hostname":' || json_quote(i.hostname)
+                || ',"kind":' || json_quote(i.kind)
+                || ',"first_seen":' || {_json_instant("i.first_seen")}
+                || ',"last_seen":' || CASE WHEN i.last_seen = :as_of THEN :as_of_json
+                                      ELSE {_json_instant("i.last_seen")} END
+                || ',"offboarded_at":' || COALESCE({_json_instant("i.offboarded_at")}, 'null')
+                || ',"components":' || i.components || '}}', ','),
+            MAX(i.machine_id), COUNT(*)
+        FROM ({_INVENTORY_SQL}) i
+    """
+
+    async def iter_inventory_json(
         self, as_of: datetime, *, batch_size: int = 5000
-    ) -> AsyncIterator[list[InventoryRecord]]:
-        """Batches of the inventory in machine id order, the order of the history tables' keys,
-        so the look-ups into `presence` and `facts` walk them front to back."""
-        as_of_us = _us(as_of)
+    ) -> AsyncGenerator[bytes, None]:
+        """Batches in machine id order, the order of the history tables' keys, so the look-ups
+        into `presence` and `facts` walk them front to back."""
+        params: dict[str, Any] = {
+            "as_of": _us(as_of),
+            "as_of_json": msgspec.json.encode(as_of).decode(),
+            "limit": batch_size,
+        }
 
-        def batch(conn: sqlite3.Connection, after: str) -> tuple[str | None, list[InventoryRecord]]:
+        def batch(conn: sqlite3.Connection, after: str) -> tuple[str | None, bytes]:
             """The batch after machine `after`, and the id to continue from (None: done)."""
-            params = {"as_of": as_of_us, "after": after, "limit": batch_size}
-            rows = conn.execute(self._INVENTORY_SQL, params).fetchall()
-            # Most machines were present at `as_of`, so their last-seen is `as_of` itself:
-            # converted once here rather than once per row.
-            records = [
-                InventoryRecord(
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    from_micros(r[4]),
-                    as_of if r[5] == as_of_us else from_micros(r[5]),
-                    None if r[6] is None else from_micros(r[6]),
-                    r[7],
-                )
-                for r in rows
-            ]
-            return (rows[-1][0] if len(rows) == batch_size else None), records
+            text, last, count = conn.execute(
+                self._INVENTORY_JSON_SQL, {**params, "after": after}
+            ).fetchone()
+            return (last if count == batch_size else None), (text or "").encode()
 
-        def fetch(after: str) -> asyncio.Future[tuple[str | None, list[InventoryRecord]]]:
+        def fetch(after: str) -> asyncio.Future[tuple[str | None, bytes]]:
             return asyncio.ensure_future(self._read(lambda conn: batch(conn, after)))
 
         # One batch is always in flight: the next is read while the caller writes this one.
-        # (Two streams over halves of the table, as on PostgreSQL, were slower here: the sqlite3
-        # module takes the GIL back for every row it steps, so two readers mostly wait.)
         fetching = fetch("")
         try:
             while True:
-                resume, records = await fetching
+                resume, chunk = await fetching
                 if resume is not None:
                     fetching = fetch(resume)
-                if records:
-                    yield records
+                if chunk:
+                    yield chunk
                 if resume is None:
                     return
         finally:
@@ -961,6 +981,11 @@ class SQLiteStore:
                 fetching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
+
+    def iter_inventory(
+        self, as_of: datetime, *, batch_size: int = 5000
+    ) -> AsyncIterator[list[InventoryRecord]]:
+        return records_from_json(self.iter_inventory_json(as_of, batch_size=batch_size))
 
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         now = windows.now
