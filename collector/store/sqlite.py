@@ -82,11 +82,29 @@ def _us(moment: datetime) -> int:
 
 
 def _json_instant(column: str) -> str:
-    """SQL writing the instant in `column` (microseconds) as a JSON string; NULL stays NULL."""
+    """SQL writing the instant in `column` (microseconds) as a JSON string, as the collector
+    writes instants everywhere: `"2026-11-01T00:00:00Z"`, six fraction digits when there is a
+    fraction. NULL stays NULL."""
+    seconds = f"{column} / 1000000, 'unixepoch'"
     return (
-        f"('\"' || strftime('%Y-%m-%dT%H:%M:%S', {column} / 1000000, 'unixepoch') || "
-        f"CASE WHEN {column} % 1000000 = 0 THEN 'Z\"' "
-        f"ELSE printf('.%06dZ\"', {column} % 1000000) END)"
+        f"CASE WHEN {column} % 1000000 = 0 THEN strftime('\"%Y-%m-%dT%H:%M:%SZ\"', {seconds}) "
+        f"ELSE strftime('\"%Y-%m-%dT%H:%M:%S.', {seconds}) "
+        f"|| substr({column} % 1000000 + 1000000, 2) || 'Z\"' END"
+    )
+
+
+def _inventory_object(hostname: str, kind: str, components: str) -> str:
+    """SQL writing one inventory object, in one allocation, from the row `i` and the facts
+    columns named. Machine and client ids are UUIDs the collector made and kind is `pc` or
+    `server`: only the hostname needs escaping; components are stored as JSON."""
+    return (
+        'printf(\'{"machine_id":"%s","client_id":"%s","hostname":%s,'
+        '"kind":"%s","first_seen":%s,"last_seen":%s,"offboarded_at":%s,'
+        '"components":%s}\', '
+        f"i.machine_id, i.client_id, json_quote({hostname}), {kind}, "
+        f"{_json_instant('i.first_seen')}, "
+        f"CASE WHEN i.last_seen = :as_of THEN :as_of_json ELSE {_json_instant('i.last_seen')} END, "
+        f"COALESCE({_json_instant('i.offboarded_at')}, 'null'), {components})"
     )
 
 
@@ -889,16 +907,11 @@ class SQLiteStore:
     # (from `first_seen`), the current run of presence (from `presence_start`) and the facts in
     # force since `facts_since`. When each began before `as_of`, the row answers; only the rest
     # look back into `coverage`, `presence` or `facts` (CASE evaluates just the branch taken).
-    _INVENTORY_SQL = """
-        SELECT m.machine_id, m.client_id,
-            CASE WHEN m.facts_since <= :as_of THEN m.hostname
-                 ELSE (SELECT f.hostname FROM facts f WHERE f.machine_id = m.machine_id
-                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
-                AS hostname,
-            CASE WHEN m.facts_since <= :as_of THEN m.kind
-                 ELSE (SELECT f.kind FROM facts f WHERE f.machine_id = m.machine_id
-                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
-                AS kind,
+    # Rows come in storage (rowid) order: one sequential pass over the table, where the
+    # machine_id index would visit it at random.
+    _INVENTORY_ROWS_SQL = """
+        SELECT m.rowid AS position, m.machine_id, m.client_id, m.hostname, m.kind, m.components,
+            m.facts_since,
             CASE WHEN m.first_seen < :as_of THEN m.first_seen
                  ELSE (SELECT MAX(c.first_seen) FROM coverage c WHERE c.machine_id = m.machine_id
                        AND c.first_seen < :as_of) END AS first_seen,
@@ -911,74 +924,72 @@ class SQLiteStore:
                  ELSE (SELECT CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END
                        FROM coverage c WHERE c.machine_id = m.machine_id
                        AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END
-                AS offboarded_at,
-            CASE WHEN m.facts_since <= :as_of THEN m.components
-                 ELSE (SELECT f.components FROM facts f WHERE f.machine_id = m.machine_id
-                       AND f.valid_from <= :as_of ORDER BY f.valid_from DESC LIMIT 1) END
-                AS components
+                AS offboarded_at
         FROM machines m
-        WHERE m.machine_id > :after
+        WHERE m.rowid > :after AND m.rowid <= :upto
           AND (m.first_seen < :as_of OR EXISTS (SELECT 1 FROM coverage c
                WHERE c.machine_id = m.machine_id AND c.first_seen < :as_of))
-          AND (m.facts_since <= :as_of OR EXISTS (SELECT 1 FROM facts f
-               WHERE f.machine_id = m.machine_id AND f.valid_from <= :as_of))
-        ORDER BY m.machine_id
+        ORDER BY m.rowid
         LIMIT :limit
     """
 
-    # One batch of the rows above as one string of JSON objects, written by SQLite in a single
-    # step of the aggregate, during which the sqlite3 module lets go of the GIL. Instants are
-    # written as the collector writes them everywhere (`2026-11-01T00:00:00Z`, six fraction
-    # digits when there is a fraction); most machines were present at as_of, whose text is bound.
+    # One batch of those rows as one string of JSON objects, written by SQLite in a single step
+    # of the aggregate, during which the sqlite3 module lets go of the GIL. The facts in force at
+    # as_of come from the row, or else from one look-up into `facts` that writes the whole object
+    # (a machine with no facts by then yields NULL, which the aggregate skips). COUNT(*) counts
+    # the rows read, so a batch shorter than the limit is the last.
     _INVENTORY_JSON_SQL = f"""
-        SELECT group_concat('{{"machine_id":' || json_quote(i.machine_id)
-                || ',"client_id":' || json_quote(i.client_id)
-                || ',"hostname":' || json_quote(i.hostname)
-                || ',"kind":' || json_quote(i.kind)
-                || ',"first_seen":' || {_json_instant("i.first_seen")}
-                || ',"last_seen":' || CASE WHEN i.last_seen = :as_of THEN :as_of_json
-                                      ELSE {_json_instant("i.last_seen")} END
-                || ',"offboarded_at":' || COALESCE({_json_instant("i.offboarded_at")}, 'null')
-                || ',"components":' || i.components || '}}', ','),
-            MAX(i.machine_id), COUNT(*)
-        FROM ({_INVENTORY_SQL}) i
+        SELECT group_concat(
+                CASE WHEN i.facts_since <= :as_of
+                THEN {_inventory_object("i.hostname", "i.kind", "i.components")}
+                ELSE (SELECT {_inventory_object("f.hostname", "f.kind", "f.components")}
+                      FROM facts f WHERE f.machine_id = i.machine_id AND f.valid_from <= :as_of
+                      ORDER BY f.valid_from DESC LIMIT 1) END, ','),
+            MAX(i.position), COUNT(*)
+        FROM ({_INVENTORY_ROWS_SQL}) i
     """
 
     async def iter_inventory_json(
         self, as_of: datetime, *, batch_size: int = 5000
     ) -> AsyncGenerator[bytes, None]:
-        """Batches in machine id order, the order of the history tables' keys, so the look-ups
-        into `presence` and `facts` walk them front to back."""
-        params: dict[str, Any] = {
-            "as_of": _us(as_of),
-            "as_of_json": msgspec.json.encode(as_of).decode(),
-            "limit": batch_size,
-        }
+        """Two streams, each over half of the table by rowid, on two reader threads: a batch is
+        one SQLite step with the GIL let go, so the two use both cores. Each keeps its next
+        batch in flight while the caller writes out the current one."""
+        as_of_json = msgspec.json.encode(as_of).decode()
+        params: dict[str, Any] = {"as_of": _us(as_of), "as_of_json": as_of_json}
 
-        def batch(conn: sqlite3.Connection, after: str) -> tuple[str | None, bytes]:
-            """The batch after machine `after`, and the id to continue from (None: done)."""
+        def batch(conn: sqlite3.Connection, after: int, upto: int) -> tuple[int | None, bytes]:
+            """The batch after rowid `after`, and the rowid to continue from (None: done)."""
             text, last, count = conn.execute(
-                self._INVENTORY_JSON_SQL, {**params, "after": after}
+                self._INVENTORY_JSON_SQL,
+                {**params, "after": after, "upto": upto, "limit": batch_size},
             ).fetchone()
             return (last if count == batch_size else None), (text or "").encode()
 
-        def fetch(after: str) -> asyncio.Future[tuple[str | None, bytes]]:
-            return asyncio.ensure_future(self._read(lambda conn: batch(conn, after)))
+        def fetch(after: int, upto: int) -> asyncio.Future[tuple[int | None, bytes]]:
+            return asyncio.ensure_future(self._read(lambda conn: batch(conn, after, upto)))
 
-        # One batch is always in flight: the next is read while the caller writes this one.
-        fetching = fetch("")
+        low, high = await self._read(
+            lambda conn: conn.execute("SELECT MIN(rowid) - 1, MAX(rowid) FROM machines").fetchone()
+        )
+        if high is None:
+            return
+        middle = (low + high) // 2
+        ahead = {fetch(low, middle): middle, fetch(middle, high): high}
         try:
-            while True:
-                resume, chunk = await fetching
-                if resume is not None:
-                    fetching = fetch(resume)
-                if chunk:
-                    yield chunk
-                if resume is None:
-                    return
+            while ahead:
+                done, _ = await asyncio.wait(ahead, return_when=asyncio.FIRST_COMPLETED)
+                for fetched in done:
+                    upto = ahead.pop(fetched)
+                    resume, chunk = fetched.result()
+                    if resume is not None:
+                        ahead[fetch(resume, upto)] = upto
+                    if chunk:
+                        yield chunk
         finally:
-            if not fetching.done():
+            for fetching in ahead:
                 fetching.cancel()
+            for fetching in ahead:
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
 
