@@ -687,76 +687,82 @@ class SQLiteStore:
         gap_us = int(gap_s * 1_000_000)
 
         def run(conn: sqlite3.Connection) -> None:
-            # Set-based: bulk inserts into a scratch table, then three statements that join it,
-            # instead of three statements per machine. Each chunk goes in as one JSON array bound
-            # to one statement: `executemany` would take the GIL back for every row and wait each
-            # time for the busy event loop to let go of it (a 10,000-row flush took over a
-            # second). Chunks keep each stretch of Python work here short, and SQLite releases
-            # the GIL while it inserts one, so the loop is never held up for the whole batch.
+            # Set-based: the batch goes into a scratch table, one join with `machines` works out
+            # everything each row needs (its rowid, whether a new run of presence starts, whether
+            # its facts changed), and three statements apply that plan without joining again;
+            # the machines are updated by rowid. Rows go in as multi-row VALUES, a few thousand
+            # parameters bound in one call, so the writer thread takes the GIL a handful of
+            # times per flush rather than once per row (the busy event loop holds it otherwise).
             conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS heartbeat_batch (machine_id TEXT PRIMARY KEY, "
                 "first_at INTEGER, last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, "
                 "components TEXT)"
             )
-            conn.execute("DELETE FROM temp.heartbeat_batch")
+            conn.execute(
+                # No key on rid: the update then walks the plan and finds each machine by
+                # rowid, rather than scanning `machines` for rows in the plan.
+                "CREATE TEMP TABLE IF NOT EXISTS heartbeat_plan (rid INTEGER, "
+                "machine_id TEXT, presence_start INTEGER, last_seen INTEGER, first_at INTEGER, "
+                "last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, components TEXT, "
+                "new_run INTEGER, newest INTEGER, changed INTEGER)"
+            )
             for start in range(0, len(batch), _FLUSH_CHUNK):
-                rows = msgspec.json.encode(
-                    [
-                        (
-                            r.machine_id,
-                            _us(r.first_at),
-                            _us(r.last_at),
-                            r.hostname,
-                            r.os,
-                            r.kind,
-                            r.components_json,
-                        )
-                        for r in batch[start : start + _FLUSH_CHUNK]
-                    ]
-                )
+                chunk = batch[start : start + _FLUSH_CHUNK]
+                values = [
+                    value
+                    for r in chunk
+                    for value in (
+                        r.machine_id,
+                        _us(r.first_at),
+                        _us(r.last_at),
+                        r.hostname,
+                        r.os,
+                        r.kind,
+                        r.components_json,
+                    )
+                ]
                 conn.execute(
-                    "INSERT OR REPLACE INTO temp.heartbeat_batch SELECT "
-                    "json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-                    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-                    "json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-                    "json_extract(value, '$[6]') FROM json_each(?)",
-                    (rows,),
+                    "INSERT OR REPLACE INTO temp.heartbeat_batch VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)),
+                    values,
                 )
-            # A gap longer than the online window ends the current run of presence.
+            conn.execute(
+                "INSERT INTO temp.heartbeat_plan SELECT m.rowid, m.machine_id, m.presence_start, "
+                "m.last_seen, b.first_at, b.last_at, COALESCE(b.hostname, m.hostname), "
+                "COALESCE(b.os, m.os), COALESCE(b.kind, m.kind), b.components, "
+                # A gap longer than the online window ends the current run of presence.
+                "b.first_at - m.last_seen > ?, b.last_at >= m.last_seen, "
+                # Facts change only from a heartbeat newer than the row (an enrollment may have
+                # written newer facts since the heartbeat was received).
+                f"b.last_at >= m.last_seen AND ({_FACTS_CHANGED.format(m='m')}) "
+                "FROM temp.heartbeat_batch b JOIN machines m ON m.machine_id = b.machine_id",
+                (gap_us,),
+            )
             conn.execute(
                 "INSERT OR REPLACE INTO presence (machine_id, start_at, end_at) "
-                "SELECT m.machine_id, m.presence_start, m.last_seen FROM machines m "
-                "JOIN temp.heartbeat_batch b ON b.machine_id = m.machine_id "
-                "WHERE b.first_at - m.last_seen > ?",
-                (gap_us,),
+                "SELECT machine_id, presence_start, last_seen FROM temp.heartbeat_plan "
+                "WHERE new_run"
             )
-            # A facts row only when hostname, os, kind or components changed, and only from a
-            # heartbeat newer than the row (an enrollment may have written newer facts since).
             conn.execute(
                 "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
-                "components) SELECT m.machine_id, b.last_at, COALESCE(b.hostname, m.hostname), "
-                "COALESCE(b.os, m.os), COALESCE(b.kind, m.kind), b.components FROM machines m "
-                "JOIN temp.heartbeat_batch b ON b.machine_id = m.machine_id "
-                f"WHERE b.last_at >= m.last_seen AND ({_FACTS_CHANGED.format(m='m')})"
+                "components) SELECT machine_id, last_at, hostname, os, kind, components "
+                "FROM temp.heartbeat_plan WHERE changed"
             )
-            newest = "b.last_at >= machines.last_seen"
             conn.execute(
                 "UPDATE machines SET "
-                "presence_start = CASE WHEN b.first_at - machines.last_seen > ? "
-                "THEN b.first_at ELSE machines.presence_start END, "
-                "last_seen = MAX(machines.last_seen, b.last_at), "
-                f"hostname = CASE WHEN {newest} "
-                "THEN COALESCE(b.hostname, machines.hostname) ELSE machines.hostname END, "
-                f"os = CASE WHEN {newest} THEN COALESCE(b.os, machines.os) ELSE machines.os END, "
-                f"kind = CASE WHEN {newest} "
-                "THEN COALESCE(b.kind, machines.kind) ELSE machines.kind END, "
-                f"components = CASE WHEN {newest} THEN b.components ELSE machines.components END, "
-                f"facts_since = CASE WHEN {newest} AND ({_FACTS_CHANGED.format(m='machines')}) "
-                "THEN b.last_at ELSE machines.facts_since END "
-                "FROM temp.heartbeat_batch b WHERE b.machine_id = machines.machine_id",
-                (gap_us,),
+                "presence_start = CASE WHEN p.new_run THEN p.first_at "
+                "ELSE machines.presence_start END, "
+                "last_seen = MAX(machines.last_seen, p.last_at), "
+                "hostname = CASE WHEN p.newest THEN p.hostname ELSE machines.hostname END, "
+                "os = CASE WHEN p.newest THEN p.os ELSE machines.os END, "
+                "kind = CASE WHEN p.newest THEN p.kind ELSE machines.kind END, "
+                "components = CASE WHEN p.newest THEN p.components "
+                "ELSE machines.components END, "
+                "facts_since = CASE WHEN p.changed THEN p.last_at ELSE machines.facts_since END "
+                "FROM temp.heartbeat_plan p WHERE machines.rowid = p.rid"
             )
             conn.execute("DELETE FROM temp.heartbeat_batch")
+            conn.execute("DELETE FROM temp.heartbeat_plan")
 
         await self._write(run)
 
