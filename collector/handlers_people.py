@@ -111,7 +111,9 @@ async def inventory(request: web.Request) -> web.StreamResponse:
     first = True
     # The store writes the rows' JSON itself: over a million machines, nothing here is per row.
     async for chunk in request.app[STORE].iter_inventory_json(as_of):
-        await response.write(chunk if first else b"," + chunk)
+        if not first:
+            await response.write(b",")
+        await response.write(chunk)
         first = False
     await response.write(b"]}")
     await response.write_eof()

@@ -943,14 +943,15 @@ class SQLiteStore:
     # of the aggregate, during which the sqlite3 module lets go of the GIL. The facts in force at
     # as_of come from the row, or else from one look-up into `facts` that writes the whole object
     # (a machine with no facts by then yields NULL, which the aggregate skips). COUNT(*) counts
-    # the rows read, so a batch shorter than the limit is the last.
+    # the rows read, so a batch shorter than the limit is the last. The text comes back as a BLOB:
+    # bytes, ready to send, without decoding it into a str and encoding it again.
     _INVENTORY_JSON_SQL = f"""
-        SELECT group_concat(
+        SELECT CAST(group_concat(
                 CASE WHEN i.facts_since <= :as_of
                 THEN {_inventory_object("i.hostname", "i.kind", "i.components")}
                 ELSE (SELECT {_inventory_object("f.hostname", "f.kind", "f.components")}
                       FROM facts f WHERE f.machine_id = i.machine_id AND f.valid_from <= :as_of
-                      ORDER BY f.valid_from DESC LIMIT 1) END, ','),
+                      ORDER BY f.valid_from DESC LIMIT 1) END, ',') AS BLOB),
             MAX(i.position), COUNT(*)
         FROM ({_INVENTORY_ROWS_SQL}) i
     """
@@ -966,11 +967,11 @@ class SQLiteStore:
 
         def batch(conn: sqlite3.Connection, after: int, upto: int) -> tuple[int | None, bytes]:
             """The batch after rowid `after`, and the rowid to continue from (None: done)."""
-            text, last, count = conn.execute(
+            objects, last, count = conn.execute(
                 self._INVENTORY_JSON_SQL,
                 {**params, "after": after, "upto": upto, "limit": batch_size},
             ).fetchone()
-            return (last if count == batch_size else None), (text or "").encode()
+            return (last if count == batch_size else None), objects or b""
 
         def fetch(after: int, upto: int) -> asyncio.Future[tuple[int | None, bytes]]:
             return asyncio.ensure_future(self._read(lambda conn: batch(conn, after, upto)))
