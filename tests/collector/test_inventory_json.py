@@ -12,6 +12,7 @@ import msgspec
 
 from collector.store.base import (
     AgentIdentity,
+    Client,
     CommandResultRecord,
     EnrollRequestRecord,
     Facts,
@@ -25,6 +26,18 @@ ENROLLED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GAP_S = 180.0
 COMPONENTS = '[{"name":"antivirus","required":true,"status":"running","version":"4.18 \\"beta\\""}]'
 AWKWARD_HOSTNAME = 'front "desk" \\ Zürich 受付 \t\n\x01 end'
+
+
+async def _client_with_enrollment_token(store: Store) -> Client:
+    client = await store.create_client("Acme Dental", now=ENROLLED, actor="test")
+    await store.add_enrollment_token(
+        client.client_id,
+        hash_token("enroll"),
+        expires_at=ENROLLED + timedelta(days=30),
+        now=ENROLLED,
+        actor="test",
+    )
+    return client
 
 
 async def _enroll(store: Store, hardware_id: str, hostname: str, now: datetime) -> AgentIdentity:
@@ -52,14 +65,7 @@ async def _inventory_text(store: Store, as_of: datetime) -> bytes:
 async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
     store: Store,
 ) -> None:
-    client = await store.create_client("Acme Dental", now=ENROLLED, actor="test")
-    await store.add_enrollment_token(
-        client.client_id,
-        hash_token("enroll"),
-        expires_at=ENROLLED + timedelta(days=30),
-        now=ENROLLED,
-        actor="test",
-    )
+    client = await _client_with_enrollment_token(store)
     awkward = await _enroll(store, "hw-awkward", "placeholder", ENROLLED)
     beat_at = ENROLLED + timedelta(minutes=1, microseconds=120_000)
     await store.apply_heartbeats(
@@ -120,14 +126,7 @@ async def test_a_machine_present_at_the_instant_asked_shows_that_instant_as_last
 ) -> None:
     """Inside a run of presence the inventory reports as_of itself (at most one online window
     after the true last heartbeat), written like any other instant."""
-    client = await store.create_client("Acme Dental", now=ENROLLED, actor="test")
-    await store.add_enrollment_token(
-        client.client_id,
-        hash_token("enroll"),
-        expires_at=ENROLLED + timedelta(days=30),
-        now=ENROLLED,
-        actor="test",
-    )
+    await _client_with_enrollment_token(store)
     machine = await _enroll(store, "hw-1", "reception-pc", ENROLLED)
     later = ENROLLED + timedelta(minutes=2)  # inside the online window: one run of presence
     await store.apply_heartbeats(
