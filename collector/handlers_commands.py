@@ -33,7 +33,7 @@ from collector.store.base import (
     NotOwner,
     OffboardRequestRecord,
 )
-from wire.messages import CommandResultRequest, CommandResultResponse
+from wire.messages import NO_NUL, CommandResultRequest, CommandResultResponse
 from wire.times import format_instant
 
 routes = web.RouteTableDef()
@@ -44,8 +44,8 @@ PENDING_TOO_LONG = timedelta(days=7)
 
 
 class OffboardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
-    ticket: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=NO_NUL)]
+    ticket: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
 
 
 def command_view(command: CommandRecord) -> dict[str, Any]:

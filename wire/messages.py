@@ -14,11 +14,17 @@ Kind = Literal["pc", "server"]
 ComponentStatus = Literal["running", "stopped", "missing"]
 ResultStatus = Literal["succeeded", "failed", "rejected"]
 
-HardwareId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Hostname = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-OsName = Annotated[str, msgspec.Meta(max_length=255)]
+# Text the collector stores as text has no NUL character: PostgreSQL cannot hold one, so such a
+# value is refused here (400) rather than failing the write, or failing the buffered last-seen
+# flush of every other machine with it.
+NO_NUL = "^[^\x00]*$"
+
+HardwareId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+Hostname = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
+OsName = Annotated[str, msgspec.Meta(max_length=255, pattern=NO_NUL)]
 ComponentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Version = Annotated[str, msgspec.Meta(max_length=128)]
+Version = Annotated[str, msgspec.Meta(max_length=128)]  # inside components' JSON, escaped
+AgentVersion = Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
@@ -36,7 +42,7 @@ class EnrollRequest(msgspec.Struct, frozen=True, kw_only=True):
     hostname: Hostname
     os: OsName
     kind: Kind
-    agent_version: Version | None = None
+    agent_version: AgentVersion | None = None
 
 
 class EnrollResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,8 +79,8 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
-EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 
 
 class AgentEventMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,7 +118,7 @@ class StepResult(msgspec.Struct, frozen=True, kw_only=True):
 
 class CommandResultRequest(msgspec.Struct, frozen=True, kw_only=True):
     status: ResultStatus
-    reason: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=2000, pattern=NO_NUL)] | None = None
     steps: Annotated[list[StepResult], msgspec.Meta(max_length=256)] = []
 
 

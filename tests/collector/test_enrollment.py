@@ -128,6 +128,12 @@ GOOD = {"hardware_id": "hw", "hostname": "h", "os": "Linux", "kind": "pc"}
             400,
             "invalid_body",
         ),
+        (
+            b'{"enrollment_token": "T", "hardware_id": "hw", "hostname": "h\\u0000", '
+            b'"os": "x", "kind": "pc"}',
+            400,
+            "invalid_body",
+        ),
     ],
     ids=[
         "malformed",
@@ -137,6 +143,7 @@ GOOD = {"hardware_id": "hw", "hostname": "h", "os": "Linux", "kind": "pc"}
         "wrong-type",
         "unknown-kind",
         "empty-hardware-id",
+        "nul-in-hostname",
     ],
 )
 async def test_bad_enrollment_requests_get_a_clear_error_and_change_nothing(

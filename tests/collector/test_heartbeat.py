@@ -93,6 +93,9 @@ async def test_unknown_heartbeat_fields_are_ignored(harness: Harness) -> None:
             b'{"components": [{"name": "antivirus", "status": "running", "required": "yes"}]}',
             "invalid_body",
         ),
+        # PostgreSQL text holds no NUL: refused here, it never reaches (and stalls) the flush
+        (b'{"components": [], "hostname": "pc\\u0000"}', "invalid_body"),
+        (b'{"components": [], "os": "Linux\\u0000"}', "invalid_body"),
     ],
     ids=[
         "malformed",
@@ -101,6 +104,8 @@ async def test_unknown_heartbeat_fields_are_ignored(harness: Harness) -> None:
         "unknown-status",
         "unknown-kind",
         "required-not-bool",
+        "nul-in-hostname",
+        "nul-in-os",
     ],
 )
 async def test_bad_heartbeats_are_400_and_change_nothing(

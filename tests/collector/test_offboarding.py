@@ -273,8 +273,16 @@ async def test_only_technicians_and_admins_may_offboard(
         ({"reason": "   "}, "invalid_body"),
         ({"reason": "ok", "urgent": True}, "invalid_body"),
         ({"reason": 5}, "invalid_body"),
+        ({"reason": "returned\x00"}, "invalid_body"),
     ],
-    ids=["missing-reason", "empty-reason", "blank-reason", "unknown-field", "wrong-type"],
+    ids=[
+        "missing-reason",
+        "empty-reason",
+        "blank-reason",
+        "unknown-field",
+        "wrong-type",
+        "nul-in-reason",
+    ],
 )
 async def test_bad_offboard_requests_are_400_and_change_nothing(
     fleet: Harness, body: dict[str, Any], error: str
