@@ -39,6 +39,8 @@ def check_query(request: web.Request, allowed: Iterable[str]) -> None:
         raise ApiError(
             400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}"
         )
+    if any("\x00" in value for value in request.query.values()):
+        raise ApiError(400, "invalid_parameter", "a query parameter contains a NUL character")
 
 
 def query_instant(request: web.Request, name: str) -> datetime | None:

@@ -9,6 +9,7 @@ from typing import Protocol
 import msgspec
 from aiohttp import web
 
+from collector.store.base import InvalidText
 from wire.messages import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class PageHooks(Protocol):
 
     def answer(self, request: web.Request, exc: Exception) -> web.StreamResponse | None: ...
 
+    def rejected_text(self, exc: Exception) -> Exception: ...
+
     def finish(self, request: web.Request, response: web.StreamResponse) -> None: ...
 
 
@@ -86,6 +89,12 @@ def error_middleware(
             on_rejected(exc.code)
             return error_response(exc.status, exc.code, exc.detail)
         except Exception as exc:
+            if isinstance(exc, InvalidText):
+                # Raised by the store before it changed anything: the request's own text.
+                on_rejected("invalid_text")
+                if pages is None or not pages.owns(request.path):
+                    return error_response(400, "invalid_text", str(exc))
+                exc = pages.rejected_text(exc)
             page = None
             if pages is not None and pages.owns(request.path):
                 page = pages.answer(request, exc)

@@ -38,6 +38,10 @@ class Conflict(StoreError):
     pass
 
 
+class InvalidText(StoreError):
+    """Text the engine cannot store or search for: PostgreSQL holds no NUL character."""
+
+
 class NotOwner(StoreError):
     """An agent spoke about a command that is not its own."""
 

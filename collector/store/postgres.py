@@ -24,7 +24,14 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -52,6 +59,7 @@ from collector.store.base import (
     EnrollRequestRecord,
     ExposureRow,
     HeartbeatRecord,
+    InvalidText,
     InventoryRecord,
     MachineFilter,
     MachinePage,
@@ -98,6 +106,16 @@ def _json_instant(column: str) -> str:
         f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN 'Z\"' "
         f"ELSE to_char({utc}, '.US') || 'Z\"' END)"
     )
+
+
+@contextlib.contextmanager
+def _text_refused() -> Iterator[None]:
+    """A NUL character in any text sent (a name searched for, a form field): the engine refuses
+    it before anything is written, and the caller gets a `StoreError` it can answer with 400."""
+    try:
+        yield
+    except asyncpg.CharacterNotInRepertoireError as exc:
+        raise InvalidText("text with a NUL character cannot be stored or searched for") from exc
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")
@@ -241,24 +259,28 @@ class PostgresStore:
         while True:
             attempt += 1
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await fn(conn)
+                with _text_refused():
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        return await fn(conn)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt >= _RETRIES:
                     raise
 
     async def _read(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         self._check_open()
-        async with self._pool.acquire() as conn:
-            return await fn(conn)
+        with _text_refused():
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         self._check_open()
-        return cast(list[Any], await self._pool.fetch(sql, *args))
+        with _text_refused():
+            return cast(list[Any], await self._pool.fetch(sql, *args))
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
         self._check_open()
-        return await self._pool.fetchrow(sql, *args)
+        with _text_refused():
+            return await self._pool.fetchrow(sql, *args)
 
     @staticmethod
     async def _audit(conn: Connection, entry: AuditEntry) -> None:

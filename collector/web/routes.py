@@ -470,8 +470,12 @@ async def offboard(request: web.Request) -> web.Response:
         errors["reason"] = "Say why the machine is offboarded; the audit log keeps it."
     elif len(reason) > MAX_REASON:
         errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
+    elif "\x00" in reason:
+        errors["reason"] = "The reason cannot contain a NUL character."
     if len(ticket) > MAX_TICKET:
         errors["ticket"] = f"Keep the ticket under {MAX_TICKET} characters."
+    elif "\x00" in ticket:
+        errors["ticket"] = "The ticket cannot contain a NUL character."
     if form.get("confirm") != record.machine_id:
         errors["confirm"] = "Tick the box to confirm this machine and client."
     if errors:

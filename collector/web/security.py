@@ -94,6 +94,11 @@ class PageGuard:
     def owns(path: str) -> bool:
         return is_page_path(path)
 
+    @staticmethod
+    def rejected_text(exc: Exception) -> Exception:
+        """The page refusal for text the store cannot take (a NUL character)."""
+        return PageError(400, "Bad request", str(exc))
+
     def answer(self, request: web.Request, exc: Exception) -> web.Response | None:
         """The page for a refusal raised while serving a page; None if it is not one."""
         if isinstance(exc, Redirect):

@@ -73,6 +73,8 @@ async def test_machines_are_paged_with_a_cursor(harness: Harness) -> None:
         ("limit=0", "invalid_limit"),
         ("limit=ten", "invalid_limit"),
         ("colour=blue", "unknown_parameter"),
+        ("hostname=front%00desk", "invalid_parameter"),
+        ("cursor=%00", "invalid_parameter"),
     ],
 )
 async def test_bad_machine_queries_are_400(harness: Harness, query: str, error: str) -> None:
@@ -85,6 +87,17 @@ async def test_unknown_machine_is_404(harness: Harness) -> None:
     viewer = await harness.api_token("viewer")
     body = await harness.get("/v1/machines/no-such-machine", viewer, status=404)
     assert body["error"] == "machine_not_found"
+
+
+async def test_a_machine_id_with_a_nul_character_is_refused_with_a_json_error(
+    harness: Harness,
+) -> None:
+    """No machine has such an id (SQLite: 404); PostgreSQL cannot even search for one (400)."""
+    viewer = await harness.api_token("viewer")
+    on_postgres = type(harness.store).__name__ == "PostgresStore"
+    status, error = (400, "invalid_text") if on_postgres else (404, "machine_not_found")
+    body = await harness.get("/v1/machines/front%00desk", viewer, status=status)
+    assert body["error"] == error and body["detail"]
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,10 @@ async def test_a_reason_and_the_confirmation_are_required(browser: BrowserFactor
         path, {"csrf": b.csrf, "reason": "x" * 1001, "confirm": machine_id}, status=400
     )
     assert "under 1000 characters" in too_long.text
+    nul = await b.post(
+        path, {"csrf": b.csrf, "reason": "returned\x00", "confirm": machine_id}, status=400
+    )
+    assert "cannot contain a NUL character" in nul.text
     assert await b.harness.store.list_commands(CommandFilter(machine_id=machine_id)) == []
 
 
