@@ -54,8 +54,6 @@ class PageHooks(Protocol):
 
     def answer(self, request: web.Request, exc: Exception) -> web.StreamResponse | None: ...
 
-    def rejected_text(self, exc: Exception) -> Exception: ...
-
     def finish(self, request: web.Request, response: web.StreamResponse) -> None: ...
 
 
@@ -89,17 +87,15 @@ def error_middleware(
             on_rejected(exc.code)
             return error_response(exc.status, exc.code, exc.detail)
         except Exception as exc:
-            if isinstance(exc, InvalidText):
-                # Raised by the store before it changed anything: the request's own text.
-                on_rejected("invalid_text")
-                if pages is None or not pages.owns(request.path):
-                    return error_response(400, "invalid_text", str(exc))
-                exc = pages.rejected_text(exc)
             page = None
             if pages is not None and pages.owns(request.path):
                 page = pages.answer(request, exc)
             if page is not None:
                 response = page
+            elif isinstance(exc, InvalidText):
+                # Raised by the store before it changed anything: the request's own text.
+                on_rejected("invalid_text")
+                return error_response(400, "invalid_text", str(exc))
             elif isinstance(exc, web.HTTPException) and exc.status >= 400:
                 code, answer = _json_http_error(request, exc)
                 on_rejected(code)

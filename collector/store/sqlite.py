@@ -706,8 +706,10 @@ class SQLiteStore:
                 "last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, components TEXT, "
                 "new_run INTEGER, newest INTEGER, changed INTEGER)"
             )
-            for start in range(0, len(batch), _FLUSH_CHUNK):
-                chunk = batch[start : start + _FLUSH_CHUNK]
+            # Seven parameters a row, within what this SQLite build binds in one statement.
+            rows = min(_FLUSH_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 7)
+            for start in range(0, len(batch), rows):
+                chunk = batch[start : start + rows]
                 values = [
                     value
                     for r in chunk

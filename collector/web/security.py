@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from collector.appkeys import SETTINGS
+from collector.store.base import InvalidText
 
 ErrorRenderer = Callable[[web.Request, int, str, str], web.Response]
 
@@ -94,17 +95,14 @@ class PageGuard:
     def owns(path: str) -> bool:
         return is_page_path(path)
 
-    @staticmethod
-    def rejected_text(exc: Exception) -> Exception:
-        """The page refusal for text the store cannot take (a NUL character)."""
-        return PageError(400, "Bad request", str(exc))
-
     def answer(self, request: web.Request, exc: Exception) -> web.Response | None:
         """The page for a refusal raised while serving a page; None if it is not one."""
         if isinstance(exc, Redirect):
             return web.Response(status=303, headers={"Location": exc.location})
         if isinstance(exc, PageError):
             return self._render_error(request, exc.status, exc.title, exc.message)
+        if isinstance(exc, InvalidText):  # the store refused the request's own text
+            return self._render_error(request, 400, "Bad request", str(exc))
         if isinstance(exc, web.HTTPException) and exc.status >= 400:
             message = (
                 "There is no page here."
