@@ -27,7 +27,7 @@ from collector.commands import CommandSigner, OpenCommands
 from collector.errors import error_middleware
 from collector.keys import KeyRing
 from collector.metrics import Metrics
-from collector.settings import Settings
+from collector.settings import Settings, parse_networks
 from collector.store.base import Store
 from collector.web import setup_pages
 from wire.clock import Clock
@@ -48,7 +48,7 @@ def create_app(
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
     app[AGENT_TOKENS] = AgentTokenCache(store)
-    app[AUTH_LIMITER] = FailedAuthLimiter()
+    app[AUTH_LIMITER] = FailedAuthLimiter(trusted_proxies=parse_networks(settings.trusted_proxies))
     app[OPEN_COMMANDS] = OpenCommands(store)
     app[SIGNER] = CommandSigner(
         KeyRing(keys_dir or settings.resolved_keys_dir), timedelta(seconds=settings.command_ttl_s)

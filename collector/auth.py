@@ -14,6 +14,8 @@ from typing import Literal
 from aiohttp import web
 
 from collector.errors import ApiError
+from collector.proxies import client_address
+from collector.settings import Network
 from collector.store.base import AgentIdentity, ApiTokenInfo, Role, Store
 from collector.tokens import hash_token
 
@@ -50,10 +52,20 @@ class FailedAuthLimiter:
     never refused here.
     """
 
-    def __init__(self, max_failures: int = 30, window_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        max_failures: int = 30,
+        window_s: float = 60.0,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
         self._max = max_failures
         self._window = window_s
+        self._trusted_proxies = trusted_proxies
         self._failures: dict[str, deque[float]] = {}
+
+    def address(self, request: web.Request) -> str:
+        """The client's address, which failures are counted against (see `proxies`)."""
+        return client_address(request, self._trusted_proxies)
 
     def _recent(self, address: str, now: float) -> deque[float]:
         times = self._failures.setdefault(address, deque())
@@ -61,8 +73,9 @@ class FailedAuthLimiter:
             times.popleft()
         return times
 
-    def fail(self, address: str, error: ApiError) -> ApiError:
+    def fail(self, request: web.Request, error: ApiError) -> ApiError:
         """Count a failed attempt; the error to answer with (429 once over the limit)."""
+        address = self.address(request)
         now = time.monotonic()
         recent = self._recent(address, now)
         recent.append(now)
@@ -128,10 +141,6 @@ def cached_agent(request: web.Request, agents: AgentTokenCache) -> AgentIdentity
     return agents.cached(hash_token(header[7:]))
 
 
-def remote_address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
 async def authenticate_person(
     request: web.Request,
     store: Store,
@@ -140,11 +149,10 @@ async def authenticate_person(
     permission: Permission,
 ) -> ApiTokenInfo:
     """The API token's owner, if its role grants `permission`; 401/403 otherwise."""
-    address = remote_address(request)
     token = bearer_token(request)
     if token is None:
         raise limiter.fail(
-            address,
+            request,
             ApiError(401, "missing_token", "send an API token as 'Authorization: Bearer <token>'"),
         )
     info = await store.find_api_token(hash_token(token))
@@ -154,7 +162,7 @@ async def authenticate_person(
                 403, "agent_token_not_allowed", "an agent token opens only the agent endpoints"
             )
         raise limiter.fail(
-            address, ApiError(401, "invalid_token", "the API token is unknown or revoked")
+            request, ApiError(401, "invalid_token", "the API token is unknown or revoked")
         )
     if permission not in PERMISSIONS[info.role]:
         raise ApiError(
@@ -172,10 +180,9 @@ async def authenticate_agent(
         identity = agents.cached(digest) or await agents.load(digest)
         if identity is not None:
             return identity
-    address = remote_address(request)
     if token is None:
         raise limiter.fail(
-            address,
+            request,
             ApiError(
                 401, "missing_token", "send the agent token as 'Authorization: Bearer <token>'"
             ),
@@ -183,5 +190,5 @@ async def authenticate_agent(
     if await store.find_api_token(digest) is not None:
         raise ApiError(403, "api_token_not_allowed", "this endpoint is for agents only")
     raise limiter.fail(
-        address, ApiError(401, "invalid_token", "the agent token is unknown or revoked")
+        request, ApiError(401, "invalid_token", "the agent token is unknown or revoked")
     )

@@ -20,7 +20,7 @@ from collector.appkeys import (
     SIGNER,
     STORE,
 )
-from collector.auth import authenticate_agent, cached_agent, remote_address
+from collector.auth import authenticate_agent, cached_agent
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
 from collector.errors import ApiError
@@ -79,7 +79,7 @@ async def enroll(request: web.Request) -> web.Response:
         )
     except NotFound as exc:
         error = ApiError(401, "invalid_enrollment_token", str(exc))
-        raise app[AUTH_LIMITER].fail(remote_address(request), error) from exc
+        raise app[AUTH_LIMITER].fail(request, error) from exc
     if outcome.reenrolled:
         await app[AGENT_TOKENS].apply_revocations()
     app[METRICS].enrollments.inc()

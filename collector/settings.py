@@ -6,6 +6,7 @@ The command line, the environment and the tests all build a `Settings` from this
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -14,6 +15,7 @@ from typing import Any
 
 DEFAULT_DB = "data/collector.sqlite3"
 ENV_PREFIX = "RMM_COLLECTOR_"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class Settings:
     keys_dir: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    trusted_proxies: str = ""
     access_log: bool = False
     log_level: str = "INFO"
 
@@ -66,9 +69,26 @@ _HELP: dict[str, str] = {
     "keys_dir": "folder of command-signing keys (default: keys/ beside the SQLite file)",
     "tls_cert": "PEM certificate chain: serve HTTPS instead of HTTP",
     "tls_key": "PEM private key for --tls-cert",
+    "trusted_proxies": "comma-separated addresses or networks of reverse proxies whose "
+    "X-Forwarded-For names the client (e.g. 127.0.0.1 for nginx on this host)",
     "access_log": "log every request (off by default: it costs throughput)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`"127.0.0.1, 10.0.0.0/8, ::1"` as networks; a ValueError names an entry that is neither an
+    address nor a network."""
+    networks = []
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not an IP address or network") from exc
+    return tuple(networks)
 
 
 def env_name(name: str) -> str:
@@ -162,5 +182,9 @@ def validate(settings: Settings) -> None:
         raise SettingsError("enrollment_token_ttl_days must be at least 1")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError("tls_cert and tls_key go together")
+    try:
+        parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"trusted_proxies: {exc}") from exc
     if not 0 < settings.port < 65536:
         raise SettingsError("port must be between 1 and 65535")

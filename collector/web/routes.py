@@ -15,7 +15,6 @@ from typing import Any, cast, get_args
 from aiohttp import web
 
 from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, OPEN_COMMANDS, SETTINGS, STORE
-from collector.auth import remote_address
 from collector.background import state_windows
 from collector.bodies import json_response
 from collector.errors import ApiError
@@ -163,7 +162,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
                 status=403,
             )
         error = app[AUTH_LIMITER].fail(
-            remote_address(request),
+            request,
             ApiError(401, "invalid_token", "That API token is unknown or revoked."),
         )
         return _signin_page(request, next_url=next_url, error=error.detail, status=error.status)
@@ -175,7 +174,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             info.name,
             SIGNED_IN,
             session_target(claims.session_id),
-            {"role": info.role, "address": remote_address(request)},
+            {"role": info.role, "address": app[AUTH_LIMITER].address(request)},
         )
     )
     response = web.Response(status=303, headers={"Location": next_url})

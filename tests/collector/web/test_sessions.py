@@ -11,6 +11,7 @@ from collector.app import create_app
 from collector.settings import Settings
 from collector.store.base import AuditFilter
 from collector.tokens import hash_token
+from tests.collector.conftest import HarnessFactory
 from tests.collector.web.conftest import Browser, BrowserFactory
 
 
@@ -190,3 +191,15 @@ async def test_the_session_secret_file_is_private(browser: BrowserFactory, tmp_p
     secret = tmp_path / "keys" / "web-session.secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert len(bytes.fromhex(secret.read_text().strip())) == 32
+
+
+async def test_behind_a_trusted_proxy_the_sign_in_is_audited_with_the_clients_address(
+    make_harness: HarnessFactory, aiohttp_client: Any
+) -> None:
+    harness = await make_harness(trusted_proxies="127.0.0.1")
+    client = await aiohttp_client(
+        harness.client.server, headers={"X-Forwarded-For": "192.0.2.1, 203.0.113.7"}
+    )
+    await Browser(client=client, harness=harness).sign_in("viewer", name="vic")
+    ((_, entry),) = await harness.store.list_audit(AuditFilter(actor="vic", action="web.signed_in"))
+    assert entry.detail["address"] == "203.0.113.7"
