@@ -2,10 +2,10 @@
 
 The fleet has a month of history: 100 clients enrolled over the 40 days before the cutoff (one
 after it), most machines seen just before the cutoff and some again after it (new runs of
-presence), components reported and some changed after the cutoff (facts the inventory must look
-up as they stood), some machines dark for over 30 days (expired) and some offboarded. Machines
-are enrolled in bulk and their heartbeats written through the store's own flush, so the history
-is what a running collector would have recorded.
+presence), components reported and, for half of those seen again, changed after the cutoff
+(facts the inventory must look up as they stood), some machines dark for over 30 days (expired)
+and some offboarded. Machines are enrolled in bulk and their heartbeats written through the
+store's own flush, so the history is what a running collector would have recorded.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ MACHINES = 1_000_000
 CLIENTS = 100
 OFFBOARDED = 500
 GAP_S = 180.0
+# A month in which an update rolls out: half the machines seen again after the cutoff report
+# changed components, so an inventory as of the cutoff looks their facts up as they stood.
+CHANGED_AFTER_CUTOFF = 0.5
 TARGET_SECONDS = 5.0
 
 
@@ -78,11 +81,14 @@ async def build_fleet(store: Store, cutoff: datetime, log: Callable[[str], None]
     log(f"  enrolled {len(identities):,} machines in {enrolled_s:.0f} s")
 
     started = time.perf_counter()
+    # Each machine reports its own steady components (by its position in the fleet) until the
+    # cutoff; after it, CHANGED_AFTER_CUTOFF of the machines seen again report a change.
     steady = [_components_json(i, rng, 0.0) for i in range(3)]
     before, after = cutoff - timedelta(hours=3), cutoff + timedelta(days=1)
     early = identities[: per_client * (CLIENTS - 1)]
-    seen_before = [a for i, a in enumerate(early) if i % 20 != 0]  # 1 in 20 dark: expired
-    seen_after = [a for i, a in enumerate(seen_before) if i % 5 < 3]  # 60% back after it
+    seen_before = [(i, a) for i, a in enumerate(early) if i % 20 != 0]  # 1 in 20 dark: expired
+    seen_after = [(i, a) for n, (i, a) in enumerate(seen_before) if n % 5 < 3]  # 60% back
+    every = round(1 / CHANGED_AFTER_CUTOFF)
     changed_after = 0
     for batch_start in range(0, len(seen_before), 50_000):
         batch = [
@@ -93,21 +99,18 @@ async def build_fleet(store: Store, cutoff: datetime, log: Callable[[str], None]
                 None,
                 None,
                 None,
-                steady[(batch_start + i) % 3],
+                steady[i % 3],
             )
-            for i, a in enumerate(seen_before[batch_start : batch_start + 50_000])
+            for i, a in seen_before[batch_start : batch_start + 50_000]
         ]
         await store.apply_heartbeats(batch, gap_s=GAP_S)
     for batch_start in range(0, len(seen_after), 50_000):
         batch = []
-        for i, a in enumerate(seen_after[batch_start : batch_start + 50_000]):
-            flip = (batch_start + i) % 10 == 0
-            changed_after += flip
-            report_json = (
-                _components_json(batch_start + i, rng, 1.0)
-                if flip
-                else steady[(batch_start + i) % 3]
-            )
+        for n, (i, a) in enumerate(seen_after[batch_start : batch_start + 50_000]):
+            report_json = steady[i % 3]
+            if (batch_start + n) % every == 0:
+                report_json = _components_json(i, rng, 1.0)
+            changed_after += report_json != steady[i % 3]
             batch.append(HeartbeatRecord(a.machine_id, after, after, None, None, None, report_json))
         await store.apply_heartbeats(batch, gap_s=GAP_S)
     history_s = time.perf_counter() - started
@@ -115,7 +118,7 @@ async def build_fleet(store: Store, cutoff: datetime, log: Callable[[str], None]
         f"  wrote {len(seen_before) + len(seen_after):,} heartbeats of history in {history_s:.0f} s"
     )
 
-    for a in seen_before[:OFFBOARDED]:
+    for _, a in seen_before[:OFFBOARDED]:
         command, _ = await store.request_offboard(
             OffboardRequestRecord(a.machine_id, "bench", "returned", None),
             now=cutoff - timedelta(days=5),
