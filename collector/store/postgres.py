@@ -98,13 +98,18 @@ _RETRIES = 5
 _INVENTORY_STREAMS = 2
 
 
+# to_char formats writing `"2026-11-01T00:00:00Z"`: `\"` is a literal quote, `"T"` literal text.
+_WHOLE_SECOND = r"""'\"YYYY-MM-DD"T"HH24:MI:SS"Z\"'"""
+_FRACTION = r"""'\"YYYY-MM-DD"T"HH24:MI:SS.US"Z\"'"""
+
+
 def _json_instant(column: str) -> str:
-    """SQL writing the instant in `column` as a JSON string in UTC; NULL stays NULL."""
+    """SQL writing the instant in `column` as a JSON string in UTC (`"2026-11-01T00:00:00Z"`, six
+    fraction digits when there is a fraction), with one `to_char` call; NULL stays NULL."""
     utc = f"({column} AT TIME ZONE 'UTC')"
     return (
-        f"('\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN 'Z\"' "
-        f"ELSE to_char({utc}, '.US') || 'Z\"' END)"
+        f"CASE WHEN date_trunc('second', {utc}) = {utc} THEN to_char({utc}, {_WHOLE_SECOND}) "
+        f"ELSE to_char({utc}, {_FRACTION}) END"
     )
 
 
@@ -975,19 +980,19 @@ class PostgresStore:
     @staticmethod
     def _inventory_json_sql(rows_sql: str) -> str:
         """Each row of `rows_sql` as its JSON object, written by the server process, so the
-        collector handles one string per machine rather than eight typed values. Instants are
-        written as the collector writes them everywhere (`2026-11-01T00:00:00Z`, six fraction
-        digits when there is a fraction); most machines were present at $1, whose text is $2."""
+        collector handles one string per machine rather than eight typed values. One `concat`
+        builds it (one allocation, where each `||` copied the string so far). Machine and client
+        ids are UUIDs the collector made and kind is `pc` or `server`: only the hostname needs
+        escaping, and components are stored as JSON. Instants are written as the collector writes
+        them everywhere; most machines were present at $1, whose text is $2."""
         return f"""
-            SELECT '{{"machine_id":' || to_json(i.machine_id)::text
-                || ',"client_id":' || to_json(i.client_id)::text
-                || ',"hostname":' || to_json(i.hostname)::text
-                || ',"kind":' || to_json(i.kind)::text
-                || ',"first_seen":' || {_json_instant("i.first_seen")}
-                || ',"last_seen":' || CASE WHEN i.last_seen = $1 THEN $2::text
-                                      ELSE {_json_instant("i.last_seen")} END
-                || ',"offboarded_at":' || COALESCE({_json_instant("i.offboarded_at")}, 'null')
-                || ',"components":' || i.components || '}}'
+            SELECT concat('{{"machine_id":"', i.machine_id, '","client_id":"', i.client_id,
+                '","hostname":', to_json(i.hostname), ',"kind":"', i.kind,
+                '","first_seen":', {_json_instant("i.first_seen")},
+                ',"last_seen":', CASE WHEN i.last_seen = $1 THEN $2::text
+                                 ELSE {_json_instant("i.last_seen")} END,
+                ',"offboarded_at":', COALESCE({_json_instant("i.offboarded_at")}, 'null'),
+                ',"components":', i.components, '}}')
             FROM ({rows_sql}) i
         """
 
