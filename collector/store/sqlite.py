@@ -308,7 +308,7 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[EnrollmentTokenInfo]:
             rows = conn.execute(
                 "SELECT token_id, client_id, created_at, expires_at, revoked_at "
-                "FROM enrollment_tokens WHERE client_id = ? ORDER BY created_at",
+                "FROM enrollment_tokens WHERE client_id = ? ORDER BY created_at, token_id",
                 (client_id,),
             ).fetchall()
             return [

@@ -50,16 +50,28 @@ def postgres_database() -> Iterator[PostgresDatabase]:
         pg.run_blocking(pg.drop_database(server, url))
 
 
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a test's state lives: a SQLite file or a PostgreSQL URL (what `--db` takes)."""
+
+    engine: str
+    db: str
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
     """Every test that uses the store runs on both engines: a fresh SQLite file, and the run's
     PostgreSQL database emptied before the test."""
     if request.param == "sqlite":
-        s = await open_store(str(tmp_path / "collector.sqlite3"))
-    else:
-        database: PostgresDatabase = request.getfixturevalue("postgres_database")
-        await pg.empty_tables(database.url, database.tables)
-        s = await open_store(database.url)
+        return StoreLocation("sqlite", str(tmp_path / "collector.sqlite3"))
+    database: PostgresDatabase = request.getfixturevalue("postgres_database")
+    await pg.empty_tables(database.url, database.tables)
+    return StoreLocation("postgres", database.url)
+
+
+@pytest.fixture
+async def store(store_location: StoreLocation) -> AsyncIterator[Store]:
+    s = await open_store(store_location.db)
     yield s
     await s.close()
 

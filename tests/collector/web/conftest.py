@@ -1,13 +1,13 @@
 """The web pages through a real app on loopback: people signed in with their own cookie jars.
 
-The pages' aggregate queries are store methods implemented for SQLite; these tests run on a real
-SQLite file (the shared `store` fixture's PostgreSQL variant joins once that engine has them).
+Like every test that uses the shared `store` fixture, each runs on a real SQLite file and on the
+real PostgreSQL.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,19 +18,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from collector.keys import KeyRing
-from collector.store import open_store
-from collector.store.base import Role, Store
+from collector.store.base import Role
 from tests.collector.conftest import Harness, HarnessFactory
 from tests.support.clock import FakeClock
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await open_store(str(tmp_path / "collector.sqlite3"))
-    yield s
-    await s.close()
 
 
 class _Page(HTMLParser):

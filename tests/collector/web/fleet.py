@@ -1,4 +1,5 @@
-"""A large, varied fleet written straight into a SQLite state: for paging and timing the pages.
+"""A large, varied fleet written straight into a state (SQLite or PostgreSQL): for paging and
+timing the pages.
 
 Enrolling 100,000 machines through the API would take minutes; this writes the same rows the store
 writes (clients, machines, coverage periods, facts, closed presence runs, offboard commands) in one
@@ -11,10 +12,16 @@ import json
 import random
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from wire.times import to_micros
+import asyncpg
+
+from wire.times import from_micros, to_micros
+
+if TYPE_CHECKING:
+    from tests.collector.conftest import StoreLocation
 
 COMPONENTS = ("antivirus", "backup", "dns_protection", "rmm")
 
@@ -23,6 +30,19 @@ COMPONENTS = ("antivirus", "backup", "dns_protection", "rmm")
 class SeededFleet:
     clients: list[tuple[str, str]]
     machines: int
+
+
+@dataclass
+class FleetRows:
+    """The rows of every table, instants in microseconds (the SQLite store's own form)."""
+
+    clients: list[tuple[str, str, int]] = field(default_factory=list)
+    machines: list[tuple[Any, ...]] = field(default_factory=list)
+    agents: list[tuple[Any, ...]] = field(default_factory=list)
+    coverage: list[tuple[Any, ...]] = field(default_factory=list)
+    facts: list[tuple[Any, ...]] = field(default_factory=list)
+    presence: list[tuple[Any, ...]] = field(default_factory=list)
+    commands: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _components(rng: random.Random) -> str:
@@ -40,19 +60,18 @@ def _components(rng: random.Random) -> str:
     return json.dumps(items, separators=(",", ":"))
 
 
-def seed_fleet(
-    db_path: str, now: datetime, *, machines: int, clients: int, seed: int = 7
-) -> SeededFleet:
-    """Write `machines` machines spread over `clients` clients into a migrated SQLite state."""
+def fleet_rows(now: datetime, *, machines: int, clients: int, seed: int = 7) -> FleetRows:
+    """`machines` machines spread over `clients` clients, every state the pages show."""
     rng = random.Random(seed)
     us = to_micros
     client_rows = [(str(uuid.uuid4()), f"Client {i:04d}") for i in range(clients)]
-    machine_rows = []
-    coverage_rows = []
-    facts_rows = []
-    presence_rows = []
-    command_rows = []
-    agent_rows = []
+    rows = FleetRows(clients=[(c, name, us(now - timedelta(days=1000))) for c, name in client_rows])
+    machine_rows = rows.machines
+    coverage_rows = rows.coverage
+    facts_rows = rows.facts
+    presence_rows = rows.presence
+    command_rows = rows.commands
+    agent_rows = rows.agents
     for i in range(machines):
         machine_id = str(uuid.uuid4())
         agent_id = str(uuid.uuid4())
@@ -94,6 +113,7 @@ def seed_fleet(
                 us(first_seen),
                 us(presence_start),
                 us(last_seen),
+                us(first_seen),  # facts since enrollment
                 offboard_state,
                 None if offboarded_at is None else us(offboarded_at),
                 agent_id,
@@ -124,42 +144,94 @@ def seed_fleet(
                     None if offboard_state == "offboard_pending" else us(last_seen),
                 )
             )
+    return rows
+
+
+def _seeded(rows: FleetRows, machines: int) -> SeededFleet:
+    return SeededFleet(clients=[(c, name) for c, name, _ in rows.clients], machines=machines)
+
+
+_MACHINE_COLUMNS = (
+    "machine_id, client_id, hardware_id, hostname, os, kind, components, first_seen, "
+    "presence_start, last_seen, facts_since, offboard_state, offboarded_at, agent_id"
+)
+_INSERTS = (
+    ("clients", "clients (client_id, name, created_at)", 3),
+    ("machines", f"machines ({_MACHINE_COLUMNS})", 14),
+    ("agents", "agents (agent_id, machine_id, token_hash, created_at)", 4),
+    ("coverage", "coverage (machine_id, first_seen, offboarded_at)", 3),
+    ("facts", "facts (machine_id, valid_from, hostname, os, kind, components)", 6),
+    ("presence", "presence (machine_id, start_at, end_at)", 3),
+    (
+        "commands",
+        "commands (command_id, machine_id, client_id, agent_id, state, created_at, "
+        "completed_at, type, sequence, issuer, reason)",
+        7,
+    ),
+)
+# Instants are these columns of each table's rows: microseconds to SQLite, datetimes to PostgreSQL.
+_INSTANTS = {
+    "clients": {2},
+    "machines": {7, 8, 9, 10, 12},
+    "agents": {3},
+    "coverage": {1, 2},
+    "facts": {1},
+    "presence": {1, 2},
+    "commands": {5, 6},
+}
+_COMMAND_CONSTANTS = ("offboard", 1, "seed", "end of contract")
+
+
+def _statement(table: str, target: str, count: int, mark: str) -> str:
+    marks = [mark.format(i + 1) for i in range(count)]
+    if table == "commands":
+        marks += [mark.format(count + i + 1) for i in range(len(_COMMAND_CONSTANTS))]
+    return f"INSERT INTO {target} VALUES ({', '.join(marks)})"
+
+
+def _values(table: str, row: tuple[Any, ...], *, as_datetimes: bool) -> tuple[Any, ...]:
+    if as_datetimes:
+        row = tuple(
+            from_micros(v) if i in _INSTANTS[table] and v is not None else v
+            for i, v in enumerate(row)
+        )
+    return row + _COMMAND_CONSTANTS if table == "commands" else row
+
+
+def seed_sqlite(
+    db_path: str, now: datetime, *, machines: int, clients: int, seed: int = 7
+) -> SeededFleet:
+    """Write the fleet into a migrated SQLite state, in one transaction."""
+    rows = fleet_rows(now, machines=machines, clients=clients, seed=seed)
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO clients (client_id, name, created_at) VALUES (?, ?, ?)",
-            [(c, name, us(now - timedelta(days=1000))) for c, name in client_rows],
-        )
-        conn.executemany(
-            "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, "
-            "components, first_seen, presence_start, last_seen, offboard_state, offboarded_at, "
-            "agent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            machine_rows,
-        )
-        conn.executemany(
-            "INSERT INTO agents (agent_id, machine_id, token_hash, created_at) VALUES (?, ?, ?, ?)",
-            agent_rows,
-        )
-        conn.executemany(
-            "INSERT INTO coverage (machine_id, first_seen, offboarded_at) VALUES (?, ?, ?)",
-            coverage_rows,
-        )
-        conn.executemany(
-            "INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            facts_rows,
-        )
-        conn.executemany(
-            "INSERT INTO presence (machine_id, start_at, end_at) VALUES (?, ?, ?)", presence_rows
-        )
-        conn.executemany(
-            "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, sequence, "
-            "state, issuer, reason, created_at, completed_at) "
-            "VALUES (?, 'offboard', ?, ?, ?, 1, ?, 'seed', 'end of contract', ?, ?)",
-            command_rows,
-        )
+        for table, target, count in _INSERTS:
+            conn.executemany(
+                _statement(table, target, count, "?"),
+                [_values(table, r, as_datetimes=False) for r in getattr(rows, table)],
+            )
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return SeededFleet(clients=client_rows, machines=machines)
+    return _seeded(rows, machines)
+
+
+async def seed_fleet(
+    location: StoreLocation, now: datetime, *, machines: int, clients: int, seed: int = 7
+) -> SeededFleet:
+    """Write the fleet into the test's state, whichever engine holds it."""
+    if location.engine == "sqlite":
+        return seed_sqlite(location.db, now, machines=machines, clients=clients, seed=seed)
+    rows = fleet_rows(now, machines=machines, clients=clients, seed=seed)
+    conn = await asyncpg.connect(location.db)
+    try:
+        async with conn.transaction():
+            for table, target, count in _INSERTS:
+                await conn.executemany(
+                    _statement(table, target, count, "${}"),
+                    [_values(table, r, as_datetimes=True) for r in getattr(rows, table)],
+                )
+    finally:
+        await conn.close()
+    return _seeded(rows, machines)

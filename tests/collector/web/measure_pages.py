@@ -22,7 +22,7 @@ from collector.app import create_app
 from collector.settings import Settings
 from collector.store import open_store
 from collector.tokens import hash_token, new_token
-from tests.collector.web.fleet import seed_fleet
+from tests.collector.web.fleet import seed_sqlite
 from wire.clock import SystemClock
 
 ROUNDS = 5
@@ -33,7 +33,7 @@ async def measure(machines: int) -> dict[str, object]:
         db = str(Path(folder) / "collector.sqlite3")
         await (await open_store(db)).close()
         started = time.perf_counter()
-        seed_fleet(db, datetime.now(UTC), machines=machines, clients=250)
+        seed_sqlite(db, datetime.now(UTC), machines=machines, clients=250)
         seeded_s = time.perf_counter() - started
         store = await open_store(db)
         token = new_token("api")

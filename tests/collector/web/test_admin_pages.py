@@ -46,6 +46,7 @@ async def test_new_and_revoked_enrollment_tokens(browser: BrowserFactory) -> Non
     client = await b.harness.store.find_client("Initech")
     assert client is not None
     base = f"/clients/{client.client_id}/enrollment-tokens"
+    b.harness.clock.advance(minutes=5)
     second = await b.post(base, {"csrf": b.csrf}, status=201)
     old_token = TOKEN.search(first.html).group(0)  # type: ignore[union-attr]
     new_token = TOKEN.search(second.html).group(0)  # type: ignore[union-attr]

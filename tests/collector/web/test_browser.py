@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.collector.web.fleet import seed_fleet
+from tests.collector.web.fleet import seed_sqlite
 from tests.support.processes import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -105,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     technician = json.loads(_cli(db, "token", "add", "tina", "--role", "technician"))["token"]
     viewer = json.loads(_cli(db, "token", "add", "vic", "--role", "viewer"))["token"]
     enrollment = json.loads(_cli(db, "client", "add", "Acme Dental"))["enrollment_token"]
-    seed_fleet(str(db), datetime.now(UTC), machines=400, clients=4)
+    seed_sqlite(str(db), datetime.now(UTC), machines=400, clients=4)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

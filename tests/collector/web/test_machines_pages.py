@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
 
+from tests.collector.conftest import StoreLocation
 from tests.collector.web import scenario
 from tests.collector.web.conftest import BrowserFactory, Page
 from tests.collector.web.fleet import seed_fleet
@@ -17,12 +17,10 @@ def hostnames(page: Page) -> list[str]:
 
 
 async def test_paging_walks_every_machine_once_in_hostname_order(
-    browser: BrowserFactory, tmp_path: Path
+    browser: BrowserFactory, store_location: StoreLocation
 ) -> None:
     b = await browser()
-    seeded = seed_fleet(
-        str(tmp_path / "collector.sqlite3"), b.harness.clock.now(), machines=230, clients=3
-    )
+    seeded = await seed_fleet(store_location, b.harness.clock.now(), machines=230, clients=3)
     await b.sign_in("viewer")
     seen: list[str] = []
     path: str | None = "/machines"
@@ -45,12 +43,10 @@ async def test_paging_walks_every_machine_once_in_hostname_order(
 
 
 async def test_filters_combine_and_keep_each_other_across_pages(
-    browser: BrowserFactory, tmp_path: Path
+    browser: BrowserFactory, store_location: StoreLocation
 ) -> None:
     b = await browser()
-    seeded = seed_fleet(
-        str(tmp_path / "collector.sqlite3"), b.harness.clock.now(), machines=400, clients=2
-    )
+    seeded = await seed_fleet(store_location, b.harness.clock.now(), machines=400, clients=2)
     client_id = seeded.clients[0][0]
     await b.sign_in("viewer")
     page = await b.get(f"/machines?client={client_id}&kind=pc&state=online")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +19,7 @@ from collector.store.base import (
     Store,
     machine_state,
 )
+from tests.collector.conftest import StoreLocation
 from tests.collector.web.fleet import seed_fleet
 from tests.support.clock import FakeClock
 from wire.times import EXPIRY
@@ -44,8 +44,8 @@ async def all_machines(store: Store, windows: StateWindows) -> list[MachineRecor
 
 
 @pytest.fixture
-async def seeded(store: Store, clock: FakeClock, tmp_path: Path) -> StateWindows:
-    seed_fleet(str(tmp_path / "collector.sqlite3"), clock.now(), machines=2000, clients=7)
+async def seeded(store: Store, store_location: StoreLocation, clock: FakeClock) -> StateWindows:
+    await seed_fleet(store_location, clock.now(), machines=2000, clients=7)
     return state_windows(clock, 180)
 
 
