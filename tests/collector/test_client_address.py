@@ -30,19 +30,21 @@ async def _failed_heartbeats(harness: Harness, forwarded_for: list[str | None]) 
     return statuses
 
 
+def _limited_as_one_client(statuses: list[int]) -> bool:
+    """The first LIMIT failures answered 401, every later one 429."""
+    return statuses[:LIMIT] == [401] * LIMIT and set(statuses[LIMIT:]) == {429}
+
+
 async def test_forwarded_for_is_ignored_when_no_proxy_is_trusted(harness: Harness) -> None:
-    forged = [f"203.0.113.{i}" for i in range(LIMIT + 2)]
-    statuses = await _failed_heartbeats(harness, list(forged))
-    assert statuses[:LIMIT] == [401] * LIMIT
-    assert set(statuses[LIMIT:]) == {429}
+    forged: list[str | None] = [f"203.0.113.{i}" for i in range(LIMIT + 2)]
+    assert _limited_as_one_client(await _failed_heartbeats(harness, forged))
 
 
 async def test_behind_a_trusted_proxy_failures_count_per_client(
     make_harness: HarnessFactory,
 ) -> None:
     harness = await make_harness(trusted_proxies="127.0.0.1")
-    guesser = await _failed_heartbeats(harness, ["203.0.113.7"] * (LIMIT + 2))
-    assert guesser[:LIMIT] == [401] * LIMIT and set(guesser[LIMIT:]) == {429}
+    assert _limited_as_one_client(await _failed_heartbeats(harness, ["203.0.113.7"] * (LIMIT + 2)))
     # Another client behind the same proxy is not slowed down by the guesser.
     assert await _failed_heartbeats(harness, ["198.51.100.9"]) == [401]
     # And valid heartbeats are never limited, whoever guessed before.
@@ -56,9 +58,8 @@ async def test_a_client_cannot_escape_the_limit_by_writing_its_own_forwarded_for
 ) -> None:
     harness = await make_harness(trusted_proxies="127.0.0.1")
     # nginx appends the address it saw to whatever the client sent: only that last entry counts.
-    sent = [f"192.0.2.{i}, 203.0.113.7" for i in range(LIMIT + 2)]
-    statuses = await _failed_heartbeats(harness, list(sent))
-    assert statuses[:LIMIT] == [401] * LIMIT and set(statuses[LIMIT:]) == {429}
+    sent: list[str | None] = [f"192.0.2.{i}, 203.0.113.7" for i in range(LIMIT + 2)]
+    assert _limited_as_one_client(await _failed_heartbeats(harness, sent))
 
 
 async def test_a_chain_of_trusted_proxies_is_followed_back_to_the_client(
@@ -76,18 +77,16 @@ async def test_an_untrusted_hop_in_the_chain_is_where_trust_ends(
 ) -> None:
     harness = await make_harness(trusted_proxies="127.0.0.1")
     # 10.1.2.3 is not trusted here: it is the client, whatever it claims to forward for.
-    sent = [f"203.0.113.{i}, 10.1.2.3" for i in range(LIMIT + 1)]
-    statuses = await _failed_heartbeats(harness, list(sent))
-    assert statuses[-1] == 429
+    sent: list[str | None] = [f"203.0.113.{i}, 10.1.2.3" for i in range(LIMIT + 1)]
+    assert _limited_as_one_client(await _failed_heartbeats(harness, sent))
 
 
 async def test_a_malformed_forwarded_for_counts_against_the_proxy_itself(
     make_harness: HarnessFactory,
 ) -> None:
     harness = await make_harness(trusted_proxies="127.0.0.1")
-    sent = [f"203.0.113.{i}, not-an-address" for i in range(LIMIT)] + [None, ""]
-    statuses = await _failed_heartbeats(harness, list(sent))
-    assert statuses[:LIMIT] == [401] * LIMIT and set(statuses[LIMIT:]) == {429}
+    sent: list[str | None] = [f"203.0.113.{i}, not-an-address" for i in range(LIMIT)]
+    assert _limited_as_one_client(await _failed_heartbeats(harness, [*sent, None, ""]))
 
 
 def test_trusted_proxies_are_addresses_or_networks() -> None:
