@@ -57,11 +57,18 @@ class FailedAuthLimiter:
         max_failures: int = 30,
         window_s: float = 60.0,
         trusted_proxies: tuple[Network, ...] = (),
+        max_addresses: int = 100_000,
     ) -> None:
         self._max = max_failures
         self._window = window_s
         self._trusted_proxies = trusted_proxies
         self._failures: dict[str, deque[float]] = {}
+        self._max_addresses = max_addresses
+        self._prune_at = max_addresses
+
+    def __len__(self) -> int:
+        """How many addresses are remembered."""
+        return len(self._failures)
 
     def address(self, request: web.Request) -> str:
         """The client's address, which failures are counted against (see `proxies`)."""
@@ -73,14 +80,23 @@ class FailedAuthLimiter:
             times.popleft()
         return times
 
+    def _forget_quiet_addresses(self, now: float) -> None:
+        """Addresses with no failure within the window are forgotten. Pruning again only once
+        the table has doubled keeps it linear overall, however many addresses keep failing."""
+        horizon = now - self._window
+        self._failures = {a: t for a, t in self._failures.items() if t and t[-1] > horizon}
+        self._prune_at = max(self._max_addresses, 2 * len(self._failures))
+
     def fail(self, request: web.Request, error: ApiError) -> ApiError:
         """Count a failed attempt; the error to answer with (429 once over the limit)."""
-        address = self.address(request)
+        return self.fail_from(self.address(request), error)
+
+    def fail_from(self, address: str, error: ApiError) -> ApiError:
         now = time.monotonic()
         recent = self._recent(address, now)
         recent.append(now)
-        if len(self._failures) > 100_000:
-            self._failures = {a: t for a, t in self._failures.items() if t}
+        if len(self._failures) > self._prune_at:
+            self._forget_quiet_addresses(now)
         if len(recent) > self._max:
             return ApiError(
                 429,

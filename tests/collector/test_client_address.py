@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from collector.auth import FailedAuthLimiter
+from collector.errors import ApiError
 from collector.settings import Settings, SettingsError, parse_networks, validate
 from tests.collector.conftest import Harness, HarnessFactory
 
@@ -114,3 +117,18 @@ def test_a_bad_trusted_proxy_in_the_environment_is_refused(tmp_path: Path) -> No
     )
     assert out.returncode == 2
     assert "trusted_proxies" in out.stderr and "10.0.0.300" in out.stderr
+
+
+def test_addresses_that_stopped_failing_are_forgotten() -> None:
+    limiter = FailedAuthLimiter(window_s=0.05, max_addresses=10)
+    refused = ApiError(401, "invalid_token", "unknown")
+    for i in range(11):
+        assert limiter.fail_from(f"198.51.100.{i}", refused) is refused
+    assert len(limiter) == 11  # all still within the window: nothing to forget yet
+    time.sleep(0.1)
+    for i in range(12):
+        limiter.fail_from(f"203.0.113.{i}", refused)
+    assert len(limiter) == 12  # the quiet ones are gone, the failing ones kept
+    for _ in range(30):
+        limiter.fail_from("203.0.113.0", refused)
+    assert limiter.fail_from("203.0.113.0", refused).status == 429
