@@ -162,3 +162,16 @@ async def test_bad_filters_are_a_clear_400(browser: BrowserFactory) -> None:
         assert re.search(r"must be", page.text), query
     assert "since must be" in (await b.get("/audit?since=yesterday", status=400)).text
     assert "before must be" in (await b.get("/audit?before=x", status=400)).text
+
+
+async def test_a_nul_character_in_a_page_path_is_a_page_never_a_500(
+    browser: BrowserFactory,
+) -> None:
+    # SQLite finds no such row (404); PostgreSQL refuses the text itself (400). Either way the
+    # person gets the site's own error page, with its security headers.
+    b = await (await browser()).sign_in("admin")
+    for path in ("/machines/abc%00def", "/machines/abc%00def/offboard", "/commands/x%00y"):
+        resp = await b.client.get(path, allow_redirects=False)
+        assert resp.status in (400, 404), path
+        assert resp.headers["Content-Type"].startswith("text/html"), path
+        assert "Content-Security-Policy" in resp.headers, path
