@@ -73,15 +73,23 @@ async def refresh_commands_and_keys(app: web.Application) -> None:
     app[SIGNER].keyring.load()
 
 
-async def _every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+async def every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+    """Run `job` every `seconds`, start to start, never two at once. A run longer than the
+    interval is followed at once by the next, so buffered last-seen times wait at most about the
+    longer of the interval and one flush, not both in a row."""
+    loop = asyncio.get_running_loop()
+    next_start = loop.time() + seconds
     while True:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(max(0.0, next_start - loop.time()))
+        next_start += seconds
         try:
             await job()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("background job %s failed; it runs again in %.1f s", name, seconds)
+        # Behind schedule after a slow run: start counting afresh rather than run in a burst.
+        next_start = max(next_start, loop.time())
 
 
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
@@ -92,14 +100,14 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         await sweep_expired(app)
     tasks = [
         asyncio.create_task(
-            _every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))
+            every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))
         ),
-        asyncio.create_task(_every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
+        asyncio.create_task(every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
         asyncio.create_task(
-            _every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
+            every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
         ),
         asyncio.create_task(
-            _every(settings.command_poll_s, "commands", lambda: refresh_commands_and_keys(app))
+            every(settings.command_poll_s, "commands", lambda: refresh_commands_and_keys(app))
         ),
     ]
     try:
