@@ -984,15 +984,17 @@ class PostgresStore:
         builds it (one allocation, where each `||` copied the string so far). Machine and client
         ids are UUIDs the collector made and kind is `pc` or `server`: only the hostname needs
         escaping, and components are stored as JSON. Instants are written as the collector writes
-        them everywhere; most machines were present at $1, whose text is $2."""
+        them everywhere; most machines were present at $1, whose text is $2. Each object comes as
+        UTF-8 bytes (bytea), which the collector joins and sends without decoding them first."""
         return f"""
-            SELECT concat('{{"machine_id":"', i.machine_id, '","client_id":"', i.client_id,
+            SELECT convert_to(concat('{{"machine_id":"', i.machine_id,
+                '","client_id":"', i.client_id,
                 '","hostname":', to_json(i.hostname), ',"kind":"', i.kind,
                 '","first_seen":', {_json_instant("i.first_seen")},
                 ',"last_seen":', CASE WHEN i.last_seen = $1 THEN $2::text
                                  ELSE {_json_instant("i.last_seen")} END,
                 ',"offboarded_at":', COALESCE({_json_instant("i.offboarded_at")}, 'null'),
-                ',"components":', i.components, '}}')
+                ',"components":', i.components, '}}'), 'UTF8')
             FROM ({rows_sql}) i
         """
 
@@ -1054,7 +1056,7 @@ class PostgresStore:
                         if len(rows) == batch_size:
                             ahead[asyncio.ensure_future(cursor.fetch(batch_size))] = cursor
                         if rows:
-                            yield ",".join([r[0] for r in rows]).encode()
+                            yield b",".join([r[0] for r in rows])
             finally:
                 # Abandoned mid-stream: let the fetches in flight finish before the
                 # transactions end and the connections go back to the pool.
