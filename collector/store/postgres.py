@@ -98,9 +98,11 @@ _RETRIES = 5
 _INVENTORY_STREAMS = 2
 
 
-# to_char formats writing `"2026-11-01T00:00:00Z"`: `\"` is a literal quote, `"T"` literal text.
-_WHOLE_SECOND = r"""'\"YYYY-MM-DD"T"HH24:MI:SS"Z\"'"""
-_FRACTION = r"""'\"YYYY-MM-DD"T"HH24:MI:SS.US"Z\"'"""
+# to_char formats writing `"2026-11-01T00:00:00Z"`: to to_char `\"` is a literal quote and
+# `"T"` literal text. Escape-string literals (E'...') read the same whatever the server's
+# standard_conforming_strings says.
+_WHOLE_SECOND = r"""E'\\"YYYY-MM-DD"T"HH24:MI:SS"Z\\"'"""
+_FRACTION = r"""E'\\"YYYY-MM-DD"T"HH24:MI:SS.US"Z\\"'"""
 
 
 def _json_instant(column: str) -> str:
