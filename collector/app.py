@@ -24,7 +24,8 @@ from collector.background import background_tasks
 from collector.bodies import MAX_BODY
 from collector.buffer import HeartbeatBuffer
 from collector.commands import CommandSigner, OpenCommands
-from collector.errors import error_middleware
+from collector.errors import ON_REJECTED
+from collector.fallback import add_fallback
 from collector.keys import KeyRing
 from collector.metrics import Metrics
 from collector.settings import Settings, parse_networks
@@ -57,7 +58,7 @@ def create_app(
     app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_ops.routes)
-    pages = setup_pages(app)
-    app.middlewares.append(error_middleware(count_rejection, pages))
+    app[ON_REJECTED] = count_rejection
+    add_fallback(app, setup_pages(app))
     app.cleanup_ctx.append(background_tasks)
     return app

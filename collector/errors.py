@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, TypeVar, cast
 
 import msgspec
 from aiohttp import web
@@ -12,9 +12,8 @@ from aiohttp import web
 from collector.store.base import InvalidText
 from wire.messages import ErrorBody
 
-log = logging.getLogger(__name__)
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_H = TypeVar("_H")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -47,17 +46,11 @@ def error_response(status: int, code: str, detail: str) -> web.Response:
     )
 
 
-class PageHooks(Protocol):
-    """How the web pages answer on their own paths (see `collector.web.security.PageGuard`)."""
-
-    def owns(self, path: str) -> bool: ...
-
-    def answer(self, request: web.Request, exc: Exception) -> web.StreamResponse | None: ...
-
-    def finish(self, request: web.Request, response: web.StreamResponse) -> None: ...
+ON_REJECTED: web.AppKey[Callable[[str], None]] = web.AppKey("on_rejected")
 
 
-def _json_http_error(request: web.Request, exc: web.HTTPException) -> tuple[str, web.Response]:
+def _http_error(request: web.Request, exc: web.HTTPException) -> tuple[str, str]:
+    """The JSON error code and sentence for an aiohttp HTTP error (404, 405, 413, ...)."""
     code = _HTTP_CODES.get(exc.status, "http_error")
     detail = exc.reason
     if exc.status == 413:
@@ -66,44 +59,51 @@ def _json_http_error(request: web.Request, exc: web.HTTPException) -> tuple[str,
         detail = f"no such endpoint: {request.method} {request.path}"
     elif exc.status == 405:
         detail = f"{request.method} is not allowed on {request.path}"
-    return code, error_response(exc.status, code, detail)
+    return code, detail
 
 
-def error_middleware(
-    on_rejected: Callable[[str], None], pages: PageHooks | None = None
-) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The collector's only middleware: refusals become the JSON error shape (counted by
-    reason) on the API, and HTML pages on the web pages' paths.
+def _refuse(request: web.Request, status: int, code: str, detail: str) -> web.Response:
+    on_rejected = request.app.get(ON_REJECTED)
+    if on_rejected is not None:
+        on_rejected(code)
+    return error_response(status, code, detail)
 
-    One layer, and a success path of one `await` and one prefix check, because every middleware
-    is paid for by every heartbeat.
+
+def json_errors(handler: Handler) -> Handler:
+    """`handler` with its refusals answered in the JSON error shape and counted by reason.
+
+    A wrapper per route rather than an aiohttp middleware: a middleware is paid for by every
+    request, and on the heartbeat path its layers cost more than the handler's own work.
     """
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
         try:
-            response = await handler(request)
+            return await handler(request)
         except ApiError as exc:
-            on_rejected(exc.code)
-            return error_response(exc.status, exc.code, exc.detail)
-        except Exception as exc:
-            page = None
-            if pages is not None and pages.owns(request.path):
-                page = pages.answer(request, exc)
-            if page is not None:
-                response = page
-            elif isinstance(exc, InvalidText):
-                # Raised by the store before it changed anything: the request's own text.
-                on_rejected("invalid_text")
-                return error_response(400, "invalid_text", str(exc))
-            elif isinstance(exc, web.HTTPException) and exc.status >= 400:
-                code, answer = _json_http_error(request, exc)
-                on_rejected(code)
-                return answer
-            else:
+            return _refuse(request, exc.status, exc.code, exc.detail)
+        except InvalidText as exc:
+            # Raised by the store before it changed anything: the request's own text.
+            return _refuse(request, 400, "invalid_text", str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
                 raise
-        if pages is not None and pages.owns(request.path):
-            pages.finish(request, response)
-        return response
+            response = _refuse(request, exc.status, *_http_error(request, exc))
+            if "Allow" in exc.headers:  # a 405 names the methods the path accepts
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
 
-    return middleware
+    return answer
+
+
+class JsonRoutes(web.RouteTableDef):
+    """A route table whose handlers answer refusals as JSON errors (see `json_errors`)."""
+
+    def route(self, method: str, path: str, **kwargs: Any) -> Callable[[_H], _H]:
+        register = super().route(method, path, **kwargs)
+
+        def add(handler: _H) -> _H:
+            register(json_errors(cast(Handler, handler)))
+            return handler
+
+        return add

@@ -23,7 +23,7 @@ from collector.appkeys import (
 from collector.auth import authenticate_agent, cached_agent
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
-from collector.errors import ApiError
+from collector.errors import ApiError, JsonRoutes
 from collector.store.base import AgentEvent, EnrollRequestRecord, Facts, NotFound
 from collector.tokens import hash_token, new_token
 from wire.messages import (
@@ -37,7 +37,7 @@ from wire.messages import (
 )
 from wire.times import InstantError, parse_instant
 
-routes = web.RouteTableDef()
+routes = JsonRoutes()
 
 _encode = msgspec.json.Encoder().encode
 

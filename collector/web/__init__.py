@@ -3,23 +3,40 @@ as the API. `setup_pages(app)` adds them to an app built by `create_app`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from collector.appkeys import SIGNER
+from collector.errors import Handler
 from collector.web import admin, routes
-from collector.web.render import STATIC, make_templates, render_error
+from collector.web.render import GUARD, STATIC, make_templates
 from collector.web.security import PageGuard, is_page_path
 from collector.web.state import WEB, WebState
 
 __all__ = ["is_page_path", "setup_pages"]
 
 
+def static_files(folder: Path) -> Handler:
+    """Serves the files found in `folder` at startup, by name: a name that is not one of them
+    (a path, `..`, anything added later) is a 404, so no request can reach outside it."""
+    files = {path.name: path for path in folder.iterdir() if path.is_file()}
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    return static
+
+
 def setup_pages(app: web.Application) -> PageGuard:
     """Pages live outside `/v1/`, `/healthz` and `/metrics`; the session secret sits beside the
-    command-signing keys, so every instance given that folder shares sessions. The guard returned
-    is what the app's error middleware runs on page paths."""
+    command-signing keys, so every instance given that folder shares sessions. The guard
+    returned is what answers requests no route took on page paths."""
     app[WEB] = WebState(make_templates(), app[SIGNER].keyring.folder)
     app.add_routes(routes.routes)
     app.add_routes(admin.routes)
-    app.router.add_static("/static/", STATIC, name="static")
-    return PageGuard(render_error)
+    app.router.add_get("/static/{name}", GUARD.wrap(static_files(STATIC)), name="static")
+    return GUARD

@@ -13,12 +13,12 @@ from collector.store.base import AuditFilter, Client, Conflict, NotFound
 from collector.tokens import hash_token, new_token
 from collector.web import views
 from collector.web.people import Person, require, require_form
-from collector.web.render import render
+from collector.web.render import page_routes, render
 from collector.web.routes import PENDING_FOR, STALE_AFTER
 from collector.web.security import PageError, Redirect
 from wire.times import InstantError, parse_instant
 
-routes = web.RouteTableDef()
+routes = page_routes()
 
 AUDIT_PAGE = 100
 MAX_CLIENT_NAME = 200

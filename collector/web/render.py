@@ -12,6 +12,7 @@ from collector import __version__
 from collector.appkeys import CLOCK
 from collector.web import views
 from collector.web.people import Person
+from collector.web.security import PageGuard, PageRoutes
 from collector.web.state import WEB
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -63,3 +64,11 @@ def render_error(request: web.Request, status: int, title: str, message: str) ->
         person=None,
         status=status,
     )
+
+
+GUARD = PageGuard(render_error)
+
+
+def page_routes() -> PageRoutes:
+    """A route table for pages: their refusals are pages, their responses carry the headers."""
+    return PageRoutes(GUARD)

@@ -48,7 +48,7 @@ from collector.web.people import (
     safe_next,
     signed_in,
 )
-from collector.web.render import render
+from collector.web.render import page_routes, render
 from collector.web.security import PageError, Redirect, is_secure
 from collector.web.sessions import (
     SESSION_COOKIE,
@@ -62,7 +62,7 @@ from collector.web.state import WEB
 from wire.messages import Kind
 from wire.times import EXPIRY
 
-routes = web.RouteTableDef()
+routes = page_routes()
 
 PAGE_SIZE = 50
 ATTENTION_LIMIT = 10

@@ -6,14 +6,18 @@ Pages are everything outside the API (`/v1/...`) and the operations endpoints (`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
 from collector.appkeys import SETTINGS
+from collector.errors import Handler
 from collector.store.base import InvalidText
 
 ErrorRenderer = Callable[[web.Request, int, str, str], web.Response]
+_H = TypeVar("_H")
 
 _NOT_PAGES = ("/v1", "/healthz", "/metrics")
 
@@ -81,19 +85,12 @@ _HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Too large"}
 
 
 class PageGuard:
-    """What the collector's one error middleware does for page paths: HTML error pages,
-    redirects, and the security headers on every page response.
-
-    It is called from that middleware rather than being a middleware of its own, so an API
-    request (a heartbeat above all) pays for no extra layer.
-    """
+    """How page routes answer: HTML error pages, redirects, and the security headers on every
+    page response. It wraps each page handler (see `PageRoutes`) rather than being a
+    middleware, so an API request (a heartbeat above all) pays for no extra layer."""
 
     def __init__(self, render_error: ErrorRenderer) -> None:
         self._render_error = render_error
-
-    @staticmethod
-    def owns(path: str) -> bool:
-        return is_page_path(path)
 
     def answer(self, request: web.Request, exc: Exception) -> web.Response | None:
         """The page for a refusal raised while serving a page; None if it is not one."""
@@ -111,12 +108,45 @@ class PageGuard:
                 if exc.status == 405
                 else exc.reason
             )
-            return self._render_error(
+            page = self._render_error(
                 request, exc.status, _HTTP_TITLES.get(exc.status, exc.reason), message
             )
+            if "Allow" in exc.headers:
+                page.headers["Allow"] = exc.headers["Allow"]
+            return page
         return None
 
-    @staticmethod
-    def finish(request: web.Request, response: web.StreamResponse) -> None:
-        if not response.prepared:
-            add_security_headers(request, response)
+    def wrap(self, handler: Handler) -> Handler:
+        """`handler` answering refusals as pages, with the security headers on what it returns."""
+
+        @functools.wraps(handler)
+        async def page(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                refusal = self.answer(request, exc)
+                if refusal is None:
+                    raise
+                response = refusal
+            if not response.prepared:
+                add_security_headers(request, response)
+            return response
+
+        return page
+
+
+class PageRoutes(web.RouteTableDef):
+    """A route table whose handlers are wrapped by a `PageGuard`."""
+
+    def __init__(self, guard: PageGuard) -> None:
+        super().__init__()
+        self._guard = guard
+
+    def route(self, method: str, path: str, **kwargs: Any) -> Callable[[_H], _H]:
+        register = super().route(method, path, **kwargs)
+
+        def add(handler: _H) -> _H:
+            register(self._guard.wrap(cast(Handler, handler)))
+            return handler
+
+        return add

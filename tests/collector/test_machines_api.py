@@ -154,6 +154,9 @@ async def test_unknown_routes_and_methods_answer_json_errors(harness: Harness) -
     assert resp.status == 404 and (await resp.json())["error"] == "not_found"
     resp = await harness.client.delete("/v1/machines")
     assert resp.status == 405 and (await resp.json())["error"] == "method_not_allowed"
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    resp = await harness.client.get("/v1/heartbeat")
+    assert resp.status == 405 and resp.headers["Allow"] == "POST"
 
 
 async def test_audit_log_lists_newest_first_and_filters(harness: Harness) -> None:

@@ -153,6 +153,21 @@ async def test_unknown_pages_are_html_and_the_api_keeps_its_json_errors(
     assert api.status == 404 and (await api.json())["error"] == "not_found"
     assert "Content-Security-Policy" not in api.headers
     assert (await b.client.get("/v1/machines")).status == 401  # a cookie is no API token
+    wrong_method = await b.client.delete("/machines")
+    assert wrong_method.status == 405 and "GET" in wrong_method.headers["Allow"]
+    assert "is not allowed on /machines" in await wrong_method.text()
+    assert "frame-ancestors 'none'" in wrong_method.headers["Content-Security-Policy"]
+
+
+async def test_static_files_are_only_the_shipped_ones(browser: BrowserFactory) -> None:
+    b = await browser()
+    for path in ("/static/nothing.css", "/static/..%2Frender.py", "/static/%2e%2e/render.py"):
+        resp = await b.client.get(path)
+        assert resp.status == 404, path
+        assert resp.headers["Content-Type"].startswith("text/html"), path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+    css = await b.client.get("/static/style.css")
+    assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
 
 
 async def test_bad_filters_are_a_clear_400(browser: BrowserFactory) -> None:
