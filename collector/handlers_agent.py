@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 import uuid
 import zlib
 
@@ -40,11 +41,12 @@ from wire.times import InstantError, parse_instant
 routes = JsonRoutes()
 
 _encode = msgspec.json.Encoder().encode
+_by_name = operator.attrgetter("name")
 
 
 def components_json(components: list[Component]) -> str:
     """Canonical form (sorted by name), so an unchanged list compares equal in the database."""
-    return _encode(sorted(components, key=lambda c: c.name)).decode()
+    return _encode(sorted(components, key=_by_name)).decode()
 
 
 def next_heartbeat_s(interval_s: int, agent_id: str) -> int:
