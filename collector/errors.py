@@ -96,14 +96,24 @@ def json_errors(handler: Handler) -> Handler:
     return answer
 
 
-class JsonRoutes(web.RouteTableDef):
-    """A route table whose handlers answer refusals as JSON errors (see `json_errors`)."""
+class WrappedRoutes(web.RouteTableDef):
+    """A route table that registers each handler wrapped by `wrap`, which decides how the
+    handler's refusals are answered (`json_errors` for the API, the page guard for pages)."""
+
+    def __init__(self, wrap: Callable[[Handler], Handler]) -> None:
+        super().__init__()
+        self._wrap = wrap
 
     def route(self, method: str, path: str, **kwargs: Any) -> Callable[[_H], _H]:
         register = super().route(method, path, **kwargs)
 
         def add(handler: _H) -> _H:
-            register(json_errors(cast(Handler, handler)))
+            register(self._wrap(cast(Handler, handler)))
             return handler
 
         return add
+
+
+def json_routes() -> WrappedRoutes:
+    """A route table for the API: its handlers' refusals are JSON errors."""
+    return WrappedRoutes(json_errors)

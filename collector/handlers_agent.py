@@ -24,7 +24,7 @@ from collector.appkeys import (
 from collector.auth import authenticate_agent, cached_agent
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
-from collector.errors import ApiError, JsonRoutes
+from collector.errors import ApiError, json_routes
 from collector.store.base import AgentEvent, EnrollRequestRecord, Facts, NotFound
 from collector.tokens import hash_token, new_token
 from wire.messages import (
@@ -38,7 +38,7 @@ from wire.messages import (
 )
 from wire.times import InstantError, parse_instant
 
-routes = JsonRoutes()
+routes = json_routes()
 
 _encode = msgspec.json.Encoder().encode
 _by_name = operator.attrgetter("name")

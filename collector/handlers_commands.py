@@ -20,7 +20,7 @@ from collector.appkeys import (
 from collector.auth import authenticate_agent
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_int, read_json
-from collector.errors import ApiError, JsonRoutes
+from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
 from collector.store.base import (
     COMMAND_STATES,
@@ -36,7 +36,7 @@ from collector.store.base import (
 from wire.messages import NO_NUL, CommandResultRequest, CommandResultResponse
 from wire.times import format_instant
 
-routes = JsonRoutes()
+routes = json_routes()
 
 _encode = msgspec.json.Encoder().encode
 

@@ -7,10 +7,10 @@ from aiohttp import web
 from collector.appkeys import CLOCK, METRICS, SETTINGS, STORE
 from collector.background import state_windows
 from collector.bodies import json_response
-from collector.errors import ApiError, JsonRoutes
+from collector.errors import ApiError, json_routes
 from collector.openapi import build_spec
 
-routes = JsonRoutes()
+routes = json_routes()
 
 
 @routes.get("/healthz")

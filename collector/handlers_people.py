@@ -11,13 +11,13 @@ from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, SETTINGS, STORE
 from collector.auth import Permission, authenticate_person
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_instant, query_int
-from collector.errors import ApiError, JsonRoutes
+from collector.errors import ApiError, json_routes
 from collector.store.base import MACHINE_STATES, ApiTokenInfo, AuditFilter, MachineFilter
 from collector.views import audit_view, machine_view
 from wire.messages import Kind
 from wire.times import format_instant
 
-routes = JsonRoutes()
+routes = json_routes()
 
 _encode = msgspec.json.Encoder().encode
 

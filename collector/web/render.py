@@ -10,9 +10,10 @@ from aiohttp import web
 
 from collector import __version__
 from collector.appkeys import CLOCK
+from collector.errors import WrappedRoutes
 from collector.web import views
 from collector.web.people import Person
-from collector.web.security import PageGuard, PageRoutes
+from collector.web.security import PageGuard
 from collector.web.state import WEB
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -69,6 +70,6 @@ def render_error(request: web.Request, status: int, title: str, message: str) ->
 GUARD = PageGuard(render_error)
 
 
-def page_routes() -> PageRoutes:
+def page_routes() -> WrappedRoutes:
     """A route table for pages: their refusals are pages, their responses carry the headers."""
-    return PageRoutes(GUARD)
+    return WrappedRoutes(GUARD.wrap)

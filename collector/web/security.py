@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
@@ -17,7 +16,6 @@ from collector.errors import Handler
 from collector.store.base import InvalidText
 
 ErrorRenderer = Callable[[web.Request, int, str, str], web.Response]
-_H = TypeVar("_H")
 
 _NOT_PAGES = ("/v1", "/healthz", "/metrics")
 
@@ -86,7 +84,7 @@ _HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Too large"}
 
 class PageGuard:
     """How page routes answer: HTML error pages, redirects, and the security headers on every
-    page response. It wraps each page handler (see `PageRoutes`) rather than being a
+    page response. It wraps each page handler (see `render.page_routes`) rather than being a
     middleware, so an API request (a heartbeat above all) pays for no extra layer."""
 
     def __init__(self, render_error: ErrorRenderer) -> None:
@@ -133,20 +131,3 @@ class PageGuard:
             return response
 
         return page
-
-
-class PageRoutes(web.RouteTableDef):
-    """A route table whose handlers are wrapped by a `PageGuard`."""
-
-    def __init__(self, guard: PageGuard) -> None:
-        super().__init__()
-        self._guard = guard
-
-    def route(self, method: str, path: str, **kwargs: Any) -> Callable[[_H], _H]:
-        register = super().route(method, path, **kwargs)
-
-        def add(handler: _H) -> _H:
-            register(self._guard.wrap(cast(Handler, handler)))
-            return handler
-
-        return add
