@@ -159,6 +159,15 @@ async def test_unknown_routes_and_methods_answer_json_errors(harness: Harness) -
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
 
 
+async def test_every_route_answers_refusals_in_its_own_shape(harness: Harness) -> None:
+    # A route registered without its wrapper would answer with aiohttp's plain-text errors.
+    for route in harness.app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path == "/{path}":
+            continue  # the catch-all picks the JSON or the page wrapper by path itself
+        assert hasattr(route.handler, "__wrapped__"), (route.method, path)
+
+
 async def test_audit_log_lists_newest_first_and_filters(harness: Harness) -> None:
     _, token = await harness.add_client()
     admin = await harness.api_token("admin")
