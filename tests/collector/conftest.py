@@ -147,13 +147,21 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def make_harness(store: Store, clock: FakeClock, aiohttp_client: Any) -> HarnessFactory:
-    """The app is torn down before the store it uses (fixtures end in reverse order)."""
+async def make_harness(
+    store: Store, clock: FakeClock, aiohttp_client: Any, tmp_path: Path
+) -> HarnessFactory:
+    """The app is torn down before the store it uses (fixtures end in reverse order). Its keys
+    folder (signing keys, the pages' session secret) is the test's own, never the working
+    directory's."""
 
     async def build(**overrides: Any) -> Harness:
         settings = replace(
             Settings(
-                db="unused", heartbeat_interval_s=60, flush_interval_s=3600, sweep_interval_s=3600
+                db="unused",
+                heartbeat_interval_s=60,
+                flush_interval_s=3600,
+                sweep_interval_s=3600,
+                keys_dir=str(tmp_path / "keys"),
             ),
             **overrides,
         )

@@ -194,9 +194,9 @@ async def test_the_session_secret_file_is_private(browser: BrowserFactory, tmp_p
 
 
 async def test_behind_a_trusted_proxy_the_sign_in_is_audited_with_the_clients_address(
-    make_harness: HarnessFactory, aiohttp_client: Any, tmp_path: Path
+    make_harness: HarnessFactory, aiohttp_client: Any
 ) -> None:
-    harness = await make_harness(trusted_proxies="127.0.0.1", keys_dir=str(tmp_path / "keys"))
+    harness = await make_harness(trusted_proxies="127.0.0.1")
     client = await aiohttp_client(
         harness.client.server, headers={"X-Forwarded-For": "192.0.2.1, 203.0.113.7"}
     )
