@@ -63,9 +63,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> tuple[str, str]
 
 
 def _refuse(request: web.Request, status: int, code: str, detail: str) -> web.Response:
-    on_rejected = request.app.get(ON_REJECTED)
-    if on_rejected is not None:
-        on_rejected(code)
+    request.app[ON_REJECTED](code)
     return error_response(status, code, detail)
 
 
