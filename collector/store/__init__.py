@@ -1,16 +1,43 @@
-"""All SQL lives behind the `Store` interface; `open_store` picks the engine from the URL."""
+"""All SQL lives behind the `Store` interface; `open_store` picks the engine from the URL.
+
+Where things go, for whoever adds to the collector:
+
+- A business decision (what a command result does, whether an enrollment is a re-image, when a
+  run of presence closes, what expiry records) is a plain function in `collector.rules`, over
+  plain values, tested without a database.
+- The store's parts, one module per concern (`clients`, `enrollment`, `heartbeats`, `commands`,
+  `audit`, `views`, `inventory`, `lifecycle`), read the rows a rule needs, call it, and write what
+  it decided, in one transaction (`Engine.write`). Their SQL is written once, with `?`
+  placeholders, for both engines (`collector.store.sql`).
+- What differs between SQLite and PostgreSQL lives in `collector.store.sqlite` and
+  `collector.store.postgres`: connections and transactions, the schema migrations, the
+  `Dialect` fragments, and the two hot paths whose SQL is each engine's own (the last-seen flush
+  and the inventory). A new table is a new named migration in both `schema` modules.
+- Every store behaviour is tested on both engines through the `store` fixture
+  (`tests/collector/conftest.py`).
+"""
 
 from __future__ import annotations
 
 from collector.store.base import Store
+from collector.store.store import SQLStore
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
 
 
 async def open_store(db: str) -> Store:
     """Open (creating and migrating if needed) the state named by `db`."""
-    if db.startswith(("postgresql://", "postgres://")):
-        from collector.store.postgres import PostgresStore
+    return await open_sql_store(db)
 
-        return await PostgresStore.open(db)
-    from collector.store.sqlite import SQLiteStore
 
-    return await SQLiteStore.open(db)
+async def open_sql_store(db: str, **options: int) -> SQLStore:
+    """The same, typed as the concrete store (tests and tools that reach engine details)."""
+    if is_postgres_url(db):
+        from collector.store.postgres.engine import PostgresEngine
+
+        return SQLStore(await PostgresEngine.open(db, **options))
+    from collector.store.sqlite.engine import SQLiteEngine
+
+    return SQLStore(await SQLiteEngine.open(db))

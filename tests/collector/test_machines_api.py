@@ -94,7 +94,7 @@ async def test_a_machine_id_with_a_nul_character_is_refused_with_a_json_error(
 ) -> None:
     """No machine has such an id (SQLite: 404); PostgreSQL cannot even search for one (400)."""
     viewer = await harness.api_token("viewer")
-    on_postgres = type(harness.store).__name__ == "PostgresStore"
+    on_postgres = harness.store.engine_name == "postgresql"
     status, error = (400, "invalid_text") if on_postgres else (404, "machine_not_found")
     body = await harness.get("/v1/machines/front%00desk", viewer, status=status)
     assert body["error"] == error and body["detail"]

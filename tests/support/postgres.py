@@ -110,6 +110,16 @@ async def create_database(url: str) -> str:
     return with_database(url, name)
 
 
+async def create_named_database(url: str, database_url: str) -> None:
+    """The empty database `database_url` names, on the server `url` names."""
+    name = urlsplit(database_url).path.lstrip("/")
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
 async def drop_database(url: str, database_url: str) -> None:
     name = urlsplit(database_url).path.lstrip("/")
     conn = await asyncpg.connect(url, timeout=10)

@@ -1,8 +1,9 @@
-"""What only PostgreSQL has to get right: several collector instances writing one database at once.
+"""Several stores on one database at once, on both engines.
 
-Each "instance" here is a store with a pool of its own, as each `rmm-collector serve` process
-has. The shared suite (every test using the `store` fixture) already runs on this engine; these
-tests add the concurrency, migration and streaming properties on top.
+Each "instance" here is a store with connections of its own, as each `rmm-collector serve`
+process has on PostgreSQL; on SQLite, a second process on the same file is every `rmm-collector`
+subcommand run while the collector serves (a client added, a token revoked). Whatever order
+their transactions interleave in, each change lands once and nothing moves backwards.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from collector.background import state_windows
-from collector.store import open_store
+from collector.store import open_sql_store
 from collector.store.base import (
     AgentIdentity,
     AuditFilter,
@@ -29,12 +27,10 @@ from collector.store.base import (
     OffboardRequestRecord,
     Store,
 )
-from collector.store.postgres import PostgresStore, _keep_session, redact
-from collector.store.postgres_schema import MIGRATIONS
+from collector.store.store import SQLStore
 from collector.tokens import hash_token
-from tests.collector.conftest import PostgresDatabase
-from tests.collector.test_presence_model import GAP, START, brute_force_last_seen, gaps
-from tests.support import postgres as pg
+from tests.collector.conftest import StoreLocation
+from tests.collector.test_presence_model import GAP, START
 from tests.support.clock import FakeClock
 from wire.times import EXPIRY
 
@@ -42,16 +38,10 @@ GAP_S = GAP.total_seconds()
 
 
 @pytest.fixture
-async def database(postgres_database: PostgresDatabase) -> str:
-    await pg.empty_tables(postgres_database.url, postgres_database.tables)
-    return postgres_database.url
-
-
-@pytest.fixture
-async def instances(database: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+async def instances(store_location: StoreLocation) -> AsyncIterator[tuple[SQLStore, SQLStore]]:
     """Two collector instances' stores on one database."""
-    first = await PostgresStore.open(database)
-    second = await PostgresStore.open(database)
+    first = await open_sql_store(store_location.db)
+    second = await open_sql_store(store_location.db)
     yield first, second
     await first.close()
     await second.close()
@@ -98,65 +88,11 @@ def beat(machine_id: str, at: datetime, components: str = "[]", **facts: str) ->
     )
 
 
-# migrations and opening
-
-
-async def test_open_creates_the_database_and_records_each_migration_once(database: str) -> None:
-    fresh = pg.with_database(database, database.rsplit("/", 1)[-1] + "_fresh")
-    try:
-        stores = await asyncio.gather(*(PostgresStore.open(fresh) for _ in range(4)))
-        for store in stores:
-            await store.close()
-        conn = await asyncpg.connect(fresh)
-        try:
-            applied = [r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")]
-        finally:
-            await conn.close()
-        assert sorted(applied) == [name for name, _ in MIGRATIONS]
-    finally:
-        await pg.drop_database(pg.base_url(), fresh)
-
-
-async def test_an_unreachable_server_is_a_clear_store_error_without_the_password() -> None:
-    url = "postgresql://rmm:s3cret@127.0.0.1:1/rmm"
-    with pytest.raises(Exception, match="cannot open PostgreSQL") as caught:
-        await open_store(url)
-    assert "s3cret" not in str(caught.value)
-    assert redact(url) == "postgresql://rmm:***@127.0.0.1:1/rmm"
-
-
-async def test_close_is_idempotent_and_a_closed_store_refuses_work(database: str) -> None:
-    store = await PostgresStore.open(database)
-    await store.close()
-    await store.close()
-    with pytest.raises(Exception, match="closed"):
-        await store.list_clients()
-
-
-async def test_a_connection_left_in_a_transaction_is_rolled_back_before_reuse(
-    database: str,
-) -> None:
-    """The pool skips the full session reset after each query (the store leaves no session
-    state), but a transaction a cancelled task left open, with its locks, never outlives it."""
-    left_open = await asyncpg.connect(database)
-    other = await asyncpg.connect(database)
-    try:
-        await left_open.execute("BEGIN")
-        await left_open.execute("SELECT pg_advisory_xact_lock(42)")
-        assert not await other.fetchval("SELECT pg_try_advisory_lock(42)")
-        await _keep_session(left_open)
-        assert not left_open.is_in_transaction()
-        assert await other.fetchval("SELECT pg_try_advisory_lock(42)")
-    finally:
-        await left_open.close()
-        await other.close()
-
-
 # last-seen flushes from several instances
 
 
 async def test_two_instances_flushing_the_same_machines_at_once_never_deadlock(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     fleet = await enroll_fleet(first, 300)
@@ -176,7 +112,7 @@ async def test_two_instances_flushing_the_same_machines_at_once_never_deadlock(
 
 
 async def test_a_heartbeat_flushed_late_by_another_instance_never_rolls_anything_back(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     (agent,) = await enroll_fleet(first, 1)
@@ -191,7 +127,7 @@ async def test_a_heartbeat_flushed_late_by_another_instance_never_rolls_anything
 
 
 async def test_a_late_flush_after_a_long_gap_still_counts_the_earlier_heartbeat(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     (agent,) = await enroll_fleet(first, 1)
@@ -207,7 +143,7 @@ async def test_a_late_flush_after_a_long_gap_still_counts_the_earlier_heartbeat(
 
 
 async def test_every_instance_sees_every_revocation_even_when_they_commit_out_of_order(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     fleet = await enroll_fleet(first, 40)
@@ -250,7 +186,7 @@ async def test_every_instance_sees_every_revocation_even_when_they_commit_out_of
 
 
 async def test_the_expiry_sweep_in_every_instance_records_each_expiry_once(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     await enroll_fleet(first, 50)
@@ -270,7 +206,7 @@ async def test_the_expiry_sweep_in_every_instance_records_each_expiry_once(
 
 
 async def test_one_offboard_command_however_many_instances_take_the_request(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     (agent,) = await enroll_fleet(first, 1)
@@ -283,7 +219,7 @@ async def test_one_offboard_command_however_many_instances_take_the_request(
 
 
 async def test_a_command_handed_out_and_reported_through_two_instances_lands_once(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     first, second = instances
     (agent,) = await enroll_fleet(first, 1)
@@ -310,7 +246,7 @@ async def test_a_command_handed_out_and_reported_through_two_instances_lands_onc
 
 
 async def test_inventory_streams_one_consistent_snapshot_in_batches(
-    instances: tuple[PostgresStore, PostgresStore],
+    instances: tuple[SQLStore, SQLStore],
 ) -> None:
     """Two server processes share the table and one snapshot: every machine exactly once, as it
     stood when the stream began, even when rows are rewritten (and move) meanwhile."""
@@ -334,8 +270,11 @@ async def test_inventory_streams_one_consistent_snapshot_in_batches(
     assert len(after) == 320 and {r.hostname for r in after} >= {"renamed"}
 
 
-async def test_abandoning_an_inventory_stream_gives_its_connection_back(database: str) -> None:
-    store = await PostgresStore.open(database, max_size=1)
+async def test_abandoning_an_inventory_stream_gives_its_connections_back(
+    store_location: StoreLocation,
+) -> None:
+    options = {"max_size": 1} if store_location.engine == "postgres" else {}
+    store = await open_sql_store(store_location.db, **options)
     try:
         await enroll_fleet(store, 3)
         for _ in range(3):
@@ -346,62 +285,3 @@ async def test_abandoning_an_inventory_stream_gives_its_connection_back(database
         assert len(await store.list_clients()) == 1
     finally:
         await store.close()
-
-
-# the presence model, as the SQLite store is checked against it, with facts changing too
-
-
-async def _history_matches_brute_force(
-    url: str, beats: list[tuple[int, str]], probes: list[int]
-) -> None:
-    """Heartbeats `(gap after the previous, hostname)`; each is its own flush."""
-    heartbeats = [(START, "host-0")]
-    for gap, hostname in beats:
-        heartbeats.append((heartbeats[-1][0] + timedelta(seconds=gap), hostname))
-    times = [at for at, _ in heartbeats]
-    store = await PostgresStore.open(url)
-    try:
-        (agent,) = await enroll_fleet(store, 1)
-        for at, hostname in heartbeats[1:]:
-            await store.apply_heartbeats(
-                [beat(agent.machine_id, at, hostname=hostname)], gap_s=GAP_S
-            )
-        instants = {START} | {START + timedelta(seconds=p) for p in probes}
-        for at in times:
-            instants |= {at, at + EXPIRY, at + EXPIRY - timedelta(microseconds=1), at + GAP}
-            instants |= {at - timedelta(microseconds=1)}
-        for moment in sorted(instants):
-            rows = [r async for batch in store.iter_inventory(moment) for r in batch]
-            true_last = brute_force_last_seen(times, moment)
-            if moment <= START:
-                assert rows == [], moment
-                continue
-            (row,) = rows
-            assert true_last is not None
-            assert true_last <= row.last_seen <= min(moment, true_last + GAP), moment
-            assert (moment - row.last_seen < EXPIRY) == (moment - true_last < EXPIRY), moment
-            following = [h for h in times if h > true_last]
-            if not following or following[0] - true_last > GAP:
-                assert row.last_seen == true_last, moment
-            hostname = [name for at, name in heartbeats if at <= moment][-1]
-            assert row.hostname == hostname, moment
-            assert row.first_seen == START
-    finally:
-        await store.close()
-
-
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    beats=st.lists(st.tuples(gaps, st.sampled_from(["host-0", "host-1"])), max_size=10),
-    probes=st.lists(st.integers(min_value=-10, max_value=400 * 86400), max_size=6),
-)
-def test_inventory_as_of_matches_a_brute_force_model_on_postgres(
-    postgres_database: PostgresDatabase, beats: list[tuple[int, str]], probes: list[int]
-) -> None:
-    async def example() -> None:
-        await pg.empty_tables(postgres_database.url, postgres_database.tables)
-        await _history_matches_brute_force(postgres_database.url, beats, probes)
-
-    pg.run_blocking(example())

@@ -1,0 +1,157 @@
+"""Remote commands: when an offboard is created, who it is handed to, and what a result does.
+
+An offboard moves the machine `offboard_pending` -> `offboarded` (or `offboard_failed`, with the
+failed steps; asking again retries). An agent's `rejected` report is a security event that never
+ends the command, so a refused forgery cannot cancel the genuine command with the same id. A
+report from an agent that does not own the command changes nothing and is audited.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from collector.store.records import (
+    AgentIdentity,
+    AuditEntry,
+    CommandRecord,
+    CommandResultRecord,
+    CommandState,
+    Conflict,
+    NotFound,
+    OffboardRequestRecord,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardTarget:
+    """The machine an offboard is asked for, as it stands."""
+
+    machine_id: str
+    client_id: str
+    agent_id: str
+    hostname: str
+    offboard_state: str | None
+
+
+def decide_offboard_request(
+    target: OffboardTarget | None, pending: CommandRecord | None
+) -> CommandRecord | None:
+    """The pending command to answer with, or None when a new one is to be created."""
+    if target is None:
+        raise NotFound("no machine has that id")
+    if target.offboard_state == "offboarded":
+        raise Conflict("the machine is already offboarded")
+    return pending
+
+
+def offboard_requested(
+    request: OffboardRequestRecord, target: OffboardTarget, command_id: str, now: datetime
+) -> AuditEntry:
+    return AuditEntry(
+        now,
+        request.issuer,
+        "offboard.requested",
+        request.machine_id,
+        {
+            "command_id": command_id,
+            "reason": request.reason,
+            "ticket": request.ticket,
+            "client_id": target.client_id,
+            "hostname": target.hostname,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    command: CommandRecord
+    # The machine was enrolled again since the command was made: it goes to the new agent,
+    # under a sequence number of that agent's.
+    rebind: bool
+    audit: AuditEntry | None
+
+
+def plan_delivery(command: CommandRecord, identity: AgentIdentity, now: datetime) -> DeliveryPlan:
+    audit = None
+    if command.delivery_count == 0:
+        audit = AuditEntry(
+            now,
+            "system",
+            "command.delivered",
+            command.machine_id,
+            {"command_id": command.command_id, "agent_id": identity.agent_id},
+        )
+    return DeliveryPlan(command, command.agent_id != identity.agent_id, audit)
+
+
+Effect = Literal["refuse", "count_rejection", "ignore_repeat", "complete", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultDecision:
+    effect: Effect
+    audit: AuditEntry | None
+    # For `complete` and `fail`: the command's final state.
+    state: CommandState | None = None
+
+    @property
+    def ends_command(self) -> bool:
+        return self.effect in ("complete", "fail")
+
+
+def failed_steps(steps_json: str) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = json.loads(steps_json)
+    return [step for step in steps if step.get("status") != "ok"]
+
+
+def decide_result(
+    command: CommandRecord | None,
+    identity: AgentIdentity,
+    result: CommandResultRecord,
+    now: datetime,
+) -> ResultDecision:
+    if command is None:
+        raise NotFound("no command has that id")
+    if command.agent_id != identity.agent_id or command.machine_id != identity.machine_id:
+        return ResultDecision(
+            "refuse",
+            AuditEntry(
+                now,
+                identity.agent_id,
+                "command.result_refused",
+                result.command_id,
+                {
+                    "reason": "the command belongs to another agent",
+                    "machine_id": identity.machine_id,
+                    "status": result.status,
+                },
+            ),
+        )
+    detail: dict[str, Any] = {
+        "command_id": command.command_id,
+        "status": result.status,
+        "reason": result.reason,
+    }
+    target = command.machine_id
+    if result.status == "rejected":
+        return ResultDecision(
+            "count_rejection",
+            AuditEntry(now, identity.agent_id, "command.rejected", target, detail),
+        )
+    if command.state == "offboarded":
+        return ResultDecision("ignore_repeat", None)  # a repeated final report
+    if result.status == "succeeded":
+        return ResultDecision(
+            "complete",
+            AuditEntry(now, identity.agent_id, "offboard.completed", target, detail),
+            "offboarded",
+        )
+    detail["failed_steps"] = failed_steps(result.steps_json)
+    return ResultDecision(
+        "fail",
+        AuditEntry(now, identity.agent_id, "offboard.failed", target, detail),
+        "offboard_failed",
+    )

@@ -1,0 +1,242 @@
+"""Remote commands (offboarding): requests, delivery, results. The rules are in
+`collector.rules.commands`; this part reads the rows they need and writes what they decide."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from collector.rules.commands import (
+    OffboardTarget,
+    ResultDecision,
+    decide_offboard_request,
+    decide_result,
+    offboard_requested,
+    plan_delivery,
+)
+from collector.store.enrollment import revoke_agents
+from collector.store.part import StorePart
+from collector.store.records import (
+    AgentIdentity,
+    CommandFilter,
+    CommandRecord,
+    CommandResultRecord,
+    NotFound,
+    NotOwner,
+    OffboardRequestRecord,
+)
+from collector.store.rows import COMMAND_COLUMNS, command_from_row
+from collector.store.sql import Tx, where
+
+
+class Commands(StorePart):
+    async def _command(
+        self, tx: Tx, command_id: str, *, lock: bool = False
+    ) -> CommandRecord | None:
+        row = await tx.fetchrow(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE command_id = ?"
+            + (self.dialect.for_update if lock else ""),
+            command_id,
+        )
+        return None if row is None else command_from_row(row, self.dialect)
+
+    async def _next_sequence(self, tx: Tx, agent_id: str) -> int:
+        """Sequence numbers are per agent and only grow (the agent's row is locked meanwhile)."""
+        sequence = await tx.fetchval(
+            "UPDATE agents SET command_seq = command_seq + 1 WHERE agent_id = ? "
+            "RETURNING command_seq",
+            agent_id,
+        )
+        if sequence is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        return int(sequence)
+
+    async def request_offboard(
+        self, request: OffboardRequestRecord, *, now: datetime
+    ) -> tuple[CommandRecord, bool]:
+        d = self.dialect
+
+        async def run(tx: Tx) -> tuple[CommandRecord, bool]:
+            # The machine's row lock makes concurrent requests (through any instance) queue up:
+            # the first creates the command, the others answer with it.
+            row = await tx.fetchrow(
+                "SELECT machine_id, client_id, agent_id, hostname, offboard_state FROM machines "
+                f"WHERE machine_id = ?{d.for_update}",
+                request.machine_id,
+            )
+            target = None if row is None else OffboardTarget(*row)
+            pending_row = await tx.fetchrow(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
+                "AND state = 'offboard_pending' ORDER BY created_at DESC LIMIT 1",
+                request.machine_id,
+            )
+            pending = None if pending_row is None else command_from_row(pending_row, d)
+            existing = decide_offboard_request(target, pending)
+            if existing is not None:
+                return existing, False
+            assert target is not None
+            command_id = str(uuid.uuid4())
+            await tx.execute(
+                "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
+                "sequence, state, issuer, reason, ticket, created_at) "
+                "VALUES (?, 'offboard', ?, ?, ?, ?, 'offboard_pending', ?, ?, ?, ?)",
+                command_id,
+                target.machine_id,
+                target.client_id,
+                target.agent_id,
+                await self._next_sequence(tx, target.agent_id),
+                request.issuer,
+                request.reason,
+                request.ticket,
+                now,
+            )
+            await tx.execute(
+                "UPDATE machines SET offboard_state = 'offboard_pending' WHERE machine_id = ?",
+                target.machine_id,
+            )
+            await self._audit(tx, offboard_requested(request, target, command_id, now))
+            created = await self._command(tx, command_id)
+            assert created is not None
+            return created, True
+
+        return await self._engine.write(run)
+
+    async def get_command(self, command_id: str) -> CommandRecord | None:
+        return await self._engine.read(lambda tx: self._command(tx, command_id))
+
+    async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]:
+        f = command_filter
+        conditions: list[str] = []
+        args: list[Any] = []
+        for column, operator, value in (
+            ("state", "=", f.state),
+            ("machine_id", "=", f.machine_id),
+            ("command_id", ">", f.after_command_id),
+        ):
+            if value is not None:
+                conditions.append(f"{column} {operator} ?")
+                args.append(value)
+        rows = await self._engine.fetch(
+            f"SELECT {COMMAND_COLUMNS} FROM commands {where(conditions)} "
+            "ORDER BY command_id LIMIT ?",
+            *args,
+            f.limit,
+        )
+        return [command_from_row(r, self.dialect) for r in rows]
+
+    async def machines_with_open_commands(self) -> set[str]:
+        rows = await self._engine.fetch(
+            "SELECT DISTINCT machine_id FROM commands WHERE state = 'offboard_pending'"
+        )
+        return {r[0] for r in rows}
+
+    async def commands_for_delivery(
+        self, identity: AgentIdentity, *, now: datetime
+    ) -> list[CommandRecord]:
+        d = self.dialect
+
+        async def run(tx: Tx) -> list[CommandRecord]:
+            # Locked: two instances handing out the same command take turns, so it is rebound
+            # and first-delivered once.
+            rows = await tx.fetch(
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
+                f"AND state = 'offboard_pending' ORDER BY sequence, command_id{d.for_update}",
+                identity.machine_id,
+            )
+            delivered = []
+            for row in rows:
+                plan = plan_delivery(command_from_row(row, d), identity, now)
+                command_id = plan.command.command_id
+                if plan.rebind:
+                    await tx.execute(
+                        "UPDATE commands SET agent_id = ?, sequence = ? WHERE command_id = ?",
+                        identity.agent_id,
+                        await self._next_sequence(tx, identity.agent_id),
+                        command_id,
+                    )
+                await tx.execute(
+                    "UPDATE commands SET delivery_count = delivery_count + 1, "
+                    "delivered_at = COALESCE(delivered_at, ?) WHERE command_id = ?",
+                    now,
+                    command_id,
+                )
+                if plan.audit is not None:
+                    await self._audit(tx, plan.audit)
+                refreshed = await self._command(tx, command_id)
+                assert refreshed is not None
+                delivered.append(refreshed)
+            return delivered
+
+        return await self._engine.write(run)
+
+    async def record_command_result(
+        self, identity: AgentIdentity, result: CommandResultRecord, *, now: datetime
+    ) -> CommandRecord:
+        """Apply an agent's report. A report about another agent's command is audited as a
+        security event and raises `NotOwner` (after the audit entry is committed)."""
+
+        async def run(tx: Tx) -> tuple[ResultDecision, CommandRecord]:
+            # Locked: the same result arriving through two instances lands once.
+            command = await self._command(tx, result.command_id, lock=True)
+            decision = decide_result(command, identity, result, now)
+            assert command is not None
+            await self._apply_result(tx, command, result, decision, now)
+            refreshed = await self._command(tx, command.command_id)
+            assert refreshed is not None
+            return decision, refreshed
+
+        decision, command = await self._engine.write(run)
+        if decision.effect == "refuse":
+            raise NotOwner("the command belongs to another agent")
+        return command
+
+    async def _apply_result(
+        self,
+        tx: Tx,
+        command: CommandRecord,
+        result: CommandResultRecord,
+        decision: ResultDecision,
+        now: datetime,
+    ) -> None:
+        if decision.effect == "count_rejection":
+            await tx.execute(
+                "UPDATE commands SET rejections = rejections + 1 WHERE command_id = ?",
+                command.command_id,
+            )
+        elif decision.ends_command:
+            await tx.execute(
+                "UPDATE commands SET state = ?, completed_at = ?, result_status = ?, "
+                "result_reason = ?, steps = ? WHERE command_id = ?",
+                decision.state,
+                now,
+                result.status,
+                result.reason,
+                result.steps_json,
+                command.command_id,
+            )
+        if decision.effect == "complete":
+            await tx.execute(
+                "UPDATE machines SET offboard_state = 'offboarded', offboarded_at = ? "
+                "WHERE machine_id = ?",
+                now,
+                command.machine_id,
+            )
+            await tx.execute(
+                "UPDATE coverage SET offboarded_at = ? WHERE machine_id = ? AND first_seen = "
+                "(SELECT first_seen FROM machines WHERE machine_id = ?)",
+                now,
+                command.machine_id,
+                command.machine_id,
+            )
+        elif decision.effect == "fail":
+            await tx.execute(
+                "UPDATE machines SET offboard_state = 'offboard_failed' "
+                "WHERE machine_id = ? AND offboard_state = 'offboard_pending'",
+                command.machine_id,
+            )
+        if decision.audit is not None:
+            await self._audit(tx, decision.audit)
+        if decision.effect == "complete":
+            # The final report is in: the agent's token has done its last job.
+            await revoke_agents(tx, command.machine_id, now)

@@ -1,0 +1,373 @@
+"""The records the store speaks in, and the errors it raises.
+
+Instants are timezone-aware UTC datetimes here; each engine chooses its own column types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Role = Literal["admin", "technician", "billing", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "technician", "billing", "viewer")
+OffboardState = Literal["offboard_pending", "offboarded", "offboard_failed"]
+MachineState = Literal[
+    "online", "offline", "expired", "offboard_pending", "offboarded", "offboard_failed"
+]
+MACHINE_STATES: tuple[MachineState, ...] = (
+    "online",
+    "offline",
+    "expired",
+    "offboard_pending",
+    "offboarded",
+    "offboard_failed",
+)
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (the message says why)."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class InvalidText(StoreError):
+    """Text the engine cannot store or search for: PostgreSQL holds no NUL character."""
+
+
+class NotOwner(StoreError):
+    """An agent spoke about a command that is not its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentTokenInfo:
+    token_id: str
+    client_id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenInfo:
+    token_id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """Who an agent token belongs to; the machine is always the token's, never a request body's."""
+
+    agent_id: str
+    machine_id: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    hostname: str
+    os: str
+    kind: str
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequestRecord:
+    enrollment_token_hash: str
+    hardware_id: str
+    facts: Facts
+    agent_id: str
+    agent_token_hash: str
+    agent_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollOutcome:
+    agent_id: str
+    machine_id: str
+    client_id: str
+    reenrolled: bool
+
+
+@dataclass(slots=True)
+class HeartbeatRecord:
+    """Heartbeats of one machine coalesced between two flushes."""
+
+    machine_id: str
+    first_at: datetime
+    last_at: datetime
+    hostname: str | None
+    os: str | None
+    kind: str | None
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRecord:
+    machine_id: str
+    client_id: str
+    hardware_id: str
+    hostname: str
+    os: str
+    kind: str
+    first_seen: datetime
+    last_seen: datetime
+    components_json: str
+    offboard_state: OffboardState | None
+    offboarded_at: datetime | None
+    agent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MachineFilter:
+    client_id: str | None = None
+    state: MachineState | None = None
+    kind: str | None = None
+    hostname_contains: str | None = None
+    after_machine_id: str | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRecord:
+    machine_id: str
+    client_id: str
+    hostname: str
+    kind: str
+    first_seen: datetime
+    last_seen: datetime
+    offboarded_at: datetime | None
+    components_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+    before_id: int | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    event_id: str
+    at: datetime
+    type: str
+    detail_json: str
+
+
+CommandState = Literal["offboard_pending", "offboarded", "offboard_failed"]
+COMMAND_STATES: tuple[CommandState, ...] = ("offboard_pending", "offboarded", "offboard_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A remote command and where it stands; for offboarding its state mirrors the machine's."""
+
+    command_id: str
+    type: str
+    machine_id: str
+    client_id: str
+    agent_id: str
+    sequence: int
+    state: CommandState
+    issuer: str
+    reason: str
+    ticket: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    delivery_count: int
+    completed_at: datetime | None
+    result_status: str | None
+    result_reason: str | None
+    steps_json: str | None
+    rejections: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFilter:
+    state: CommandState | None = None
+    machine_id: str | None = None
+    after_command_id: str | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardRequestRecord:
+    machine_id: str
+    issuer: str
+    reason: str
+    ticket: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResultRecord:
+    command_id: str
+    status: Literal["succeeded", "failed", "rejected"]
+    reason: str | None
+    steps_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureRow:
+    machine_id: str
+    client_id: str
+    hostname: str
+    kind: str
+    last_seen: datetime
+    offboard_state: OffboardState | None
+    command_id: str | None
+    requested_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateWindows:
+    """Clock-derived state boundaries, computed once per query from the collector's clock."""
+
+    now: datetime
+    online_since: datetime  # seen at or after this: online
+    expired_before: datetime  # last seen at or before this: expired (30 days = 720 hours)
+
+
+def machine_state(record: MachineRecord, windows: StateWindows) -> MachineState:
+    """The state a person sees, derived from the collector's clock and any offboarding."""
+    if record.offboard_state is not None:
+        return record.offboard_state
+    if record.last_seen <= windows.expired_before:
+        return "expired"
+    if record.last_seen >= windows.online_since:
+        return "online"
+    return "offline"
+
+
+ComponentStatusFilter = Literal["running", "stopped", "missing", "gap", "covered"]
+COMPONENT_STATUS_FILTERS: tuple[ComponentStatusFilter, ...] = (
+    "running",
+    "stopped",
+    "missing",
+    "gap",
+    "covered",
+)
+MachineSort = Literal["hostname", "last_seen"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOverview:
+    """One client's machines counted by state, with what a person should look at.
+
+    `in_inventory` counts machines billed if the cutoff were now (not offboarded, not expired);
+    `covered` those of them reporting components with every required one running. `stale` counts
+    machines offline (no offboard asked) since `stale_before` or earlier yet still in inventory,
+    `exposed` machines expired without a completed offboard, `pending_overdue` offboards pending
+    since `pending_before` or earlier.
+    """
+
+    client_id: str
+    name: str
+    by_state: dict[MachineState, int]
+    in_inventory: int
+    covered: int
+    stale: int
+    exposed: int
+    pending_overdue: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+
+@dataclass(frozen=True, slots=True)
+class MachineQuery:
+    """Filters of the machines list.
+
+    Without `component`, `component_status` running/stopped/missing keeps machines with any
+    component in that status; `gap` keeps machines not covered (no components reported, or a
+    required one not running) and `covered` the others. With `component`, it is about that
+    component: `missing` also matches machines not reporting it at all, `gap` machines where it is
+    not running (or absent), `covered` machines where it runs. `seen_before` keeps machines last
+    seen at or before it; `exposed` keeps machines expired without a completed offboard.
+    """
+
+    client_id: str | None = None
+    state: MachineState | None = None
+    kind: str | None = None
+    hostname_contains: str | None = None
+    component: str | None = None
+    component_status: ComponentStatusFilter | None = None
+    seen_before: datetime | None = None
+    exposed: bool = False
+    sort: MachineSort = "hostname"
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MachinePage:
+    machines: list[MachineRecord]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRun:
+    """Seen continuously (no gap longer than the online window) from `start` to `end`."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CoveragePeriod:
+    first_seen: datetime
+    offboarded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceHistory:
+    runs: list[PresenceRun]
+    coverage: list[CoveragePeriod]
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardAttention:
+    command: CommandRecord
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """Rows of history removed, per table."""
+
+    presence: int = 0
+    facts: int = 0
+    coverage: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.presence + self.facts + self.coverage

@@ -1,0 +1,64 @@
+"""Columns the parts select, and the records they read them into."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from collector.store.records import CommandRecord, CommandState, MachineRecord, OffboardState
+from collector.store.sql import Dialect, Row
+
+MACHINE_COLUMNS = (
+    "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
+    "components, offboard_state, offboarded_at, agent_id"
+)
+
+COMMAND_COLUMNS = (
+    "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
+    "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
+    "result_reason, steps, rejections"
+)
+
+
+def qualified(columns: str, alias: str) -> str:
+    """`columns` each prefixed with `alias.` (for joins)."""
+    return ", ".join(f"{alias}.{name.strip()}" for name in columns.split(","))
+
+
+def machine_from_row(r: Row, d: Dialect) -> MachineRecord:
+    return MachineRecord(
+        machine_id=r[0],
+        client_id=r[1],
+        hardware_id=r[2],
+        hostname=r[3],
+        os=r[4],
+        kind=r[5],
+        first_seen=d.instant(r[6]),
+        last_seen=d.instant(r[7]),
+        components_json=r[8],
+        offboard_state=cast(OffboardState | None, r[9]),
+        offboarded_at=d.opt_instant(r[10]),
+        agent_id=r[11],
+    )
+
+
+def command_from_row(r: Row, d: Dialect) -> CommandRecord:
+    return CommandRecord(
+        command_id=r[0],
+        type=r[1],
+        machine_id=r[2],
+        client_id=r[3],
+        agent_id=r[4],
+        sequence=int(r[5]),
+        state=cast(CommandState, r[6]),
+        issuer=r[7],
+        reason=r[8],
+        ticket=r[9],
+        created_at=d.instant(r[10]),
+        delivered_at=d.opt_instant(r[11]),
+        delivery_count=int(r[12]),
+        completed_at=d.opt_instant(r[13]),
+        result_status=r[14],
+        result_reason=r[15],
+        steps_json=r[16],
+        rejections=int(r[17]),
+    )

@@ -1,0 +1,1 @@
+"""The embedded engine: one SQLite file in WAL mode (see `collector.store.sqlite.engine`)."""

@@ -1,0 +1,35 @@
+"""The store: one class made of one part per concern, over either engine."""
+
+from __future__ import annotations
+
+from collector.store.audit import Audit
+from collector.store.clients import ClientsAndTokens
+from collector.store.commands import Commands
+from collector.store.enrollment import Enrollment
+from collector.store.heartbeats import Heartbeats
+from collector.store.inventory import Inventory
+from collector.store.lifecycle import Lifecycle
+from collector.store.sql import Engine
+from collector.store.views import Views
+
+
+class SQLStore(
+    ClientsAndTokens, Enrollment, Heartbeats, Commands, Audit, Views, Inventory, Lifecycle
+):
+    """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def engine_name(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.dialect.name
+
+    @property
+    def location(self) -> str:
+        """Where the state lives: a file path, or a URL without its password."""
+        return self._engine.location
+
+    async def close(self) -> None:
+        await self._engine.close()
