@@ -1,4 +1,5 @@
-"""Work the collector does on its own: flushing last-seen, the expiry sweep, revocation polling.
+"""Work the collector does on its own: flushing last-seen, the expiry sweep, revocation polling,
+and compacting presence history older than its retention horizon.
 
 Each is safe to run in every instance sharing one database: the SQL is idempotent.
 """
@@ -24,6 +25,7 @@ from collector.appkeys import (
     SIGNER,
     STORE,
 )
+from collector.rules.presence import retention_horizon
 from collector.store.base import StateWindows
 from wire.clock import Clock
 from wire.times import EXPIRY
@@ -67,6 +69,23 @@ async def sweep_expired(app: web.Application) -> list[str]:
     return expired
 
 
+async def compact_history(app: web.Application) -> int:
+    """Drop history that no answer inside the retention horizon can read (billing answers for
+    months inside it never change)."""
+    keep = timedelta(days=app[SETTINGS].history_retention_days)
+    removed = await app[STORE].compact_history(
+        horizon_start=retention_horizon(app[CLOCK].now(), keep)
+    )
+    if removed.total:
+        log.info(
+            "history compacted: %d run(s) of presence, %d facts row(s), %d coverage period(s)",
+            removed.presence,
+            removed.facts,
+            removed.coverage,
+        )
+    return removed.total
+
+
 async def refresh_commands_and_keys(app: web.Application) -> None:
     """Commands requested and keys generated through other instances show up here too."""
     await app[OPEN_COMMANDS].refresh()
@@ -108,6 +127,9 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         ),
         asyncio.create_task(
             every(settings.command_poll_s, "commands", lambda: refresh_commands_and_keys(app))
+        ),
+        asyncio.create_task(
+            every(settings.compaction_interval_s, "compaction", lambda: compact_history(app))
         ),
     ]
     try:

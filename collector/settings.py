@@ -26,6 +26,8 @@ class Settings:
     heartbeat_interval_s: int = 60
     flush_interval_s: float = 1.0
     sweep_interval_s: float = 60.0
+    history_retention_days: int = 400
+    compaction_interval_s: float = 86400.0
     auth_cache_s: float = 10.0
     enrollment_token_ttl_days: int = 30
     command_ttl_s: int = 600
@@ -48,11 +50,13 @@ class Settings:
 
     @property
     def resolved_keys_dir(self) -> Path:
+        """An absolute path, the same whichever engine: the folder given, else `keys/` beside
+        the state's own folder (the SQLite file's, or `data/` for a PostgreSQL URL, the folder
+        the default SQLite file lives in)."""
         if self.keys_dir:
-            return Path(self.keys_dir)
-        if self.is_postgres:
-            return Path("data/keys")
-        return Path(self.db).resolve().parent / "keys"
+            return Path(self.keys_dir).resolve()
+        state = Path(DEFAULT_DB) if self.is_postgres else Path(self.db)
+        return state.resolve().parent / "keys"
 
 
 _HELP: dict[str, str] = {
@@ -62,11 +66,16 @@ _HELP: dict[str, str] = {
     "heartbeat_interval_s": "seconds between agent heartbeats (each agent gets a small jitter)",
     "flush_interval_s": "seconds between flushes of buffered last-seen times to the database",
     "sweep_interval_s": "seconds between sweeps that record machines expiring after 30 days",
+    "history_retention_days": "days of presence history kept exact: older runs of presence, "
+    "facts and coverage periods that no answer inside this horizon reads are dropped",
+    "compaction_interval_s": "seconds between compactions of history older than the horizon",
     "auth_cache_s": "seconds an agent token lookup is cached (revocations take effect within this)",
     "enrollment_token_ttl_days": "days a new enrollment token stays valid",
     "command_ttl_s": "seconds a signed command stays valid after delivery (at most 900)",
     "command_poll_s": "seconds between checks for commands requested through other instances",
-    "keys_dir": "folder of command-signing keys (default: keys/ beside the SQLite file)",
+    "keys_dir": "folder of command-signing keys and the web pages' session secret, shared by "
+    "every instance (default: keys/ beside the SQLite file; with PostgreSQL, data/keys under "
+    "the working directory)",
     "tls_cert": "PEM certificate chain: serve HTTPS instead of HTTP",
     "tls_key": "PEM private key for --tls-cert",
     "trusted_proxies": "comma-separated addresses or networks of reverse proxies whose "
@@ -170,6 +179,12 @@ def validate(settings: Settings) -> None:
         raise SettingsError("heartbeat_interval_s must be at least 1")
     if settings.flush_interval_s <= 0 or settings.flush_interval_s > 10:
         raise SettingsError("flush_interval_s must be in (0, 10] so last-seen never lags far")
+    if settings.history_retention_days < 60:
+        raise SettingsError(
+            "history_retention_days must be at least 60: longer than the 30-day expiry window"
+        )
+    if settings.compaction_interval_s < 1:
+        raise SettingsError("compaction_interval_s must be at least 1 second")
     if not 0.05 <= settings.auth_cache_s <= 300:
         raise SettingsError("auth_cache_s must be between 0.05 and 300 seconds")
     if not 0.05 <= settings.command_poll_s <= 300:

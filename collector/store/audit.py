@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from collector.store.part import StorePart
 from collector.store.records import AuditEntry, AuditFilter
-from collector.store.sql import Tx, where
+from collector.store.sql import Tx, filters
 
 
 class Audit(StorePart):
@@ -19,20 +18,15 @@ class Audit(StorePart):
 
     async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]:
         f = audit_filter
-        conditions: list[str] = []
-        args: list[Any] = []
-        for column, operator, value in (
+        clause, args = filters(
             ("actor", "=", f.actor),
             ("action", "=", f.action),
             ("target", "=", f.target),
             ("at", ">=", f.since),
             ("id", "<", f.before_id),
-        ):
-            if value is not None:
-                conditions.append(f"{column} {operator} ?")
-                args.append(value)
+        )
         rows = await self._engine.fetch(
-            f"SELECT id, at, actor, action, target, detail FROM audit {where(conditions)} "
+            f"SELECT id, at, actor, action, target, detail FROM audit {clause} "
             "ORDER BY id DESC LIMIT ?",
             *args,
             f.limit,

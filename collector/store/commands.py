@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from collector.rules.commands import (
     OffboardTarget,
@@ -27,7 +26,7 @@ from collector.store.records import (
     OffboardRequestRecord,
 )
 from collector.store.rows import COMMAND_COLUMNS, command_from_row
-from collector.store.sql import Tx, where
+from collector.store.sql import Tx, filters
 
 
 class Commands(StorePart):
@@ -107,19 +106,13 @@ class Commands(StorePart):
 
     async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]:
         f = command_filter
-        conditions: list[str] = []
-        args: list[Any] = []
-        for column, operator, value in (
+        clause, args = filters(
             ("state", "=", f.state),
             ("machine_id", "=", f.machine_id),
             ("command_id", ">", f.after_command_id),
-        ):
-            if value is not None:
-                conditions.append(f"{column} {operator} ?")
-                args.append(value)
+        )
         rows = await self._engine.fetch(
-            f"SELECT {COMMAND_COLUMNS} FROM commands {where(conditions)} "
-            "ORDER BY command_id LIMIT ?",
+            f"SELECT {COMMAND_COLUMNS} FROM commands {clause} ORDER BY command_id LIMIT ?",
             *args,
             f.limit,
         )

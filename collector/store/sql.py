@@ -182,3 +182,10 @@ def numbered_placeholders(sql: str) -> str:
 
 def where(conditions: Sequence[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def filters(*comparisons: tuple[str, str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause comparing each column with its value, for the values that are not None
+    (`("state", "=", "offboard_pending")`), and the arguments it takes in order."""
+    given = [(column, op, value) for column, op, value in comparisons if value is not None]
+    return where([f"{column} {op} ?" for column, op, _ in given]), [v for _, _, v in given]

@@ -13,8 +13,8 @@ from collector.store.base import AuditFilter, Client, Conflict, NotFound
 from collector.tokens import hash_token, new_token
 from collector.web import views
 from collector.web.people import Person, require, require_form
+from collector.web.policy import PENDING_FOR, STALE_AFTER
 from collector.web.render import page_routes, render
-from collector.web.routes import PENDING_FOR, STALE_AFTER
 from collector.web.security import PageError, Redirect
 from wire.times import InstantError, parse_instant
 

@@ -1,18 +1,20 @@
 """`kill -9` of a real collector: acknowledged enrollments and audit entries survive, and
-last-seen lags by at most the flush interval."""
+last-seen lags by at most the flush interval; on both engines."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
-import sqlite3
 import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.store import open_store
+from collector.store.base import AuditFilter, MachineRecord
+from tests.collector.conftest import StoreLocation
 from tests.support.processes import collector_cli, free_port, start_collector
-from wire.times import from_micros
 
 
 def post(url: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
@@ -24,13 +26,35 @@ def post(url: str, body: dict[str, object], token: str | None = None) -> dict[st
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def test_kill_9_after_heartbeats_loses_no_enrollment_and_at_most_a_flush_of_last_seen(
-    tmp_path: Path,
+async def stored(db: str, machine_id: str) -> tuple[MachineRecord, list[str]]:
+    """The machine and the audit log's actions, read back through the store."""
+    store = await open_store(db)
+    try:
+        machine = await store.get_machine(machine_id)
+        entries = await store.list_audit(AuditFilter())
+    finally:
+        await store.close()
+    assert machine is not None
+    return machine, [entry.action for _, entry in entries]
+
+
+def keys_env(tmp_path: Path) -> dict[str, str]:
+    return {"RMM_COLLECTOR_KEYS_DIR": str(tmp_path / "keys")}
+
+
+async def test_kill_9_after_heartbeats_loses_no_enrollment_and_at_most_a_flush_of_last_seen(
+    store_location: StoreLocation, tmp_path: Path
 ) -> None:
-    db = str(tmp_path / "state.sqlite3")
-    enrollment = str(collector_cli("client", "add", "Acme", db=db)["enrollment_token"])
+    db = store_location.db
+    enrollment = str(
+        collector_cli("client", "add", "Acme", db=db, env=keys_env(tmp_path))["enrollment_token"]
+    )
     port = free_port()
-    env = {"RMM_COLLECTOR_FLUSH_INTERVAL_S": "0.5", "RMM_COLLECTOR_HEARTBEAT_INTERVAL_S": "1"}
+    env = {
+        "RMM_COLLECTOR_FLUSH_INTERVAL_S": "0.5",
+        "RMM_COLLECTOR_HEARTBEAT_INTERVAL_S": "1",
+        **keys_env(tmp_path),
+    }
     proc = start_collector(db, port, env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -48,23 +72,18 @@ def test_kill_9_after_heartbeats_loses_no_enrollment_and_at_most_a_flush_of_last
         while time.monotonic() < deadline:
             post(f"{base}/v1/heartbeat", {"components": []}, str(agent["agent_token"]))
             acknowledged = datetime.now(UTC)
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
 
-    with sqlite3.connect(db) as conn:
-        machine_id, first_seen, last_seen = conn.execute(
-            "SELECT machine_id, first_seen, last_seen FROM machines"
-        ).fetchone()
-        actions = [r[0] for r in conn.execute("SELECT action FROM audit ORDER BY id")]
-    assert machine_id == agent["machine_id"]
+    machine, actions = await stored(db, str(agent["machine_id"]))
     assert "machine.enrolled" in actions
-    lag = (acknowledged - from_micros(last_seen)).total_seconds()
+    lag = (acknowledged - machine.last_seen).total_seconds()
     assert lag <= 0.5 + 0.3, f"last-seen lags {lag:.3f} s behind the last acknowledged heartbeat"
-    assert from_micros(last_seen) > from_micros(first_seen)
+    assert machine.last_seen > machine.first_seen
 
     # The state opens again, and the agent's token still works after the restart.
     proc = start_collector(db, port, env)
@@ -76,11 +95,15 @@ def test_kill_9_after_heartbeats_loses_no_enrollment_and_at_most_a_flush_of_last
         proc.wait(timeout=10)
 
 
-def test_sigterm_flushes_buffered_heartbeats_before_exit(tmp_path: Path) -> None:
-    db = str(tmp_path / "state.sqlite3")
-    enrollment = str(collector_cli("client", "add", "Acme", db=db)["enrollment_token"])
+async def test_sigterm_flushes_buffered_heartbeats_before_exit(
+    store_location: StoreLocation, tmp_path: Path
+) -> None:
+    db = store_location.db
+    enrollment = str(
+        collector_cli("client", "add", "Acme", db=db, env=keys_env(tmp_path))["enrollment_token"]
+    )
     port = free_port()
-    proc = start_collector(db, port, {"RMM_COLLECTOR_FLUSH_INTERVAL_S": "10"})
+    proc = start_collector(db, port, {"RMM_COLLECTOR_FLUSH_INTERVAL_S": "10", **keys_env(tmp_path)})
     base = f"http://127.0.0.1:{port}"
     agent = post(
         f"{base}/v1/enroll",
@@ -92,7 +115,7 @@ def test_sigterm_flushes_buffered_heartbeats_before_exit(tmp_path: Path) -> None
             "kind": "pc",
         },
     )
-    time.sleep(0.2)
+    await asyncio.sleep(0.2)
     post(
         f"{base}/v1/heartbeat",
         {"components": [{"name": "rmm", "status": "running"}]},
@@ -101,9 +124,6 @@ def test_sigterm_flushes_buffered_heartbeats_before_exit(tmp_path: Path) -> None
     acknowledged = datetime.now(UTC)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    with sqlite3.connect(db) as conn:
-        (last_seen, components) = conn.execute(
-            "SELECT last_seen, components FROM machines"
-        ).fetchone()
-    assert abs((acknowledged - from_micros(last_seen)).total_seconds()) < 0.2
-    assert json.loads(components)[0]["name"] == "rmm"
+    machine, _ = await stored(db, str(agent["machine_id"]))
+    assert abs((acknowledged - machine.last_seen).total_seconds()) < 0.2
+    assert json.loads(machine.components_json)[0]["name"] == "rmm"

@@ -1,0 +1,205 @@
+"""Offboarding from the pages: the request form, and following the command to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from collector.appkeys import CLOCK, OPEN_COMMANDS, SETTINGS, STORE
+from collector.background import state_windows
+from collector.bodies import json_response
+from collector.handlers_commands import command_view
+from collector.store.base import (
+    Client,
+    CommandFilter,
+    CommandRecord,
+    Conflict,
+    MachineRecord,
+    NotFound,
+    OffboardRequestRecord,
+    machine_state,
+)
+from collector.web import views
+from collector.web.fleet import machine_or_404
+from collector.web.people import (
+    Person,
+    require,
+    require_form,
+    signed_in,
+)
+from collector.web.policy import (
+    FINAL_STATES,
+    MAX_REASON,
+    MAX_TICKET,
+)
+from collector.web.render import page_routes, render
+from collector.web.security import PageError, Redirect
+
+routes = page_routes()
+
+
+def _offboard_form(
+    request: web.Request,
+    person: Person,
+    record: MachineRecord,
+    client: Client | None,
+    *,
+    pending: CommandRecord | None,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
+) -> web.Response:
+    return render(
+        request,
+        "offboard.html",
+        {
+            "machine": record,
+            "client": client,
+            "pending": pending,
+            "values": values,
+            "errors": errors,
+            "max_reason": MAX_REASON,
+            "max_ticket": MAX_TICKET,
+        },
+        person=person,
+        status=status,
+    )
+
+
+async def _pending_command(request: web.Request, machine_id: str) -> CommandRecord | None:
+    pending = await request.app[STORE].list_commands(
+        CommandFilter(state="offboard_pending", machine_id=machine_id, limit=1)
+    )
+    return pending[0] if pending else None
+
+
+@routes.get("/machines/{machine_id}/offboard")
+async def offboard_form(request: web.Request) -> web.Response:
+    person = await require(request, "offboard.request")
+    record = await machine_or_404(request, request.match_info["machine_id"])
+    if record.offboard_state == "offboarded":
+        raise PageError(409, "Already offboarded", f"{record.hostname} is already offboarded.")
+    client, pending = await asyncio.gather(
+        request.app[STORE].find_client(record.client_id),
+        _pending_command(request, record.machine_id),
+    )
+    return _offboard_form(request, person, record, client, pending=pending, values={}, errors={})
+
+
+@routes.post("/machines/{machine_id}/offboard")
+async def offboard(request: web.Request) -> web.Response:
+    person, form = await require_form(request, "offboard.request")
+    app = request.app
+    record = await machine_or_404(request, request.match_info["machine_id"])
+    reason = form.get("reason", "").strip()
+    ticket = form.get("ticket", "").strip()
+    errors: dict[str, str] = {}
+    if not reason:
+        errors["reason"] = "Say why the machine is offboarded; the audit log keeps it."
+    elif len(reason) > MAX_REASON:
+        errors["reason"] = f"Keep the reason under {MAX_REASON} characters."
+    elif "\x00" in reason:
+        errors["reason"] = "The reason cannot contain a NUL character."
+    if len(ticket) > MAX_TICKET:
+        errors["ticket"] = f"Keep the ticket under {MAX_TICKET} characters."
+    elif "\x00" in ticket:
+        errors["ticket"] = "The ticket cannot contain a NUL character."
+    if form.get("confirm") != record.machine_id:
+        errors["confirm"] = "Tick the box to confirm this machine and client."
+    if errors:
+        client, pending = await asyncio.gather(
+            app[STORE].find_client(record.client_id),
+            _pending_command(request, record.machine_id),
+        )
+        return _offboard_form(
+            request,
+            person,
+            record,
+            client,
+            pending=pending,
+            values={"reason": reason, "ticket": ticket},
+            errors=errors,
+            status=400,
+        )
+    try:
+        command, _created = await app[STORE].request_offboard(
+            OffboardRequestRecord(
+                machine_id=record.machine_id,
+                issuer=person.name,
+                reason=reason,
+                ticket=ticket or None,
+            ),
+            now=app[CLOCK].now(),
+        )
+    except NotFound as exc:
+        raise PageError(404, "No such machine", str(exc)) from exc
+    except Conflict as exc:
+        raise PageError(409, "Already offboarded", str(exc)) from exc
+    app[OPEN_COMMANDS].add(command.machine_id)
+    raise Redirect(f"/commands/{command.command_id}")
+
+
+@routes.get("/commands/{command_id}")
+async def command(request: web.Request) -> web.Response:
+    person = await require(request, "commands.read")
+    app = request.app
+    found = await app[STORE].get_command(request.match_info["command_id"])
+    if found is None:
+        raise PageError(404, "No such command", "No command has that id.")
+    record, client = await asyncio.gather(
+        app[STORE].get_machine(found.machine_id), app[STORE].find_client(found.client_id)
+    )
+    windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
+    return render(
+        request,
+        "command.html",
+        {
+            "command": found,
+            "view": command_view(found),
+            "machine": record,
+            "machine_state": None if record is None else machine_state(record, windows),
+            "client": client,
+            "final": found.state in FINAL_STATES,
+            "steps": json.loads(found.steps_json or "[]"),
+        },
+        person=person,
+    )
+
+
+@routes.get("/commands/{command_id}/live")
+async def command_live(request: web.Request) -> web.Response:
+    """The follow page's JSON: polled by its script to update the page without reloading."""
+    person = await signed_in(request)
+    if person is None:
+        return json_response(
+            {"error": "signed_out", "detail": "the session has ended; sign in again"}, status=401
+        )
+    if not person.can("commands.read"):
+        return json_response(
+            {"error": "forbidden", "detail": f"the {person.role} role may not read commands"},
+            status=403,
+        )
+    app = request.app
+    found = await app[STORE].get_command(request.match_info["command_id"])
+    if found is None:
+        return json_response(
+            {"error": "command_not_found", "detail": "no command has that id"}, status=404
+        )
+    record = await app[STORE].get_machine(found.machine_id)
+    windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
+    view = command_view(found)
+    state = None if record is None else machine_state(record, windows)
+    return json_response(
+        {
+            **view,
+            "state_label": views.STATE_LABELS[found.state],
+            "final": found.state in FINAL_STATES,
+            "machine_state": state,
+            "machine_state_label": None if state is None else views.STATE_LABELS[state],
+            "created_at_text": views.instant(found.created_at),
+            "delivered_at_text": views.instant(found.delivered_at),
+            "completed_at_text": views.instant(found.completed_at),
+        }
+    )
