@@ -14,8 +14,9 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands import CommandHandler, CommandLedger
+from agent.commands import CommandHandler, Job
 from agent.config import CommandKey
+from agent.ledger import CommandLedger
 from agent.state import Credential
 from wire.messages import CommandResultRequest, SignedCommand
 from wire.signing import CommandPayload, key_id_for, raw_public_key, sign_command
@@ -91,10 +92,10 @@ class Agent:
     def restart(self) -> None:
         ledger = CommandLedger(self.state_dir)
 
-        async def execute(p: CommandPayload) -> CommandResultRequest:
+        async def execute(job: Job) -> CommandResultRequest:
             # Recorded durably before the first step runs:
-            assert p.command_id in (self.state_dir / "commands.json").read_text()
-            self.executed.append(p.command_id)
+            assert job.command_id in (self.state_dir / "commands.json").read_text()
+            self.executed.append(job.command_id)
             return CommandResultRequest(status="succeeded")
 
         async def report(command_id: str, result: CommandResultRequest) -> None:
