@@ -180,12 +180,15 @@ def _run(config: AgentConfig) -> int:
     tombstone = read_tombstone(config.state_dir)
     if tombstone is not None:
         log.error(
-            "this machine was offboarded at %s (command %s); the agent does not run or enroll "
-            "again by itself. To bring it back under management run `rmm-agent enroll --force`.",
-            tombstone.offboarded_at,
-            tombstone.command_id,
+            "this machine was offboarded %s; the agent does not run or enroll again by itself. "
+            "To bring it back under management run `rmm-agent enroll --force`.",
+            f"({tombstone.damaged})"
+            if tombstone.damaged
+            else f"at {tombstone.offboarded_at} (command {tombstone.command_id})",
         )
         return EX_CONFIG
+    for warning in config.offboard_warnings():
+        log.warning("%s", warning)
 
     try:
         asyncio.run(_serve(config))
@@ -226,6 +229,7 @@ async def _serve(config: AgentConfig) -> None:
             stop=stop,
             on_commands=handler,
             on_start=handler.resume,
+            on_unauthorized=handler.unauthorized,
         )
         handler.attach(agent)
         await agent.serve()
@@ -284,6 +288,7 @@ def _warn_if_config_exposed(config: AgentConfig) -> None:
 
 def _status(config: AgentConfig, *, as_json: bool) -> int:
     from agent.departure import read_tombstone
+    from agent.ledger import CommandLedger
     from agent.spool import inspect_spool
     from agent.state import StateError, StateStore
     from wire.times import format_instant
@@ -297,6 +302,7 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
     except (StateError, PermissionError) as exc:
         print(f"rmm-agent: {exc}", file=sys.stderr)
         return EX_FAILURE
+    ledger_problem = CommandLedger(config.state_dir).damaged
 
     def instant(value: Any) -> str | None:
         return format_instant(value) if value is not None else None
@@ -305,7 +311,12 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
         "enrolled": credential is not None,
         "offboarded": None
         if tombstone is None
-        else {"at": tombstone.offboarded_at, "command_id": tombstone.command_id},
+        else {
+            "at": tombstone.offboarded_at,
+            "command_id": tombstone.command_id,
+            "damaged": tombstone.damaged,
+        },
+        "ledger_damaged": ledger_problem,
         "agent_id": credential.agent_id if credential else None,
         "machine_id": credential.machine_id if credential else None,
         "collector": config.collector_url,
@@ -328,10 +339,16 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
         lines = [
             f"agent:          {report['agent_id'] or 'not enrolled'}",
             *(
-                [f"offboarded:     {tombstone.offboarded_at} (command {tombstone.command_id})"]
+                [
+                    f"offboarded:     {tombstone.damaged}"
+                    if tombstone.damaged
+                    else f"offboarded:     {tombstone.offboarded_at} "
+                    f"(command {tombstone.command_id})"
+                ]
                 if tombstone
                 else []
             ),
+            *([f"commands:       REFUSED: {ledger_problem}"] if ledger_problem else []),
             f"machine:        {report['machine_id'] or '-'}",
             f"collector:      {report['collector']}",
             f"last heartbeat: {report['last_heartbeat'] or 'never'}",

@@ -38,6 +38,7 @@ from tenacity import (
 
 from agent.events import Event, EventsRequest, EventsResponse
 from wire.messages import (
+    EnrollPending,
     EnrollRequest,
     EnrollResponse,
     ErrorBody,
@@ -71,6 +72,15 @@ class Rejected(CollectorError):
 
 class Unauthorized(Rejected):
     """401: the agent token is revoked or invalid (for example, the machine was enrolled again)."""
+
+
+class AwaitingApproval(CollectorError):
+    """202 to an enrollment: known hardware without proof of the previous credential waits for
+    a technician (`rmm-collector machine approve-reenroll`)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail or "the enrollment waits for a technician's approval")
+        self.detail = detail
 
 
 def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -166,7 +176,16 @@ class CollectorClient:
         return self._session
 
     async def enroll(self, request: EnrollRequest) -> EnrollResponse:
-        return await self._post("/v1/enroll", request, EnrollResponse, authenticated=False)
+        """201 with a credential, or `AwaitingApproval` (202) while a technician must approve."""
+        path = "/v1/enroll"
+        status, data = await self._post_raw(path, msgspec.json.encode(request), False)
+        if status == 202:
+            try:
+                held = msgspec.json.decode(data, type=EnrollPending)
+            except msgspec.DecodeError as exc:
+                raise CollectorUnavailable(f"POST {path} answered 202 without a state") from exc
+            raise AwaitingApproval(held.detail[:500])
+        return _decode(path, status, data, EnrollResponse)
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
         return await self._post("/v1/heartbeat", request, HeartbeatResponse)
@@ -181,16 +200,15 @@ class CollectorClient:
         """Deliver a command result; any 2xx is an acknowledgement."""
         await self._post_raw(f"/v1/commands/{quote(command_id, safe='')}/result", body)
 
+    async def send_progress(self, command_id: str, body: bytes) -> None:
+        """Report a running command's steps so far; any 2xx is an acknowledgement."""
+        await self._post_raw(f"/v1/commands/{quote(command_id, safe='')}/progress", body)
+
     async def _post(
         self, path: str, message: Any, answer: type[T], *, authenticated: bool = True
     ) -> T:
         status, data = await self._post_raw(path, msgspec.json.encode(message), authenticated)
-        try:
-            return msgspec.json.decode(data, type=answer)
-        except msgspec.DecodeError as exc:
-            raise CollectorUnavailable(
-                f"POST {path} answered {status} with a body that is not the collector's: {exc}"
-            ) from exc
+        return _decode(path, status, data, answer)
 
     async def _post_raw(
         self, path: str, body: bytes, authenticated: bool = True
@@ -234,6 +252,15 @@ class CollectorClient:
         if status == 401:
             raise Unauthorized(status, error, detail)
         raise Rejected(status, error, detail)
+
+
+def _decode(path: str, status: int, data: bytes, answer: type[T]) -> T:
+    try:
+        return msgspec.json.decode(data, type=answer)
+    except msgspec.DecodeError as exc:
+        raise CollectorUnavailable(
+            f"POST {path} answered {status} with a body that is not the collector's: {exc}"
+        ) from exc
 
 
 def _error_body(data: bytes, status: int) -> tuple[str, str]:

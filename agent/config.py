@@ -5,6 +5,8 @@ collector_url = "https://noc.example.net:8443"
 enrollment_token = "<from rmm-collector client add>"
 state_dir = "/var/lib/rmm-agent"
 command_keys = ["<key_id>:<base64>"]
+operator_keys = ["<key_id>:<base64>"]    # people whose signatures an offboard needs
+offboard_approvals = 2                   # distinct pinned operator keys; 0 = collector key alone
 ca_file = "/etc/rmm-agent/noc-ca.pem"
 kind = "server"
 [[component]]
@@ -16,7 +18,11 @@ uninstall = [["apt-get", "-y", "purge", "clamav-daemon"]]
 ```
 
 Relative paths (`state_dir`, `ca_file`) are taken relative to the folder holding the config file.
-Unknown keys are errors, so a typo never silently turns a setting off.
+Unknown keys are errors, so a typo never silently turns a setting off. A pinned key's id must be
+its key's own id, and keys of small order or with a non-canonical encoding are refused.
+`offboard_approvals` defaults to 2; with no `operator_keys` pinned every offboard is then refused,
+unless the config says `offboard_approvals = 0` (the collector's signature alone; logged as a
+warning at every start).
 """
 
 from __future__ import annotations
@@ -33,8 +39,13 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
+from wire.signing import pin_problem
+
 Kind = Literal["pc", "server"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_OFFBOARD_APPROVALS = 2
+MAX_OFFBOARD_APPROVALS = 16
 
 AGENT_COMPONENT = "rmm"
 """The agent reports itself under this component name; the catalogue may not reuse it."""
@@ -92,6 +103,8 @@ class AgentConfig:
     state_dir: Path
     enrollment_token: str | None = field(default=None, repr=False)
     command_keys: tuple[CommandKey, ...] = ()
+    operator_keys: tuple[CommandKey, ...] = ()
+    offboard_approvals: int = DEFAULT_OFFBOARD_APPROVALS
     ca_file: Path | None = None
     kind: Kind | None = None
     components: tuple[ComponentSpec, ...] = ()
@@ -106,6 +119,26 @@ class AgentConfig:
     @property
     def key_ids(self) -> list[str]:
         return [key.key_id for key in self.command_keys]
+
+    @property
+    def operator_key_ids(self) -> list[str]:
+        return [key.key_id for key in self.operator_keys]
+
+    def offboard_warnings(self) -> list[str]:
+        """What an operator should hear at every start about how offboards are approved."""
+        if self.offboard_approvals == 0:
+            return [
+                f"{self.source}: offboard_approvals = 0: an offboard needs only the collector's "
+                "signature, so whoever controls the collector can uninstall this machine's "
+                "software; pin operator_keys and require 2 approvals"
+            ]
+        if len(self.operator_keys) < self.offboard_approvals:
+            return [
+                f"{self.source}: {len(self.operator_keys)} operator keys pinned but "
+                f"offboard_approvals = {self.offboard_approvals}: every offboard will be "
+                "refused until enough operator_keys are pinned"
+            ]
+        return []
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -133,6 +166,23 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
     token = reader.optional_str("enrollment_token", max_length=512)
     state_dir = reader.optional_path("state_dir", base) or default_state_dir()
     command_keys = _command_keys(reader, "command_keys")
+    operator_keys = _command_keys(reader, "operator_keys")
+    explicit_approvals = reader.get("offboard_approvals") is not None
+    offboard_approvals = int(
+        reader.number(
+            "offboard_approvals",
+            DEFAULT_OFFBOARD_APPROVALS,
+            low=0,
+            high=MAX_OFFBOARD_APPROVALS,
+            integer=True,
+        )
+    )
+    if explicit_approvals and operator_keys and offboard_approvals > len(operator_keys):
+        reader.fail(
+            "offboard_approvals",
+            f"{offboard_approvals} distinct operator keys are required but only "
+            f"{len(operator_keys)} are pinned in operator_keys",
+        )
     ca_file = reader.optional_path("ca_file", base)
     if ca_file is not None and not ca_file.is_file():
         reader.fail("ca_file", f"{str(ca_file)!r} is not a readable file")
@@ -156,6 +206,8 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
         state_dir=state_dir,
         enrollment_token=token,
         command_keys=command_keys,
+        operator_keys=operator_keys,
+        offboard_approvals=offboard_approvals,
         ca_file=ca_file,
         kind=cast(Kind | None, kind),
         components=components,
@@ -317,6 +369,9 @@ def _command_keys(reader: _Reader, key: str) -> tuple[CommandKey, ...]:
             reader.fail(name, "the public key is not valid base64")
         if len(raw) != 32:
             reader.fail(name, f"the public key must be 32 bytes (Ed25519), not {len(raw)}")
+        problem = pin_problem(key_id, raw)
+        if problem is not None:
+            reader.fail(name, problem)
         if key_id in seen:
             reader.fail(name, f"key id {key_id!r} is listed twice")
         seen.add(key_id)

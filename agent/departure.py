@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -38,13 +38,24 @@ class Tombstone(msgspec.Struct, frozen=True, kw_only=True):
     command_id: str
     offboarded_at: str
     machine_id: str
+    damaged: str | None = None  # set when the file exists but cannot be read
 
 
 def read_tombstone(state_dir: Path) -> Tombstone | None:
+    """The tombstone, if this machine was offboarded. One that exists but cannot be read still
+    means offboarded: the agent never runs or enrolls again by itself because of damage."""
+    path = state_dir / TOMBSTONE_FILE
     try:
-        return msgspec.json.decode((state_dir / TOMBSTONE_FILE).read_bytes(), type=Tombstone)
+        return msgspec.json.decode(path.read_bytes(), type=Tombstone)
     except FileNotFoundError:
         return None
+    except (OSError, msgspec.DecodeError) as exc:
+        return Tombstone(
+            command_id="unknown",
+            offboarded_at="unknown",
+            machine_id="unknown",
+            damaged=f"{path} exists but cannot be read ({exc}); it still means offboarded",
+        )
 
 
 def clear_tombstone(state_dir: Path) -> None:
@@ -84,12 +95,14 @@ def remove_state(state_dir: Path, tombstone: Tombstone) -> None:
     """Everything but the tombstone goes; the tombstone is written first, durably."""
     write_private_file(state_dir / TOMBSTONE_FILE, msgspec.json.encode(tombstone))
     for entry in state_dir.iterdir():
-        if entry.name in (TOMBSTONE_FILE, "agent.lock"):
+        if entry.name == TOMBSTONE_FILE:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
-            with contextlib.suppress(FileNotFoundError):
+            # The lock file is held open by this process: POSIX unlinks it anyway; Windows
+            # refuses while it is open, and the next start finds it there, harmless.
+            with contextlib.suppress(OSError):
                 entry.unlink()
 
 
@@ -124,6 +137,7 @@ class Departure:
         clock: Clock,
         machine_id: str,
         stop: asyncio.Event,
+        on_departed: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._spool = spool
@@ -132,6 +146,7 @@ class Departure:
         self._clock = clock
         self._machine_id = machine_id
         self._stop = stop
+        self._on_departed = on_departed
 
     async def __call__(self, command_id: str) -> None:
         await deliver_final_result(self._client, self._spool, command_id)
@@ -140,6 +155,8 @@ class Departure:
             offboarded_at=format_instant(self._clock.now()),
             machine_id=self._machine_id,
         )
+        if self._on_departed is not None:
+            self._on_departed()  # nothing may write into the state folder from here on
         await asyncio.to_thread(remove_state, self._state_dir, tombstone)
         log.warning("this machine is offboarded (command %s); the agent removes itself", command_id)
         if self._self_remove:

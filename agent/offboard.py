@@ -1,82 +1,45 @@
-"""Offboarding: uninstall every deployed component, confirm each is gone, report step by step.
+"""Offboarding: uninstall the deployed components, confirm each is gone, report step by step.
 
-Each component's `uninstall` argv lists run in order, each with a timeout; the tail of their output
-and their exit codes go into the result. A component already gone is skipped, which is also how an
-offboard interrupted by a crash resumes: by checking what is still installed, never by blindly
-running everything again. The agent itself (`rmm`) goes last, after the result is acknowledged.
+The order the operators signed names the components whose uninstall steps run (in catalogue
+order; `rmm` is the agent itself, which goes last, after the result is acknowledged); without an
+order, every catalogue component. Each component is checked before and after its steps; its
+`uninstall` argv lists run in order, each with a timeout (`agent/steps.py`).
+
+Every check and step is recorded in the ledger before and after it runs. That is how an offboard
+interrupted by a crash resumes: recorded checks and finished steps are reused as they are, a step
+that may still be running is waited for (or stopped at its deadline) and never started a second
+time, and the result lists every step, from before the crash too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 
-from agent.config import ComponentSpec
+from agent.commands import Job
+from agent.config import AGENT_COMPONENT, ComponentSpec
+from agent.ledger import StepKind, StepRecord
 from agent.probes import Sample
-from wire.messages import CommandResultRequest, StepResult
-from wire.signing import CommandPayload
+from agent.steps import (
+    find_tagged,
+    launch,
+    step_files,
+    wait_launched,
+    wait_orphan,
+)
+from wire.clock import Clock
+from wire.messages import CommandResultRequest, RunningStep, StepResult
+from wire.times import InstantError, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 
-OUTPUT_TAIL = 4096
 DEFAULT_STEP_TIMEOUT_S = 600.0
 
-
-async def run_step(component: str, argv: Sequence[str], timeout_s: float) -> StepResult:
-    """Run one argv list (no shell), with a timeout; capture its exit code and output tail."""
-    started = time.monotonic()
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=os.name == "posix",
-        )
-    except OSError as exc:
-        return StepResult(
-            component=component,
-            argv=list(argv),
-            status="failed",
-            output_tail=f"cannot start: {exc.strerror or exc}",
-        )
-    try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        _kill_group(process)
-        with contextlib.suppress(Exception):
-            output, _ = await process.communicate()
-        return StepResult(
-            component=component,
-            argv=list(argv),
-            status="timeout",
-            exit_code=process.returncode,
-            output_tail=f"killed after {timeout_s:.0f} s",
-            duration_s=round(time.monotonic() - started, 3),
-        )
-    text = output.decode("utf-8", errors="replace")[-OUTPUT_TAIL:]
-    return StepResult(
-        component=component,
-        argv=list(argv),
-        status="ok" if process.returncode == 0 else "failed",
-        exit_code=process.returncode,
-        output_tail=text,
-        duration_s=round(time.monotonic() - started, 3),
-    )
-
-
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        if os.name == "posix":
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
+Progress = Callable[[str, Sequence[StepResult], RunningStep | None], Awaitable[None]]
 
 
 class Offboarder:
@@ -85,66 +48,272 @@ class Offboarder:
         specs: Sequence[ComponentSpec],
         probe: Callable[[], Sample],
         *,
+        state_dir: Path,
+        clock: Clock,
         step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S,
+        progress: Progress | None = None,
     ) -> None:
         self._specs = tuple(specs)
         self._probe = probe
+        self._state_dir = state_dir
+        self._clock = clock
         self._timeout = step_timeout_s
+        self._progress = progress
 
-    async def _status(self, name: str) -> str:
-        sample = await asyncio.to_thread(self._probe)
-        if any(f.component == name for f in sample.failures):
-            return "unknown (probe failed)"
-        for component in sample.components:
-            if component.name == name:
-                return component.status
-        return "missing"
+    async def __call__(self, job: Job) -> CommandResultRequest:
+        run = _Run(self, job)
+        return await run.execute()
 
-    async def __call__(self, payload: CommandPayload) -> CommandResultRequest:
-        steps: list[StepResult] = []
+
+class _Run:
+    """One offboard's execution against its ledger entry."""
+
+    def __init__(self, owner: Offboarder, job: Job) -> None:
+        self._o = owner
+        self._job = job
+        self._steps: list[StepResult] = []
+
+    def _selected(self) -> tuple[list[ComponentSpec], list[str]]:
+        """The catalogue components to uninstall, and names the order gave that it lacks."""
+        wanted = self._job.order.components if self._job.order is not None else None
+        if wanted is None:
+            return list(self._o._specs), []
+        known = {spec.name for spec in self._o._specs}
+        chosen = [spec for spec in self._o._specs if spec.name in wanted]
+        unknown = [n for n in dict.fromkeys(wanted) if n not in known and n != AGENT_COMPONENT]
+        return chosen, unknown
+
+    async def execute(self) -> CommandResultRequest:
+        specs, unknown = self._selected()
         complete = True
-        for spec in self._specs:
-            before = await self._status(spec.name)
-            if before == "missing":
-                steps.append(
-                    StepResult(
-                        component=spec.name, argv=[], status="skipped", output_tail="not installed"
-                    )
+        for spec in specs:
+            complete &= await self._component(spec)
+        for name in unknown:
+            complete = False
+            self._steps.append(
+                StepResult(
+                    component=name[:64],
+                    argv=[],
+                    status="failed",
+                    output_tail="named by the order but not in this agent's component catalogue",
                 )
-                continue
-            if not spec.uninstall:
-                complete = False
-                steps.append(
-                    StepResult(
-                        component=spec.name,
-                        argv=[],
-                        status="failed",
-                        output_tail=f"{before}, and the config has no uninstall steps for it",
-                    )
-                )
-                continue
-            for argv in spec.uninstall:
-                log.warning("offboard %s: %s: running %s", payload.command_id, spec.name, argv)
-                step = await run_step(spec.name, argv, self._timeout)
-                steps.append(step)
-                if step.status != "ok":
-                    break
-            after = await self._status(spec.name)
-            if after != "missing":
-                complete = False
-                steps.append(
-                    StepResult(
-                        component=spec.name,
-                        argv=[],
-                        status="failed",
-                        output_tail=f"still {after} after its uninstall steps",
-                    )
-                )
-        failed = [s.component for s in steps if s.status in ("failed", "timeout")]
+            )
+        await self._report_progress(None)
+        failed = [s for s in self._steps if s.status in ("failed", "timeout")]
         if complete:
-            return CommandResultRequest(status="succeeded", steps=steps)
+            return CommandResultRequest(status="succeeded", steps=self._steps)
+        for step in failed:
+            log.error(
+                "offboard %s: %s failed: %s%s; output ends: %s",
+                self._job.command_id,
+                step.component,
+                " ".join(step.argv) if step.argv else "check",
+                f" exited with status {step.exit_code}" if step.exit_code is not None else "",
+                step.output_tail[-500:].strip() or "(no output)",
+            )
         return CommandResultRequest(
             status="failed",
-            reason=f"not removed: {', '.join(dict.fromkeys(failed))}",
-            steps=steps,
+            reason=f"not removed: {', '.join(dict.fromkeys(s.component for s in failed))}",
+            steps=self._steps,
         )
+
+    async def _component(self, spec: ComponentSpec) -> bool:
+        before = await self._check(spec.name, "precheck")
+        if before == "missing":
+            self._steps.append(
+                StepResult(
+                    component=spec.name, argv=[], status="skipped", output_tail="not installed"
+                )
+            )
+            return True
+        if not spec.uninstall:
+            self._steps.append(
+                StepResult(
+                    component=spec.name,
+                    argv=[],
+                    status="failed",
+                    output_tail=f"{before}, and the config has no uninstall steps for it",
+                )
+            )
+            return False
+        for index, argv in enumerate(spec.uninstall):
+            step = await self._step(spec.name, index, list(argv))
+            self._steps.append(step)
+            await self._report_progress(None)
+            if step.status != "ok":
+                break
+        after = await self._check(spec.name, "postcheck")
+        if after == "missing":
+            return True
+        self._steps.append(
+            StepResult(
+                component=spec.name,
+                argv=[],
+                status="failed",
+                output_tail=f"still {after} after its uninstall steps",
+            )
+        )
+        return False
+
+    def _recorded(self, component: str, kind: StepKind, index: int = 0) -> StepRecord | None:
+        try:
+            return self._job.ledger.step(self._job.command_id, component, kind, index)
+        except KeyError:
+            return None
+
+    async def _check(self, component: str, kind: StepKind) -> str:
+        recorded = self._recorded(component, kind)
+        if recorded is not None and recorded.observed is not None:
+            return recorded.observed
+        observed = await self._status(component)
+        self._job.ledger.record_step(
+            self._job.command_id, StepRecord(component=component, kind=kind, observed=observed)
+        )
+        return observed
+
+    async def _status(self, name: str) -> str:
+        sample = await asyncio.to_thread(self._o._probe)
+        for failure in sample.failures:
+            if failure.component == name:
+                return f"unknown (probe failed: {failure.reason})"
+        for component in sample.components:
+            if component.name == name:
+                note = next((n.reason for n in sample.notes if n.component == name), None)
+                if note is None or component.status == "missing":
+                    return component.status
+                return f"{component.status} ({note})"
+        return "missing"
+
+    async def _step(self, component: str, index: int, argv: list[str]) -> StepResult:
+        recorded = self._recorded(component, "step", index)
+        if recorded is not None and recorded.state == "done" and recorded.result is not None:
+            return recorded.result
+        if recorded is not None:
+            return await self._reconcile(recorded)
+        return await self._run_fresh(component, index, argv)
+
+    def _tag(self, component: str, index: int) -> str:
+        return f"{self._job.command_id}.{component}.{index}"
+
+    async def _run_fresh(self, component: str, index: int, argv: list[str]) -> StepResult:
+        ledger, command_id = self._job.ledger, self._job.command_id
+        started_at = self._o._clock.now()
+        record = StepRecord(
+            component=component,
+            kind="step",
+            index=index,
+            argv=argv,
+            state="starting",
+            started_at=format_instant(started_at),
+        )
+        ledger.record_step(command_id, record)  # durable before the process exists
+        tag = self._tag(component, index)
+        files = step_files(self._o._state_dir, tag)
+        log.warning("offboard %s: %s: running %s", command_id, component, argv)
+        began = time.monotonic()
+        try:
+            launched = await launch(argv, files, tag)
+        except OSError as exc:
+            return self._done(record, "failed", None, f"cannot start: {exc.strerror or exc}", 0.0)
+        record.state, record.pid, record.pid_started = "running", launched.pid, launched.started
+        ledger.record_step(command_id, record)
+        await self._report_progress(
+            RunningStep(component=component, argv=argv, started_at=record.started_at or "")
+        )
+        finished = await wait_launched(launched, self._o._timeout)
+        code, output = files.outcome()
+        duration = time.monotonic() - began
+        if not finished:
+            return self._done(
+                record,
+                "timeout",
+                code,
+                f"{output}\nkilled after {self._o._timeout:.0f} s",
+                duration,
+            )
+        return self._outcome(record, code, output, duration)
+
+    async def _reconcile(self, record: StepRecord) -> StepResult:
+        """A step recorded as starting or running when the agent stopped: wait for it if it is
+        still alive (stopping it at its deadline), then take its recorded outcome. Never run it
+        a second time."""
+        tag = self._tag(record.component, record.index)
+        files = step_files(self._o._state_dir, tag)
+        started_at = self._started_at(record)
+        remaining = self._o._timeout - (self._o._clock.now() - started_at).total_seconds()
+        alive: list[tuple[int, float | None]] = []
+        if record.pid is not None:
+            alive.append((record.pid, record.pid_started))
+        else:
+            alive = await asyncio.to_thread(find_tagged, tag)
+        timed_out = False
+        for pid, started in alive:
+            log.warning(
+                "offboard %s: %s step %d (pid %d) outlived the agent's restart; waiting for it",
+                self._job.command_id,
+                record.component,
+                record.index,
+                pid,
+            )
+            await self._report_progress(
+                RunningStep(
+                    component=record.component,
+                    argv=record.argv,
+                    started_at=format_instant(started_at),
+                )
+            )
+            timed_out |= not await wait_orphan(pid, started, remaining)
+        code, output = files.outcome()
+        duration = (self._o._clock.now() - started_at).total_seconds()
+        if timed_out:
+            return self._done(
+                record,
+                "timeout",
+                code,
+                f"{output}\nkilled after {self._o._timeout:.0f} s",
+                duration,
+            )
+        if code is None:
+            note = (
+                "the agent stopped while this step was starting or running, and it left no exit "
+                "status; it is not run again"
+            )
+            return self._done(record, "failed", None, f"{output}\n{note}".strip(), duration)
+        return self._outcome(record, code, output, duration)
+
+    def _started_at(self, record: StepRecord) -> datetime:
+        try:
+            return parse_instant(record.started_at or "")
+        except InstantError:
+            return self._o._clock.now()
+
+    def _outcome(
+        self, record: StepRecord, code: int | None, output: str, duration: float
+    ) -> StepResult:
+        if code == 127 and output.startswith("cannot start:"):
+            return self._done(record, "failed", None, output.strip(), duration)
+        return self._done(record, "ok" if code == 0 else "failed", code, output, duration)
+
+    def _done(
+        self,
+        record: StepRecord,
+        status: str,
+        code: int | None,
+        output: str,
+        duration: float,
+    ) -> StepResult:
+        result = StepResult(
+            component=record.component,
+            argv=record.argv,
+            status=status,  # type: ignore[arg-type]
+            exit_code=code,
+            output_tail=output[-4096:],
+            duration_s=round(max(0.0, duration), 3),
+        )
+        record.state, record.result = "done", result
+        self._job.ledger.record_step(self._job.command_id, record)
+        return result
+
+    async def _report_progress(self, running: RunningStep | None) -> None:
+        if self._o._progress is not None:
+            await self._o._progress(self._job.command_id, list(self._steps), running)

@@ -88,6 +88,9 @@ class Sample:
     components: tuple[Component, ...]
     failures: tuple[ProbeFailure, ...] = ()
     executables: Mapping[str, str] = field(default_factory=dict)
+    # Components read in a degraded way (e.g. services unknowable without systemd, so the
+    # status comes from processes alone): the reading stands, the note says what was skipped.
+    notes: tuple[ProbeFailure, ...] = ()
 
 
 class Prober:
@@ -128,9 +131,10 @@ class Prober:
         services, service_error = self._query_services()
         readings: list[Component] = []
         failures: list[ProbeFailure] = []
+        notes: list[ProbeFailure] = []
         for spec in self._specs:
             try:
-                status, executable = self._evaluate(
+                status, executable, note = self._evaluate(
                     spec, running, scan_error, services, service_error, known.get(spec.name)
                 )
             except Exception as exc:
@@ -146,13 +150,15 @@ class Prober:
                     )
                 )
                 continue
+            if note is not None:
+                notes.append(ProbeFailure(spec.name, note))
             if executable is not None and status == "running":
                 known[spec.name] = executable
             version = self._version(executable) if status != "missing" else None
             readings.append(
                 Component(name=spec.name, status=status, version=version, required=spec.required)
             )
-        return Sample(tuple(readings), tuple(failures), known)
+        return Sample(tuple(readings), tuple(failures), known, tuple(notes))
 
     def _scan_processes(self) -> tuple[dict[str, list[int]], str | None]:
         found: dict[str, list[int]] = {}
@@ -187,30 +193,34 @@ class Prober:
         services: Mapping[str, ServiceState],
         service_error: str | None,
         known_executable: str | None,
-    ) -> tuple[ComponentStatus, str | None]:
+    ) -> tuple[ComponentStatus, str | None, str | None]:
+        """(status, executable, note). Heartbeats and offboarding read components through this
+        one function, so both degrade the same way: when services cannot be queried but the
+        component also lists processes, the process list (and the executable last seen) decide,
+        and the note says what could not be checked."""
         for name in spec.processes:
             for pid in running.get(self._key(name), ()):
-                return "running", self._executable(pid)
+                return "running", self._executable(pid), None
         states = [services[name] for name in spec.services if name in services]
         for state in states:
             if state.status == "running":
                 executable = state.executable
                 if executable is None and state.pid:
                     executable = self._executable(state.pid)
-                return "running", executable
-        problems = [
-            error
-            for wanted, error in ((spec.processes, scan_error), (spec.services, service_error))
-            if wanted and error
-        ]
-        if problems:
-            raise ProbeError("; ".join(problems))
+                return "running", executable, None
+        if spec.processes and scan_error:
+            raise ProbeError(scan_error)
+        note = None
+        if spec.services and service_error:
+            if not spec.processes:
+                raise ProbeError(service_error)
+            note = f"services not checked: {service_error}"
         for state in states:
             if state.status == "stopped":
-                return "stopped", state.executable or known_executable
+                return "stopped", state.executable or known_executable, note
         if known_executable and os.path.exists(known_executable):
-            return "stopped", known_executable
-        return "missing", None
+            return "stopped", known_executable, note
+        return "missing", None, note
 
     def _executable(self, pid: int) -> str | None:
         try:

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from agent.client import CollectorClient
-from agent.commands import CommandHandler, CommandLedger
+from agent.client import CollectorClient, Rejected
+from agent.commands import CommandHandler, OrderPolicy
 from agent.config import AgentConfig
 from agent.departure import Departure
+from agent.ledger import CommandLedger
 from agent.offboard import Offboarder
 from agent.probes import Prober, Sample
 from agent.spool import Spool
 from agent.state import Credential
 from wire.clock import Clock, SystemClock
-from wire.messages import CommandResultRequest, SignedCommand
+from wire.messages import (
+    CommandProgressRequest,
+    CommandResultRequest,
+    RunningStep,
+    SignedCommand,
+    StepResult,
+)
 
 if TYPE_CHECKING:
     from agent.service import Agent
+
+log = logging.getLogger(__name__)
+
+PROGRESS_TIMEOUT_S = 5.0
 
 
 class AgentCommands:
@@ -43,16 +55,23 @@ class AgentCommands:
         self._stop = stop
         self._clock = clock or SystemClock()
         self._agent: Agent | None = None
+        self._no_progress: set[str] = set()
         self.handler = CommandHandler(
             ledger=CommandLedger(config.state_dir),
             keys=config.command_keys,
             credential=self._credential,
             clock=self._clock,
             execute=Offboarder(
-                config.components, self._probe, step_timeout_s=config.uninstall_timeout_s
+                config.components,
+                self._probe,
+                state_dir=config.state_dir,
+                clock=self._clock,
+                step_timeout_s=config.uninstall_timeout_s,
+                progress=self._progress,
             ),
             report=self._report,
             on_offboarded=self._depart,
+            orders=OrderPolicy(required=config.offboard_approvals, keys=config.operator_keys),
         )
 
     def attach(self, agent: Agent) -> None:
@@ -78,7 +97,25 @@ class AgentCommands:
         with contextlib.suppress(Exception):
             await self._running_agent().flush()
 
+    async def _progress(
+        self, command_id: str, steps: Sequence[StepResult], running: RunningStep | None
+    ) -> None:
+        """Best effort, once per change: an older collector (404) or any failure is ignored."""
+        if command_id in self._no_progress:
+            return
+        body = msgspec.json.encode(CommandProgressRequest(steps=list(steps), running=running))
+        try:
+            async with asyncio.timeout(PROGRESS_TIMEOUT_S):
+                await self._client.send_progress(command_id, body)
+        except Rejected as exc:
+            if exc.status == 404:
+                self._no_progress.add(command_id)
+            log.debug("progress of %s not accepted: %s", command_id, exc)
+        except Exception as exc:
+            log.debug("progress of %s not sent: %s", command_id, exc)
+
     async def _depart(self, command_id: str) -> None:
+        agent = self._running_agent()
         await Departure(
             client=self._client,
             spool=self._spool,
@@ -87,6 +124,7 @@ class AgentCommands:
             clock=self._clock,
             machine_id=self._credential().machine_id,
             stop=self._stop,
+            on_departed=agent.departed,
         )(command_id)
 
     async def __call__(self, commands: Sequence[SignedCommand]) -> None:
@@ -94,3 +132,7 @@ class AgentCommands:
 
     async def resume(self) -> None:
         await self.handler.resume()
+
+    async def unauthorized(self) -> bool:
+        """A 401 after a recorded successful offboard means the collector has the result: leave."""
+        return await self.handler.depart_if_offboarded()

@@ -6,12 +6,16 @@ waits on the stop event with a timeout of the collector's `next_heartbeat_s` plu
 
 - Transport errors and 5xx: the whole cycle is retried with the client's backoff (capped at
   `retry_max_s`, about five minutes by default); every retry probes afresh.
-- 401: the token is revoked or invalid. Logged loudly, then the agent backs off to the cap and tries
-  again; it never enrolls again on its own (a machine that was offboarded must stay off).
+- 401: the token is revoked or invalid. Logged loudly, then the agent backs off to about the cap
+  (with jitter, so a fleet-wide 401 does not retry in lockstep) and tries again; it never enrolls
+  again on its own (a machine that was offboarded must stay off). After a recorded successful
+  offboard a 401 means the collector has the result: the `on_unauthorized` hook departs.
 - Any other 4xx: logged; the next cycle comes after the normal interval.
 
-Commands in heartbeat responses go to the `on_commands` hook. By default they are only logged (by
-id): command verification and execution plug in there.
+Commands in heartbeat responses go to the `on_commands` hook, run in a task of their own so that
+heartbeats go on while an uninstall step runs (one batch at a time; the collector re-delivers
+anything unanswered). By default they are only logged (by id): command verification and
+execution plug in there.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from wire.messages import (
     HeartbeatResponse,
     SignedCommand,
 )
+from wire.times import format_instant
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,9 @@ OnCommands = Callable[[Sequence[SignedCommand]], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 SHUTDOWN_FLUSH_S = 2.0
+COMMAND_GRACE_S = 2.0
 JITTER_FRACTION = 0.1
+UNAUTHORIZED_JITTER = (0.5, 1.0)  # fraction of `retry_max_s` to wait after a 401
 
 
 class AgentError(Exception):
@@ -152,6 +159,8 @@ class Agent:
         sleep: Sleep | None = None,
         on_commands: OnCommands | None = None,
         on_start: Callable[[], Awaitable[None]] | None = None,
+        on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
+        offboard_policy: tuple[int, list[str]] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -165,14 +174,27 @@ class Agent:
         self.stop = stop or asyncio.Event()
         self._on_commands: OnCommands = on_commands or LogCommands()
         self._on_start = on_start
+        self._on_unauthorized = on_unauthorized
+        self._offboard_policy = offboard_policy or (
+            config.offboard_approvals,
+            config.operator_key_ids,
+        )
         self._status = KnownStatus()
         self._failures: dict[str, str] = {}
+        self._notes: dict[str, str] = {}
+        self._flush_lock = asyncio.Lock()
+        self._command_task: asyncio.Task[None] | None = None
+        self._departed = False
         self._sleep: Sleep = sleep or self.wait
         self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
         self._self_component = Component(
             name=AGENT_COMPONENT, status="running", version=agent_version(), required=True
         )
         self.credential: Credential | None = None
+
+    def departed(self) -> None:
+        """The machine is offboarded and the state folder is going: write nothing more to it."""
+        self._departed = True
 
     @property
     def known_executables(self) -> dict[str, str]:
@@ -191,7 +213,35 @@ class Agent:
                 runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Stopping):
                 await runner
+            await self._end_command_work()
         await self.shutdown()
+
+    def _start_command_work(self, work: Awaitable[None], what: str) -> bool:
+        """Run `work` in the command task unless a command is already running there."""
+        if self._command_task is not None and not self._command_task.done():
+            return False
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", what)
+
+        self._command_task = asyncio.create_task(guarded(), name=f"rmm-agent {what}")
+        return True
+
+    async def _end_command_work(self) -> None:
+        """On shutdown: let a quick command finish; a long step is left to the resume on the
+        next start (it runs on in its own session, recorded in the ledger)."""
+        task = self._command_task
+        if task is None or task.done():
+            return
+        _, pending = await asyncio.wait({task}, timeout=COMMAND_GRACE_S)
+        if pending:
+            log.warning("a command is still running at shutdown; it resumes at the next start")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def wait(self, seconds: float) -> None:
         """Sleep for `seconds`, or raise `Stopping` as soon as shutdown is requested."""
@@ -216,7 +266,7 @@ class Agent:
         self._status = await asyncio.to_thread(self._state.load_status)
         await self._spool_event("agent.started", {"version": agent_version()})
         if self._on_start is not None:
-            await self._on_start()
+            self._start_command_work(self._on_start(), "resuming commands")
         log.info(
             "agent %s started (version %s, %s %s, %d components)",
             self.credential.agent_id,
@@ -232,15 +282,19 @@ class Agent:
                     with attempt:
                         response = await self.cycle()
             except Unauthorized as exc:
+                if self._on_unauthorized is not None and await self._on_unauthorized():
+                    await self._sleep(0)  # departed: `stop` is set
+                    continue
+                delay = self._config.retry_max_s * self._rng.uniform(*UNAUTHORIZED_JITTER)
                 log.error(
                     "THE COLLECTOR REFUSED THIS AGENT'S TOKEN (%s). The token was revoked or is "
                     "invalid, e.g. the machine was enrolled again elsewhere. This agent will not "
                     "re-enroll on its own; run `rmm-agent enroll --force` to enroll it again. "
                     "Retrying in %.0f s.",
                     exc.detail,
-                    self._config.retry_max_s,
+                    delay,
                 )
-                await self._sleep(self._config.retry_max_s)
+                await self._sleep(delay)
                 continue
             except Rejected as exc:
                 log.error("heartbeat refused: %s", exc)
@@ -258,12 +312,17 @@ class Agent:
         """Probe, heartbeat, flush. Raises what the heartbeat raised; flush problems wait."""
         cpu_start = time.process_time()
         sample = await asyncio.to_thread(self._probe)
+        approvals, operator_key_ids = self._offboard_policy
         request = HeartbeatRequest(
             components=[self._self_component, *sample.components],
             hostname=self._hostname(),
             os=self._identity.os,
             kind=self._identity.kind,
             key_ids=self._config.key_ids,
+            agent_time=format_instant(self._clock.now()),
+            agent_version=agent_version(),
+            offboard_approvals=approvals,
+            operator_key_ids=operator_key_ids,
         )
         attempt_at = self._clock.now()
         try:
@@ -333,12 +392,33 @@ class Agent:
         for name in self._failures.keys() - failures.keys():
             log.info("probe for %s works again", name)
         self._failures = failures
+        notes = {note.component: note.reason for note in sample.notes}
+        for name, reason in notes.items():
+            if self._notes.get(name) != reason:
+                log.warning("component %s is read in a degraded way: %s", name, reason)
+                self._put_event(
+                    new_event(
+                        "probe.degraded",
+                        {"component": name, "reason": reason[:500]},
+                        clock=self._clock,
+                    )
+                )
+        self._notes = notes
         self._status.components = {component.name: component for component in sample.components}
         self._status.executables = dict(sample.executables)
         return sample
 
     async def flush(self) -> int:
-        """Deliver the spool in order; returns how many items the collector acknowledged."""
+        """Deliver the spool in order; returns how many items the collector acknowledged.
+
+        One flush at a time: heartbeats and the command task both flush, and must not send the
+        same item twice."""
+        if self._departed:
+            return 0
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         delivered = 0
         while True:
             items = await asyncio.to_thread(self._spool.pending, 4 * MAX_EVENTS_PER_REQUEST)
@@ -396,10 +476,9 @@ class Agent:
         return True
 
     async def _deliver_commands(self, commands: Sequence[SignedCommand]) -> None:
-        try:
-            await self._on_commands(commands)
-        except Exception:
-            log.exception("handling commands %s failed", [c.command_id for c in commands])
+        ids = [c.command_id for c in commands]
+        if not self._start_command_work(self._on_commands(commands), f"handling commands {ids}"):
+            log.debug("a command is running; commands %s wait for their next delivery", ids)
 
     async def _ensure_enrolled(self) -> Credential:
         credential = await asyncio.to_thread(self._state.load_credential)
@@ -428,12 +507,16 @@ class Agent:
 
     def _put_event(self, event: Event) -> None:
         """Spool one event; a full or failing disk costs the event, never the agent."""
+        if self._departed:
+            return
         try:
             self._spool.put_event(event)
         except OSError as exc:
             log.error("could not spool %s event %s: %s", event.type, event.event_id, exc)
 
     async def _save_status(self) -> None:
+        if self._departed:
+            return
         try:
             await asyncio.to_thread(self._state.save_status, self._status)
         except OSError as exc:
@@ -442,6 +525,9 @@ class Agent:
     async def shutdown(self) -> None:
         """Record the stop, then give the spool a short chance to reach the collector."""
         if self.credential is None:
+            return
+        if self._departed:
+            log.info("agent stopped: this machine is offboarded")
             return
         await self._spool_event("agent.stopped", {"version": agent_version()})
         try:

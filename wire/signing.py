@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
+from wire.ed25519 import is_canonical_signature, public_key_problem
 from wire.messages import SignedCommand
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class CommandPayload(msgspec.Struct, frozen=True, kw_only=True):
     issued_at: str
     expires_at: str
     key_id: str
+    # An offboard carrying operators' order: SHA-256 (hex) of the exact order bytes.
+    order_sha256: str | None = None
 
 
 class CommandRejected(Exception):
@@ -62,7 +65,7 @@ def raw_public_key(key: Ed25519PublicKey) -> bytes:
 
 def key_id_for(key: Ed25519PublicKey) -> str:
     """A short, stable id derived from the public key itself."""
-    return "ed25519-" + hashlib.sha256(raw_public_key(key)).hexdigest()[:16]
+    return key_id_for_raw(raw_public_key(key))
 
 
 def pin_line(key: Ed25519PublicKey) -> str:
@@ -71,7 +74,10 @@ def pin_line(key: Ed25519PublicKey) -> str:
 
 
 def parse_pin(line: str) -> tuple[str, Ed25519PublicKey]:
-    """Read one pinned key; the key id must match the key, so a typo cannot pin the wrong key."""
+    """Read one pinned key; the key id must match the key, so a typo cannot pin the wrong key.
+
+    Small-order and non-canonically encoded keys are refused: forgeries verify under them.
+    """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     key_id, sep, encoded = line.strip().partition(":")
@@ -79,12 +85,27 @@ def parse_pin(line: str) -> tuple[str, Ed25519PublicKey]:
         raise ValueError("a pinned key is '<key_id>:<base64 raw public key>'")
     try:
         raw = base64.b64decode(encoded, validate=True)
-        key = Ed25519PublicKey.from_public_bytes(raw)
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"pinned key {key_id!r} is not a base64 Ed25519 public key") from exc
-    if key_id_for(key) != key_id:
-        raise ValueError(f"pinned key {key_id!r} does not match its public key")
-    return key_id, key
+        raise ValueError(f"pinned key {key_id!r} is not base64") from exc
+    problem = pin_problem(key_id, raw)
+    if problem is not None:
+        raise ValueError(f"pinned key {key_id!r}: {problem}")
+    return key_id, Ed25519PublicKey.from_public_bytes(raw)
+
+
+def key_id_for_raw(raw: bytes) -> str:
+    """`key_id_for` from the raw 32 bytes, without loading the crypto library."""
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def pin_problem(key_id: str, raw: bytes) -> str | None:
+    """Why `key_id:raw` must not be pinned (weak key, or an id that is not the key's), or None."""
+    if key_id_for_raw(raw) != key_id:
+        return f"the key id does not match its public key (that key's id is {key_id_for_raw(raw)})"
+    problem = public_key_problem(raw)
+    if problem is not None:
+        return f"not a usable Ed25519 public key: {problem}"
+    return None
 
 
 def encode_payload(payload: CommandPayload) -> bytes:
@@ -122,6 +143,8 @@ def verify_command(
         raise CommandRejected("malformed", "payload or signature is not base64") from exc
     if len(signature) != 64:
         raise CommandRejected("bad_signature", "an Ed25519 signature is 64 bytes")
+    if not is_canonical_signature(signature):
+        raise CommandRejected("bad_signature", "the signature is not canonical (S >= L)")
     try:
         key.verify(signature, data)
     except InvalidSignature as exc:

@@ -3,14 +3,20 @@
 #
 #   sudo ./install-linux.sh --collector-url https://noc.example.net:8443 --token-file token.txt \
 #        [--components catalogue.toml] [--kind pc|server] [--ca-file noc-ca.pem] \
-#        [--command-key KEY_ID:BASE64 ...] [--package SPEC] [--python python3.11] [--no-start]
+#        [--command-key KEY_ID:BASE64 ...] [--operator-key KEY_ID:BASE64 ...] \
+#        [--offboard-approvals N] [--package SPEC] [--python python3.11] [--no-start] \
+#        [--no-service]
 #   sudo ./install-linux.sh --uninstall [--purge]
 #
 # Lays out:
 #   /opt/rmm-agent/venv             a virtualenv holding the agent and its few dependencies
 #   /etc/rmm-agent/agent.toml       the config, mode 0600 (it holds the enrollment token)
 #   /var/lib/rmm-agent/             credential and spool, mode 0700 (systemd's StateDirectory)
-#   /etc/systemd/system/rmm-agent.service
+#   /etc/systemd/system/rmm-agent.service   (not with --no-service)
+#
+# Without systemd, --no-service installs and enrolls the agent but no unit: start
+# `/opt/rmm-agent/venv/bin/rmm-agent run` under the host's own supervisor (an OpenRC script is in
+# deploy/agent/openrc/; see "Without systemd" in deploy/README.md).
 #
 # Running it again upgrades the agent in place and restarts the service; an existing config is
 # kept unless --collector-url is given again. The enrollment token is read from a file (or from
@@ -32,6 +38,9 @@ components=""
 kind=""
 ca_file=""
 command_keys=()
+operator_keys=()
+offboard_approvals=""
+service=yes
 package=""
 python=python3
 start=yes
@@ -41,7 +50,7 @@ purge=no
 die() { echo "install-linux.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +60,9 @@ while [ $# -gt 0 ]; do
         --kind) kind=${2:?}; shift 2 ;;
         --ca-file) ca_file=${2:?}; shift 2 ;;
         --command-key) command_keys+=("${2:?}"); shift 2 ;;
+        --operator-key) operator_keys+=("${2:?}"); shift 2 ;;
+        --offboard-approvals) offboard_approvals=${2:?}; shift 2 ;;
+        --no-service) service=no; start=no; shift ;;
         --package) package=${2:?}; shift 2 ;;
         --python) python=${2:?}; shift 2 ;;
         --no-start) start=no; shift ;;
@@ -61,14 +73,36 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+SYSTEMD_MARKER=${RMM_SYSTEMD_MARKER:-/run/systemd/system}  # sd_booted(3); tests point it away
+has_systemd=no
+[ -d "$SYSTEMD_MARKER" ] && has_systemd=yes
+if [ "$uninstall" = no ] && [ "$service" = yes ] && [ "$has_systemd" = no ]; then
+    die "systemd is not the init system on this host, so no rmm-agent.service can be installed.
+    Install without a service:  $0 --no-service --collector-url URL --token-file FILE ...
+    then start the agent under this host's own supervisor (it runs in the foreground and logs to
+    standard error):  $VENV/bin/rmm-agent run --config $CONFIG
+    For OpenRC, copy deploy/agent/openrc/rmm-agent to /etc/init.d/ and run
+    'rc-update add rmm-agent default'. See \"Without systemd\" in deploy/README.md."
+fi
+case "$offboard_approvals" in ""|[0-9]|1[0-6]) ;; *) die "--offboard-approvals must be 0 to 16" ;; esac
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo)"
-[ -d /run/systemd/system ] || die "systemd is not the init system here; see deploy/README.md"
 
 if [ "$uninstall" = yes ]; then
-    say "stopping and removing the service"
-    systemctl disable --now rmm-agent.service 2>/dev/null || true
-    rm -f "$UNIT_PATH"
-    systemctl daemon-reload
+    if [ "$has_systemd" = yes ]; then
+        say "stopping and removing the service"
+        systemctl disable --now rmm-agent.service 2>/dev/null || true
+        rm -f "$UNIT_PATH"
+        systemctl daemon-reload
+    else
+        if [ -x /etc/init.d/rmm-agent ] && command -v rc-service >/dev/null; then
+            say "stopping and removing the OpenRC service"
+            rc-service rmm-agent stop 2>/dev/null || true
+            rc-update del rmm-agent default 2>/dev/null || true
+            rm -f /etc/init.d/rmm-agent
+        else
+            say "no systemd here: stop the agent in the supervisor that runs it"
+        fi
+    fi
     rm -rf "$PREFIX"
     if [ "$purge" = yes ]; then
         say "removing the config and the agent's state (credential and unsent spool)"
@@ -126,6 +160,8 @@ if [ -n "$collector_url" ]; then
     # The values travel in the environment, never in argv; Python quotes them for TOML.
     RMM_URL=$collector_url RMM_TOKEN=$token RMM_KIND=$kind RMM_CA=$ca_file \
     RMM_STATE=$STATE_DIR RMM_KEYS=$(printf '%s\n' "${command_keys[@]+"${command_keys[@]}"}") \
+    RMM_OPERATOR_KEYS=$(printf '%s\n' "${operator_keys[@]+"${operator_keys[@]}"}") \
+    RMM_APPROVALS=$offboard_approvals RMM_SYSTEMD=$has_systemd \
     RMM_COMPONENTS=$components RMM_UNINSTALLER=$PREFIX/bin/rmm-agent-uninstall \
         "$VENV/bin/python" - "$CONFIG.new" <<'PY'
 import json
@@ -142,17 +178,21 @@ lines = [
     f"enrollment_token = {toml(env['RMM_TOKEN'])}",
     f"state_dir = {toml(env['RMM_STATE'])}",
     f"command_keys = {toml([k for k in env['RMM_KEYS'].splitlines() if k.strip()])}",
+    f"operator_keys = {toml([k for k in env['RMM_OPERATOR_KEYS'].splitlines() if k.strip()])}",
 ]
+if env["RMM_APPROVALS"]:
+    lines.append(f"offboard_approvals = {int(env['RMM_APPROVALS'])}")
 if env["RMM_CA"]:
     lines.append(f"ca_file = {toml(env['RMM_CA'])}")
 if env["RMM_KIND"]:
     lines.append(f"kind = {toml(env['RMM_KIND'])}")
 # After a successful offboard the agent starts this, detached, and exits: a transient unit
 # outside the agent's own cgroup, so that stopping rmm-agent.service does not kill it.
-lines.append("self_remove = " + toml([
-    "systemd-run", "--no-block", "--collect", "--unit=rmm-agent-removal",
-    env["RMM_UNINSTALLER"], "--uninstall", "--purge",
-]))
+# Without systemd the agent starts it detached itself (a new session), which outlives it.
+remover = [env["RMM_UNINSTALLER"], "--uninstall", "--purge"]
+if env["RMM_SYSTEMD"] == "yes":
+    remover = ["systemd-run", "--no-block", "--collect", "--unit=rmm-agent-removal", *remover]
+lines.append("self_remove = " + toml(remover))
 text = "\n".join(lines) + "\n"
 if env["RMM_COMPONENTS"]:
     with open(env["RMM_COMPONENTS"], encoding="utf-8") as handle:
@@ -186,6 +226,14 @@ case $status in
     78) die "$CONFIG is not valid (see the message above)" ;;
     *) die "rmm-agent status failed with exit status $status" ;;
 esac
+
+if [ "$service" = no ]; then
+    say "installed without a service; start it under this host's supervisor:"
+    say "  $VENV/bin/rmm-agent run --config $CONFIG"
+    say "  (OpenRC: install -m 0755 $HERE/openrc/rmm-agent /etc/init.d/rmm-agent &&"
+    say "   rc-update add rmm-agent default && rc-service rmm-agent start)"
+    exit 0
+fi
 
 say "installing $UNIT_PATH"
 install -m 0644 -o root -g root "$HERE/rmm-agent.service" "$UNIT_PATH"

@@ -38,6 +38,10 @@ class FakeCollector:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.scripts: dict[str, deque[Reply]] = {}
+        # Signed commands handed out with every heartbeat until a non-`rejected` result answers
+        # them, as the real collector re-delivers what is pending.
+        self.pending: list[dict[str, Any]] = []
+        self.heartbeat_s = 60
         self.defaults: dict[str, Reply] = {
             "/v1/enroll": Reply(
                 201,
@@ -63,11 +67,19 @@ class FakeCollector:
     def to(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path == path]
 
+    def results(self, command_id: str) -> list[Any]:
+        return [r.json() for r in self.to(f"/v1/commands/{command_id}/result")]
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.received.append(Received(request.path, dict(request.headers), body))
         queue = self.scripts.get(request.path)
         reply = queue.popleft() if queue else self.defaults.get(request.path)
+        if request.path == "/v1/heartbeat" and not queue and self.pending:
+            reply = Reply(200, {"next_heartbeat_s": self.heartbeat_s, "commands": self.pending})
+        if request.path.endswith("/result") and json.loads(body).get("status") != "rejected":
+            answered = request.path.split("/")[3]
+            self.pending = [c for c in self.pending if c["command_id"] != answered]
         if reply is None:
             if request.path.startswith("/v1/commands/"):
                 reply = Reply(200, {"command_id": request.path.split("/")[3], "state": "done"})

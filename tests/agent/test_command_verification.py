@@ -14,8 +14,9 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.commands import CommandHandler, CommandLedger
+from agent.commands import CommandHandler, Job
 from agent.config import CommandKey
+from agent.ledger import CommandLedger
 from agent.state import Credential
 from wire.messages import CommandResultRequest, SignedCommand
 from wire.signing import CommandPayload, key_id_for, raw_public_key, sign_command
@@ -91,10 +92,10 @@ class Agent:
     def restart(self) -> None:
         ledger = CommandLedger(self.state_dir)
 
-        async def execute(p: CommandPayload) -> CommandResultRequest:
+        async def execute(job: Job) -> CommandResultRequest:
             # Recorded durably before the first step runs:
-            assert p.command_id in (self.state_dir / "commands.json").read_text()
-            self.executed.append(p.command_id)
+            assert job.command_id in (self.state_dir / "commands.json").read_text()
+            self.executed.append(job.command_id)
             return CommandResultRequest(status="succeeded")
 
         async def report(command_id: str, result: CommandResultRequest) -> None:
@@ -290,3 +291,65 @@ async def test_an_interrupted_command_resumes_after_a_restart_without_a_second_a
     assert agent.executed == ["cmd-1"]
     await agent.handler.resume()
     assert agent.executed == ["cmd-1"]
+
+
+async def test_two_different_forgeries_of_one_command_are_two_tamper_reports(
+    agent: Agent,
+) -> None:
+    genuine = signed()
+    data = bytearray(base64.b64decode(genuine.payload))
+    data[data.index(b'"reason":') + 11] ^= 0x01
+    flipped_signature = base64.b64encode(
+        bytes([base64.b64decode(genuine.signature)[0] ^ 1])
+        + base64.b64decode(genuine.signature)[1:]
+    ).decode()
+    await agent.handler.handle(msgspec.structs.replace(genuine, signature=flipped_signature))
+    altered = msgspec.structs.replace(genuine, payload=base64.b64encode(bytes(data)).decode())
+    await agent.handler.handle(altered)
+    await agent.handler.handle(altered)  # the same forged bytes again: not a new tamper event
+    assert [r.reason.split(":")[0] for _, r in agent.reports if r.reason] == [
+        "bad_signature",
+        "bad_signature",
+    ]
+    assert agent.executed == []
+
+
+async def test_a_genuine_command_refused_on_every_redelivery_is_reported_every_15_minutes(
+    agent: Agent,
+) -> None:
+    # The agent's clock is 10 minutes behind; the collector re-signs each re-delivery.
+    def redelivery(minute: int) -> SignedCommand:
+        issued = NOW + timedelta(minutes=10 + minute)
+        return signed(
+            payload(
+                issued_at=format_instant(issued),
+                expires_at=format_instant(issued + timedelta(minutes=10)),
+            )
+        )
+
+    for minute in range(20):  # one heartbeat a minute
+        agent.clock.moment = NOW + timedelta(minutes=minute)
+        await agent.handler.handle(redelivery(minute))
+    reports = [r for _, r in agent.reports]
+    assert [r.status for r in reports] == ["rejected", "rejected"]
+    first, second = reports
+    assert first.reason and first.reason.startswith("not_yet_valid")
+    assert f"agent time {format_instant(NOW)}" in first.reason and "-600 s" in first.reason
+    assert first.suppressed is None and second.suppressed == 14
+    assert agent.executed == []
+
+
+async def test_a_damaged_ledger_refuses_every_command_and_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "commands.json").write_text("{ half a ledger")
+    agent = Agent(tmp_path)
+    await agent.handler.handle(signed())
+    assert agent.executed == []
+    assert agent.refusal() == "ledger_damaged"
+    assert str(tmp_path / "commands.json") in (agent.reports[0][1].reason or "")
+    assert (tmp_path / "commands.json").read_text() == "{ half a ledger"  # left for a person
+
+
+async def test_every_good_ledger_write_is_kept_as_a_backup(agent: Agent) -> None:
+    await agent.handler.handle(signed())
+    ledger = agent.state_dir / "commands.json"
+    assert (agent.state_dir / "commands.json.bak").read_bytes() == ledger.read_bytes()

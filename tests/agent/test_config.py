@@ -6,16 +6,26 @@ import base64
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import ConfigError, load_config, parse_config
+from wire.signing import key_id_for_raw, pin_line
 
-KEY = base64.b64encode(bytes(range(32))).decode()
+PIN = pin_line(Ed25519PrivateKey.generate().public_key())
+K1, KEY = PIN.split(":")
+ALICE = pin_line(Ed25519PrivateKey.generate().public_key())
+BOB = pin_line(Ed25519PrivateKey.generate().public_key())
+SMALL_ORDER = base64.b64encode(
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+).decode()
+SMALL_ORDER_ID = key_id_for_raw(base64.b64decode(SMALL_ORDER))
 
 EXAMPLE = f"""
 collector_url = "https://noc.example.net:8443"
 enrollment_token = "rmmen_example"
 state_dir = "/var/lib/rmm-agent"
-command_keys = ["k1:{KEY}"]
+command_keys = ["{PIN}"]
+operator_keys = ["{ALICE}", "{BOB}"]
 kind = "server"
 [[component]]
 name = "antivirus"
@@ -41,8 +51,10 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     assert config.enrollment_token == "rmmen_example"
     assert config.state_dir == Path("/var/lib/rmm-agent")
     assert config.kind == "server"
-    assert config.key_ids == ["k1"]
-    assert config.command_keys[0].public_key == bytes(range(32))
+    assert config.key_ids == [K1]
+    assert config.command_keys[0].public_key == base64.b64decode(KEY)
+    assert config.operator_key_ids == [ALICE.split(":")[0], BOB.split(":")[0]]
+    assert config.offboard_approvals == 2 and config.offboard_warnings() == []
     antivirus, backup = config.components
     assert antivirus.processes == ("MsMpEng.exe", "clamd")
     assert antivirus.services == ("WinDefend", "clamav-daemon")
@@ -97,7 +109,16 @@ BAD = [
     ({"command_keys": ["no-colon"]}, "command_keys[0]", "<key_id>:<base64"),
     ({"command_keys": ["k1:!!!"]}, "command_keys[0]", "base64"),
     ({"command_keys": ["k1:AAAA"]}, "command_keys[0]", "32 bytes"),
-    ({"command_keys": [f"k1:{KEY}", f"k1:{KEY}"]}, "command_keys[1]", "listed twice"),
+    ({"command_keys": [PIN, PIN]}, "command_keys[1]", "listed twice"),
+    ({"command_keys": [f"k1:{KEY}"]}, "command_keys[0]", "key id does not match"),
+    ({"operator_keys": [f"{SMALL_ORDER_ID}:{SMALL_ORDER}"]}, "operator_keys[0]", "small order"),
+    ({"offboard_approvals": -1}, "offboard_approvals", "between 0 and 16"),
+    ({"offboard_approvals": 1.5}, "offboard_approvals", "integer"),
+    (
+        {"operator_keys": [ALICE, BOB], "offboard_approvals": 3},
+        "offboard_approvals",
+        "only 2 are pinned",
+    ),
     ({"colector_url": "typo"}, "colector_url", "unknown setting"),
     ({"component": {"name": "x"}}, "component", "array of tables"),
     ({"component": [{"processes": ["a"]}]}, "component[0].name", "is required"),
@@ -141,3 +162,19 @@ def test_a_byte_order_mark_from_a_windows_editor_is_accepted(tmp_path: Path) -> 
     path = tmp_path / "agent.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'collector_url = "https://noc.example.net"\r\n')
     assert load_config(path).collector_url == "https://noc.example.net"
+
+
+def test_without_operator_keys_every_offboard_is_refused_and_the_agent_says_so() -> None:
+    config = parse_config({"collector_url": "https://noc"}, source=Path("/etc/agent.toml"))
+    assert config.offboard_approvals == 2 and config.operator_keys == ()
+    (warning,) = config.offboard_warnings()
+    assert "every offboard will be refused" in warning
+
+
+def test_single_signature_mode_must_be_written_out_and_is_warned_about() -> None:
+    config = parse_config(
+        {"collector_url": "https://noc", "offboard_approvals": 0}, source=Path("/etc/agent.toml")
+    )
+    assert config.offboard_approvals == 0
+    (warning,) = config.offboard_warnings()
+    assert "offboard_approvals = 0" in warning and "collector" in warning

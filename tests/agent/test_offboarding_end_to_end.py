@@ -127,6 +127,7 @@ def test_offboard_requested_while_the_agent_is_down_runs_once_when_it_starts(
         collector.url,
         enrollment_token=collector.enrollment_token(),
         command_keys=[pin],
+        offboard_approvals=0,  # single-signature mode: these offboards carry no order
         self_remove=[sys.executable, "-c", f"open({str(removed)!r}, 'w').write('gone')"],
         components=[
             {
@@ -208,6 +209,7 @@ def test_an_online_agent_is_offboarded_within_seconds_with_a_rotated_key(
         collector.url,
         enrollment_token=collector.enrollment_token(),
         command_keys=[old_pin, new_pin],
+        offboard_approvals=0,  # single-signature mode: these offboards carry no order
         components=[
             {
                 "name": "antivirus",
@@ -275,6 +277,7 @@ def test_a_failed_uninstall_is_reported_with_its_steps_and_a_retry_succeeds(
         collector.url,
         enrollment_token=collector.enrollment_token(),
         command_keys=[pin],
+        offboard_approvals=0,  # single-signature mode: these offboards carry no order
         components=[
             {
                 "name": "antivirus",
