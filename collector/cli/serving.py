@@ -1,0 +1,140 @@
+"""`rmm-collector serve` and `quickstart`."""
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from collector import __version__
+from collector.app import create_app
+from collector.cli.clients import issue_enrollment_token
+from collector.cli.common import command, local_actor
+from collector.settings import Settings
+from collector.store.base import Store
+from collector.tokens import hash_token, new_token
+from wire.clock import SystemClock
+
+log = logging.getLogger("collector")
+
+QUICKSTART_FILE = "quickstart.json"
+DEMO_CLIENT = "Demo Client"
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def serve_forever(store: Store, settings: Settings, banner: str = "") -> None:
+    app = create_app(settings, store=store, clock=SystemClock())
+    runner = web.AppRunner(
+        app, access_log=log if settings.access_log else None, handle_signals=False
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=_tls_context(settings),
+        backlog=2048,
+        reuse_address=True,
+    )
+    await site.start()
+    # Long-lived state (token cache, key ring, routes) is built: keep the collector from
+    # scanning it again and again, and collect young objects less often under load.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info(
+        "collector %s listening on %s://%s:%d (state: %s)",
+        __version__,
+        scheme,
+        settings.host,
+        settings.port,
+        settings.db if not settings.is_postgres else "postgresql",
+    )
+    if banner:
+        print(banner, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: flushing buffered heartbeats")
+        await runner.cleanup()
+
+
+async def serve(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    await serve_forever(store, settings)
+
+
+async def quickstart(store: Store, settings: Settings, args: argparse.Namespace) -> None:
+    """First run: a demo client and an admin token, kept (0600) beside the database; then serve."""
+    path = Path(settings.db).resolve().parent / QUICKSTART_FILE
+    if path.exists():
+        demo = json.loads(path.read_text())
+    else:
+        client = await store.find_client(DEMO_CLIENT)
+        if client is None:
+            client = await store.create_client(
+                DEMO_CLIENT, now=SystemClock().now(), actor=local_actor()
+            )
+        enrollment_token, _ = await issue_enrollment_token(store, settings, client.client_id)
+        admin_token = new_token("api")
+        await store.add_api_token(
+            f"quickstart-admin-{client.client_id[:8]}",
+            "admin",
+            hash_token(admin_token),
+            now=SystemClock().now(),
+            actor=local_actor(),
+        )
+        demo = {
+            "client_id": client.client_id,
+            "enrollment_token": enrollment_token,
+            "admin_token": admin_token,
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(demo, handle)
+    url = f"http://{settings.host}:{settings.port}"
+    banner = f"""
+RMM collector is running at {url}   (state: {settings.db}; stop with Ctrl-C)
+
+  admin API token:              {demo["admin_token"]}
+  '{DEMO_CLIENT}' enrollment token: {demo["enrollment_token"]}
+  (both kept in {path}, mode 0600; remove the data/ folder to start afresh)
+
+Try it from another terminal:
+  curl -s {url}/healthz
+  curl -s -X POST {url}/v1/enroll -d '{{"enrollment_token": "{demo["enrollment_token"]}", \\
+       "hardware_id": "demo-hw-1", "hostname": "demo-pc", "os": "Linux", "kind": "pc"}}'
+  curl -s -H 'Authorization: Bearer {demo["admin_token"]}' {url}/v1/machines
+"""
+    await serve_forever(store, settings, banner)
+
+
+def register(sub: Any) -> None:
+    command(
+        sub, "serve", "serve the HTTP API (settings from flags or RMM_COLLECTOR_*)", serve, None
+    )
+    command(
+        sub,
+        "quickstart",
+        "serve with a demo client and an admin token (used by `make run`)",
+        quickstart,
+        None,
+    )
