@@ -7,12 +7,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collector import handlers_agent, handlers_commands, handlers_ops, handlers_people
+from collector import (
+    handlers_agent,
+    handlers_commands,
+    handlers_machines,
+    handlers_ops,
+    handlers_people,
+)
 from collector.appkeys import (
     AGENT_TOKENS,
     AUTH_LIMITER,
     BUFFER,
     CLOCK,
+    HEALTH,
     METRICS,
     OPEN_COMMANDS,
     SETTINGS,
@@ -26,6 +33,7 @@ from collector.buffer import HeartbeatBuffer
 from collector.commands import CommandSigner, OpenCommands
 from collector.errors import ON_REJECTED
 from collector.fallback import add_fallback
+from collector.health import WriteHealth
 from collector.keys import KeyRing
 from collector.metrics import Metrics
 from collector.settings import Settings, parse_networks
@@ -48,6 +56,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
+    app[HEALTH] = WriteHealth(settings.flush_interval_s)
     app[AGENT_TOKENS] = AgentTokenCache(store)
     app[AUTH_LIMITER] = FailedAuthLimiter(trusted_proxies=parse_networks(settings.trusted_proxies))
     app[OPEN_COMMANDS] = OpenCommands(store)
@@ -57,6 +66,7 @@ def create_app(
     app.add_routes(handlers_agent.routes)
     app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
+    app.add_routes(handlers_machines.routes)
     app.add_routes(handlers_ops.routes)
     app[ON_REJECTED] = count_rejection
     add_fallback(app, setup_pages(app))

@@ -7,6 +7,7 @@ from aiohttp import web
 from collector.auth import AgentTokenCache, FailedAuthLimiter
 from collector.buffer import HeartbeatBuffer
 from collector.commands import CommandSigner, OpenCommands
+from collector.health import WriteHealth
 from collector.metrics import Metrics
 from collector.settings import Settings
 from collector.store.base import Store
@@ -21,3 +22,4 @@ AGENT_TOKENS = web.AppKey("agent_tokens", AgentTokenCache)
 AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 OPEN_COMMANDS = web.AppKey("open_commands", OpenCommands)
 SIGNER = web.AppKey("signer", CommandSigner)
+HEALTH = web.AppKey("health", WriteHealth)

@@ -26,14 +26,24 @@ Permission = Literal[
     "inventory.read",
     "audit.read",
     "clients.manage",
+    "machines.approve",  # let known hardware enroll again (a re-image, a move)
+    "machines.reprice",  # confirm the billed kind of a machine
 ]
 
 _VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": _VIEWER,
-    "technician": _VIEWER | {"offboard.request"},
+    "technician": _VIEWER | {"offboard.request", "machines.approve"},
     "billing": _VIEWER | {"inventory.read"},
-    "admin": _VIEWER | {"offboard.request", "inventory.read", "audit.read", "clients.manage"},
+    "admin": _VIEWER
+    | {
+        "offboard.request",
+        "inventory.read",
+        "audit.read",
+        "clients.manage",
+        "machines.approve",
+        "machines.reprice",
+    },
 }
 
 

@@ -19,6 +19,7 @@ from collector.appkeys import (
     AGENT_TOKENS,
     BUFFER,
     CLOCK,
+    HEALTH,
     METRICS,
     OPEN_COMMANDS,
     SETTINGS,
@@ -43,18 +44,31 @@ def state_windows(clock: Clock, online_window_s: int) -> StateWindows:
 
 
 async def flush_heartbeats(app: web.Application) -> int:
-    """Write everything buffered in one transaction; on failure keep it for the next try."""
+    """Write everything buffered in one transaction; on failure keep it for the next try. With
+    nothing to write for a while, prove the database still takes writes (`collector.health`)."""
+    health = app[HEALTH]
     batch = app[BUFFER].take()
     if not batch:
+        app[BUFFER].committed()
+        if health.wants_probe:
+            try:
+                await app[STORE].probe_write(app[CLOCK].now())
+            except Exception as exc:
+                health.failed(exc)
+                raise
+            health.ok()
         return 0
     started = time.perf_counter()
     try:
         await app[STORE].apply_heartbeats(batch, gap_s=app[SETTINGS].online_window_s)
-    except Exception:
+    except Exception as exc:
         app[BUFFER].put_back(batch)
         app[METRICS].flush_failures.inc()
+        health.failed(exc)
         log.exception("last-seen flush of %d machines failed; retrying next tick", len(batch))
         raise
+    app[BUFFER].committed()
+    health.ok()
     app[METRICS].flush_seconds.observe(time.perf_counter() - started)
     app[METRICS].flush_batch.set(len(batch))
     return len(batch)

@@ -14,6 +14,8 @@ from collector.store.base import HeartbeatRecord
 class HeartbeatBuffer:
     def __init__(self) -> None:
         self._pending: dict[str, HeartbeatRecord] = {}
+        # Taken by a flush that has not committed yet: still only in memory.
+        self._in_flight: dict[str, HeartbeatRecord] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -27,11 +29,12 @@ class HeartbeatBuffer:
         os: str | None,
         kind: str | None,
         components_json: str,
+        clock_offset_ms: int | None = None,
     ) -> None:
         record = self._pending.get(machine_id)
         if record is None:
             self._pending[machine_id] = HeartbeatRecord(
-                machine_id, at, at, hostname, os, kind, components_json
+                machine_id, at, at, hostname, os, kind, components_json, clock_offset_ms
             )
             return
         record.last_at = max(record.last_at, at)
@@ -39,15 +42,30 @@ class HeartbeatBuffer:
         record.os = os if os is not None else record.os
         record.kind = kind if kind is not None else record.kind
         record.components_json = components_json
+        if clock_offset_ms is not None:
+            record.clock_offset_ms = clock_offset_ms
 
     def take(self) -> list[HeartbeatRecord]:
-        """Everything buffered so far; the buffer starts empty again."""
-        batch = list(self._pending.values())
+        """Everything buffered so far; the buffer starts empty again. What is taken counts as
+        in flight (`last_at`) until `committed` or `put_back`."""
+        self._in_flight = self._pending
         self._pending = {}
-        return batch
+        return list(self._in_flight.values())
+
+    def committed(self) -> None:
+        self._in_flight = {}
+
+    def last_at(self, machine_id: str) -> datetime | None:
+        """The latest heartbeat of a machine acknowledged but not yet in the database."""
+        pending = self._pending.get(machine_id)
+        flying = self._in_flight.get(machine_id)
+        if pending is None:
+            return None if flying is None else flying.last_at
+        return pending.last_at if flying is None else max(pending.last_at, flying.last_at)
 
     def put_back(self, batch: list[HeartbeatRecord]) -> None:
         """A failed flush returns its records; newer heartbeats buffered meanwhile win."""
+        self._in_flight = {}
         for record in batch:
             newer = self._pending.get(record.machine_id)
             if newer is None:

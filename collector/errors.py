@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import msgspec
 from aiohttp import web
 
-from collector.store.base import InvalidText
+from collector.store.base import InvalidText, StoreError
+from collector.store.sql import StoreUnavailable
 from wire.messages import ErrorBody
+
+log = logging.getLogger(__name__)
+
+# What a 503 tells a client to wait before trying again (agents back off on their own too).
+RETRY_AFTER_S = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _H = TypeVar("_H")
@@ -31,11 +38,14 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """A request the collector refuses; raised before any state changes."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, detail: str) -> web.Response:
@@ -79,10 +89,19 @@ def json_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ApiError as exc:
-            return _refuse(request, exc.status, exc.code, exc.detail)
+            refused = _refuse(request, exc.status, exc.code, exc.detail)
+            refused.headers.update(exc.headers)
+            return refused
         except InvalidText as exc:
             # Raised by the store before it changed anything: the request's own text.
             return _refuse(request, 400, "invalid_text", str(exc))
+        except StoreUnavailable as exc:
+            response = _refuse(request, 503, "database_unavailable", str(exc))
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        except StoreError as exc:
+            log.exception("the store failed on %s %s", request.method, request.path)
+            return _refuse(request, 500, "store_error", f"the database failed: {exc}")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

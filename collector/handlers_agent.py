@@ -6,6 +6,7 @@ import functools
 import operator
 import uuid
 import zlib
+from datetime import datetime
 
 import msgspec
 from aiohttp import web
@@ -53,6 +54,20 @@ def next_heartbeat_s(interval_s: int, agent_id: str) -> int:
     """The interval with a fixed per-agent jitter of up to ±10%, so a fleet does not synchronise."""
     spread = (zlib.crc32(agent_id.encode()) % 2001 - 1000) / 10_000
     return max(1, round(interval_s * (1 + spread)))
+
+
+# The store keeps the offset as a 32-bit integer: beyond ~24 days either way it reads as that.
+_MAX_OFFSET_MS = 2**31 - 1
+
+
+def clock_offset_ms(agent_time: str, now: datetime) -> int:
+    """The agent's clock minus the collector's (which is trusted), in milliseconds."""
+    try:
+        agent_now = parse_instant(agent_time)
+    except InstantError as exc:
+        raise ApiError(400, "invalid_body", f"agent_time: {exc}") from exc
+    offset = round((agent_now - now).total_seconds() * 1000)
+    return max(-_MAX_OFFSET_MS, min(_MAX_OFFSET_MS, offset))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,6 +127,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         os=body.os,
         kind=body.kind,
         components_json=components_json(body.components),
+        clock_offset_ms=None if body.agent_time is None else clock_offset_ms(body.agent_time, now),
     )
     metrics = app[METRICS]
     metrics.heartbeats_total += 1

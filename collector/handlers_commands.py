@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -22,8 +22,10 @@ from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_int, read_json
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
+from collector.requests import OffboardRequest
 from collector.store.base import (
     COMMAND_STATES,
+    AuditEntry,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
@@ -33,7 +35,11 @@ from collector.store.base import (
     NotOwner,
     OffboardRequestRecord,
 )
-from wire.messages import NO_NUL, CommandResultRequest, CommandResultResponse
+from wire.messages import (
+    CommandProgressRequest,
+    CommandResultRequest,
+    CommandResultResponse,
+)
 from wire.times import format_instant
 
 routes = json_routes()
@@ -41,11 +47,6 @@ routes = json_routes()
 _encode = msgspec.json.Encoder().encode
 
 PENDING_TOO_LONG = timedelta(days=7)
-
-
-class OffboardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=NO_NUL)]
-    ticket: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
 
 
 def command_view(command: CommandRecord) -> dict[str, Any]:
@@ -75,6 +76,15 @@ def command_view(command: CommandRecord) -> dict[str, Any]:
             "steps": msgspec.Raw((command.steps_json or "[]").encode()),
         },
         "rejections": command.rejections,
+        "last_rejection": None
+        if command.last_rejection is None
+        else {"reason": command.last_rejection, "at": instant(command.last_rejected_at)},
+        "progress": None
+        if command.progress_json is None
+        else {
+            **msgspec.json.decode(command.progress_json),
+            "at": instant(command.progress_at),
+        },
     }
 
 
@@ -145,6 +155,8 @@ async def command_result(request: web.Request) -> web.Response:
         status=body.status,
         reason=body.reason,
         steps_json=_encode(body.steps).decode(),
+        agent_time=body.agent_time,
+        suppressed=body.suppressed or 0,
     )
     try:
         command = await app[STORE].record_command_result(identity, result, now=app[CLOCK].now())
@@ -159,6 +171,36 @@ async def command_result(request: web.Request) -> web.Response:
         app[OPEN_COMMANDS].discard(command.machine_id)
     if command.state == "offboarded":
         await app[AGENT_TOKENS].apply_revocations()
+    return json_response(CommandResultResponse(command_id=command.command_id, state=command.state))
+
+
+@routes.post("/v1/commands/{command_id}/progress")
+async def command_progress(request: web.Request) -> web.Response:
+    """The agent's steps so far while a command runs; heartbeats go on meanwhile."""
+    app = request.app
+    identity = await authenticate_agent(request, app[STORE], app[AGENT_TOKENS], app[AUTH_LIMITER])
+    body = await read_json(request, CommandProgressRequest)
+    try:
+        command = await app[STORE].record_command_progress(
+            identity,
+            request.match_info["command_id"],
+            _encode({"steps": body.steps, "running": body.running}).decode(),
+            now=app[CLOCK].now(),
+        )
+    except NotFound as exc:
+        raise ApiError(404, "command_not_found", str(exc)) from exc
+    except NotOwner as exc:
+        app[METRICS].security_events.labels(kind="foreign_progress").inc()
+        await app[STORE].add_audit(
+            AuditEntry(
+                app[CLOCK].now(),
+                identity.agent_id,
+                "command.progress_refused",
+                request.match_info["command_id"],
+                {"reason": str(exc), "machine_id": identity.machine_id},
+            )
+        )
+        raise ApiError(403, "not_your_command", str(exc)) from exc
     return json_response(CommandResultResponse(command_id=command.command_id, state=command.state))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from collector.appkeys import CLOCK, METRICS, SETTINGS, STORE
+from collector.appkeys import CLOCK, HEALTH, METRICS, SETTINGS, STORE
 from collector.background import state_windows
 from collector.bodies import json_response
-from collector.errors import ApiError, json_routes
+from collector.errors import RETRY_AFTER_S, ApiError, json_routes
 from collector.openapi import build_spec
 
 routes = json_routes()
@@ -15,11 +15,22 @@ routes = json_routes()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """200 only while the database answers reads and recently took a write: a collector that
+    acknowledges heartbeats it cannot persist is not healthy (`collector.health`)."""
+    health = request.app[HEALTH]
     try:
         await request.app[STORE].find_client("")
     except Exception as exc:
-        raise ApiError(503, "database_unavailable", "the database does not answer") from exc
+        raise _unavailable(f"the database does not answer: {exc}") from exc
+    if health.stale:
+        raise _unavailable(health.describe())
     return json_response({"status": "ok"})
+
+
+def _unavailable(detail: str) -> ApiError:
+    return ApiError(
+        503, "database_unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
 
 
 @routes.get("/metrics")

@@ -7,13 +7,13 @@ from typing import get_args
 import msgspec
 from aiohttp import web
 
-from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, SETTINGS, STORE
+from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, BUFFER, CLOCK, SETTINGS, STORE
 from collector.auth import Permission, authenticate_person
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_instant, query_int
 from collector.errors import ApiError, json_routes
 from collector.store.base import MACHINE_STATES, ApiTokenInfo, AuditFilter, MachineFilter
-from collector.views import audit_view, machine_view
+from collector.views import audit_view, machine_view, with_buffered
 from wire.messages import Kind
 from wire.times import format_instant
 
@@ -53,7 +53,12 @@ async def list_machines(request: web.Request) -> web.Response:
     page = records[:limit]
     next_cursor = page[-1].machine_id if len(records) > limit else None
     return json_response(
-        {"machines": [machine_view(r, windows) for r in page], "next_cursor": next_cursor}
+        {
+            "machines": [
+                machine_view(with_buffered(r, request.app[BUFFER]), windows) for r in page
+            ],
+            "next_cursor": next_cursor,
+        }
     )
 
 
@@ -65,7 +70,7 @@ async def get_machine(request: web.Request) -> web.Response:
     if record is None:
         raise ApiError(404, "machine_not_found", "no machine has that id")
     windows = state_windows(request.app[CLOCK], request.app[SETTINGS].online_window_s)
-    return json_response(machine_view(record, windows))
+    return json_response(machine_view(with_buffered(record, request.app[BUFFER]), windows))
 
 
 @routes.get("/v1/machines/{machine_id}/events")

@@ -7,7 +7,9 @@ from typing import Any
 import msgspec
 
 from collector import __version__
+from collector.requests import PEOPLE_BODIES
 from wire.messages import (
+    CommandProgressRequest,
     CommandResultRequest,
     CommandResultResponse,
     EnrollRequest,
@@ -20,6 +22,7 @@ from wire.messages import (
 )
 
 _STRUCTS = (
+    *PEOPLE_BODIES,
     EnrollRequest,
     EnrollResponse,
     HeartbeatRequest,
@@ -29,6 +32,7 @@ _STRUCTS = (
     ErrorBody,
     CommandResultRequest,
     CommandResultResponse,
+    CommandProgressRequest,
 )
 
 _INSTANT = {"type": "string", "format": "date-time"}
@@ -118,15 +122,6 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
                 },
             },
             "next_before": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
-        },
-    },
-    "OffboardRequest": {
-        "type": "object",
-        "required": ["reason"],
-        "additionalProperties": False,
-        "properties": {
-            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
-            "ticket": {"type": "string", "minLength": 1, "maxLength": 200},
         },
     },
     "CommandAccepted": {
@@ -364,6 +359,25 @@ def build_spec() -> dict[str, Any]:
                 params=[_COMMAND_ID],
             )
         },
+        "/v1/machines/{machine_id}/kind": {
+            "post": _op(
+                "Confirm or set a machine's billed kind (admin); billed so from now on",
+                "200",
+                "Machine",
+                body="KindRequest",
+                params=[_MACHINE_ID],
+            )
+        },
+        "/v1/commands/{command_id}/progress": {
+            "post": _op(
+                "An agent reports the steps so far of a command it runs (only the owning agent)",
+                "200",
+                "CommandResultResponse",
+                body="CommandProgressRequest",
+                security="agentToken",
+                params=[_COMMAND_ID],
+            )
+        },
         "/v1/reports/exposure": {
             "get": _op(
                 "Licence exposure: expired without offboarding, offboards pending over 7 days",
@@ -371,7 +385,14 @@ def build_spec() -> dict[str, Any]:
                 "ExposureReport",
             )
         },
-        "/healthz": {"get": _op("Liveness and database reachability", "200", None, security=None)},
+        "/healthz": {
+            "get": _op(
+                "Health: the database answers and took a write recently (else 503)",
+                "200",
+                None,
+                security=None,
+            )
+        },
         "/metrics": {"get": _op("Prometheus metrics (text format)", "200", None, security=None)},
         "/v1/openapi.json": {"get": _op("This document", "200", None, security=None)},
     }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from collector.buffer import HeartbeatBuffer
 from collector.store.base import (
     AuditEntry,
     MachineRecord,
@@ -31,6 +33,12 @@ class MachineView(msgspec.Struct, frozen=True, kw_only=True):
     offboarded_at: datetime | None
     agent_id: str | None
     components: msgspec.Raw
+    # The agent's clock minus the collector's at its last heartbeat, when the agent says.
+    clock_offset_s: float | None = None
+    # The kind the agent reports when it differs from the billed `kind` (an admin confirms).
+    pending_kind: str | None = None
+    # What the NOC should look at: `clock_skew` (over a minute either way) and more to come.
+    flags: list[str] = []
 
 
 class AuditView(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +48,29 @@ class AuditView(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     target: str
     detail: dict[str, Any]
+
+
+# An agent whose clock is this far from the collector's refuses signed commands as not yet valid
+# or expired at some point: the NOC sees it flagged long before that.
+CLOCK_SKEW_MS = 60_000
+
+
+def machine_flags(record: MachineRecord) -> list[str]:
+    flags = []
+    if record.clock_offset_ms is not None and abs(record.clock_offset_ms) > CLOCK_SKEW_MS:
+        flags.append("clock_skew")
+    if record.pending_kind is not None:
+        flags.append("kind_change_pending")
+    return flags
+
+
+def with_buffered(record: MachineRecord, buffer: HeartbeatBuffer) -> MachineRecord:
+    """The record with heartbeats acknowledged but not yet flushed: a stalled database never
+    shows machines that are heartbeating as offline."""
+    buffered = buffer.last_at(record.machine_id)
+    if buffered is None or buffered <= record.last_seen:
+        return record
+    return replace(record, last_seen=buffered)
 
 
 def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
@@ -55,6 +86,9 @@ def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
         offboarded_at=record.offboarded_at,
         agent_id=record.agent_id,
         components=msgspec.Raw(record.components_json.encode()),
+        clock_offset_s=None if record.clock_offset_ms is None else record.clock_offset_ms / 1000,
+        flags=machine_flags(record),
+        pending_kind=record.pending_kind,
     )
 
 

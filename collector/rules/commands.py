@@ -21,6 +21,7 @@ from collector.store.records import (
     CommandState,
     Conflict,
     NotFound,
+    NotOwner,
     OffboardRequestRecord,
 )
 
@@ -155,3 +156,13 @@ def decide_result(
         AuditEntry(now, identity.agent_id, "offboard.failed", target, detail),
         "offboard_failed",
     )
+
+
+def decide_progress(command: CommandRecord | None, identity: AgentIdentity) -> bool:
+    """Whether an agent's progress report is kept: only for its own command still running. A
+    report about another agent's command is refused (`NotOwner`)."""
+    if command is None:
+        raise NotFound("no command has that id")
+    if command.agent_id != identity.agent_id or command.machine_id != identity.machine_id:
+        raise NotOwner("the command belongs to another agent")
+    return command.state == "offboard_pending"

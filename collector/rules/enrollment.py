@@ -26,6 +26,7 @@ class KnownHardware:
     offboard_state: str | None
     last_seen: datetime
     components_json: str
+    kind: str = "pc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,10 @@ class EnrollmentPlan:
     # What the machine row holds afterwards.
     components_json: str
     last_seen: datetime
+    # The billed kind, and a different kind the request claims (held for an admin to confirm:
+    # enrolling again never re-prices a known machine).
+    kind: str
+    pending_kind: str | None
     audit: AuditEntry
 
     @property
@@ -59,7 +64,10 @@ def plan_enrollment(
     if known is None:
         machine_id, components, last_seen = new_machine_id, facts.components_json, now
         new_period = closes = False
+        kind, pending_kind = facts.kind, None
     else:
+        kind = known.kind
+        pending_kind = None if facts.kind == known.kind else facts.kind
         machine_id = known.machine_id
         # An enrollment reports no components yet: the machine keeps what it last reported.
         components = (
@@ -78,7 +86,8 @@ def plan_enrollment(
         {
             "client_id": client_id,
             "hostname": facts.hostname,
-            "kind": facts.kind,
+            "kind": kind,
+            "kind_reported": facts.kind,
             "hardware_id": request.hardware_id,
         },
     )
@@ -90,5 +99,7 @@ def plan_enrollment(
         closes_presence_run=closes,
         components_json=components,
         last_seen=last_seen,
+        kind=kind,
+        pending_kind=pending_kind,
         audit=audit,
     )

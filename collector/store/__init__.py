@@ -19,7 +19,9 @@ Where things go, for whoever adds to the collector:
 
 from __future__ import annotations
 
-from collector.store.base import Store
+from datetime import UTC, datetime
+
+from collector.store.base import Store, StoreError
 from collector.store.store import SQLStore
 
 
@@ -33,11 +35,21 @@ async def open_store(db: str) -> Store:
 
 
 async def open_sql_store(db: str, **options: int) -> SQLStore:
-    """The same, typed as the concrete store (tests and tools that reach engine details)."""
+    """The same, typed as the concrete store (tests and tools that reach engine details).
+
+    Opening ends with a write, so a state the collector cannot write (a read-only folder, a
+    lock another process holds) is a clear error here, not failed requests later."""
     if is_postgres_url(db):
         from collector.store.postgres.engine import PostgresEngine
 
-        return SQLStore(await PostgresEngine.open(db, **options))
-    from collector.store.sqlite.engine import SQLiteEngine
+        store = SQLStore(await PostgresEngine.open(db, **options))
+    else:
+        from collector.store.sqlite.engine import SQLiteEngine
 
-    return SQLStore(await SQLiteEngine.open(db))
+        store = SQLStore(await SQLiteEngine.open(db))
+    try:
+        await store.probe_write(datetime.now(UTC))
+    except StoreError as exc:
+        await store.close()
+        raise StoreError(f"cannot write to {store.location}: {exc}") from exc
+    return store

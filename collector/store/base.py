@@ -50,6 +50,9 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+    async def probe_write(self, now: datetime) -> None:
+        """Commit one small write (proof the database takes writes); raises if it cannot."""
+        ...
 
     # clients and enrollment tokens
     async def create_client(self, name: str, *, now: datetime, actor: str) -> Client: ...
@@ -88,6 +91,12 @@ class Store(Protocol):
 
     # machines and inventory
     async def get_machine(self, machine_id: str) -> MachineRecord | None: ...
+    async def set_kind(
+        self, machine_id: str, kind: str, *, now: datetime, actor: str
+    ) -> MachineRecord:
+        """Confirm a pending kind (or set one); billed as `kind` from `now` on."""
+        ...
+
     async def list_machines(
         self, machine_filter: MachineFilter, windows: StateWindows
     ) -> list[MachineRecord]: ...
@@ -131,6 +140,12 @@ class Store(Protocol):
         self, identity: AgentIdentity, result: CommandResultRecord, *, now: datetime
     ) -> CommandRecord:
         """Apply an agent's report; `rejected` is audited and never ends the command."""
+        ...
+
+    async def record_command_progress(
+        self, identity: AgentIdentity, command_id: str, progress_json: str, *, now: datetime
+    ) -> CommandRecord:
+        """Keep an agent's progress report on its own running command (`NotOwner` otherwise)."""
         ...
 
     async def licence_exposure(

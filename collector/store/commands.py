@@ -10,6 +10,7 @@ from collector.rules.commands import (
     OffboardTarget,
     ResultDecision,
     decide_offboard_request,
+    decide_progress,
     decide_result,
     offboard_requested,
     plan_delivery,
@@ -184,6 +185,26 @@ class Commands(StorePart):
             raise NotOwner("the command belongs to another agent")
         return command
 
+    async def record_command_progress(
+        self, identity: AgentIdentity, command_id: str, progress_json: str, *, now: datetime
+    ) -> CommandRecord:
+        """Keep what the agent says while its command runs (the steps so far, the one running)."""
+
+        async def run(tx: Tx) -> CommandRecord:
+            command = await self._command(tx, command_id, lock=True)
+            if decide_progress(command, identity):
+                await tx.execute(
+                    "UPDATE commands SET progress = ?, progress_at = ? WHERE command_id = ?",
+                    progress_json,
+                    now,
+                    command_id,
+                )
+            refreshed = await self._command(tx, command_id)
+            assert refreshed is not None
+            return refreshed
+
+        return await self._engine.write(run)
+
     async def _apply_result(
         self,
         tx: Tx,
@@ -194,7 +215,11 @@ class Commands(StorePart):
     ) -> None:
         if decision.effect == "count_rejection":
             await tx.execute(
-                "UPDATE commands SET rejections = rejections + 1 WHERE command_id = ?",
+                "UPDATE commands SET rejections = rejections + ?, last_rejection = ?, "
+                "last_rejected_at = ? WHERE command_id = ?",
+                1 + result.suppressed,
+                result.reason or "refused without a reason",
+                now,
                 command.command_id,
             )
         elif decision.ends_command:

@@ -94,14 +94,14 @@ class Enrollment(StorePart):
         self, tx: Tx, client_id: str, hardware_id: str
     ) -> KnownHardware | None:
         row = await tx.fetchrow(
-            "SELECT machine_id, offboard_state, last_seen, components FROM machines "
+            "SELECT machine_id, offboard_state, last_seen, components, kind FROM machines "
             f"WHERE client_id = ? AND hardware_id = ?{self.dialect.for_update}",
             client_id,
             hardware_id,
         )
         if row is None:
             return None
-        return KnownHardware(row[0], row[1], self.dialect.instant(row[2]), row[3])
+        return KnownHardware(row[0], row[1], self.dialect.instant(row[2]), row[3], row[4])
 
     async def _apply_enrollment(
         self, tx: Tx, request: EnrollRequestRecord, plan: EnrollmentPlan, now: datetime
@@ -138,8 +138,8 @@ class Enrollment(StorePart):
                 )
             restart = plan.new_coverage_period
             await tx.execute(
-                "UPDATE machines SET hostname = ?, os = ?, kind = ?, components = ?, "
-                "last_seen = ?, facts_since = ?, agent_id = ?"
+                "UPDATE machines SET hostname = ?, os = ?, kind = ?, pending_kind = ?, "
+                "components = ?, last_seen = ?, facts_since = ?, agent_id = ?"
                 + (", presence_start = ?" if plan.closes_presence_run else "")
                 + (
                     ", first_seen = ?, offboard_state = NULL, offboarded_at = NULL"
@@ -149,7 +149,8 @@ class Enrollment(StorePart):
                 + " WHERE machine_id = ?",
                 facts.hostname,
                 facts.os,
-                facts.kind,
+                plan.kind,
+                plan.pending_kind,
                 plan.components_json,
                 plan.last_seen,
                 now,
@@ -170,7 +171,7 @@ class Enrollment(StorePart):
             now,
             facts.hostname,
             facts.os,
-            facts.kind,
+            plan.kind,
             plan.components_json,
         )
         await tx.execute(

@@ -16,6 +16,18 @@ _HISTORY = (("presence", "start_at"), ("facts", "valid_from"), ("coverage", "fir
 
 
 class Lifecycle(StorePart):
+    async def probe_write(self, now: datetime) -> None:
+        """Commit one small write: proof that the database takes writes right now."""
+
+        async def run(tx: Tx) -> None:
+            await tx.execute(
+                "INSERT INTO store_health (id, written_at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at",
+                now,
+            )
+
+        await self._engine.write(run)
+
     async def expire_machines(self, windows: StateWindows) -> list[str]:
         """Record, once each, the machines that expired since the last sweep."""
         d = self.dialect

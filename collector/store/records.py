@@ -116,6 +116,8 @@ class HeartbeatRecord:
     os: str | None
     kind: str | None
     components_json: str
+    # The agent's clock minus the collector's at the last of them (None: the agent did not say).
+    clock_offset_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,9 @@ class MachineRecord:
     offboard_state: OffboardState | None
     offboarded_at: datetime | None
     agent_id: str | None
+    clock_offset_ms: int | None = None
+    # A kind the agent reported that differs from the billed `kind`, until an admin confirms.
+    pending_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,11 @@ class CommandRecord:
     result_reason: str | None
     steps_json: str | None
     rejections: int
+    # What the agent last said while running it (JSON), and its latest refusal's reason.
+    progress_json: str | None = None
+    progress_at: datetime | None = None
+    last_rejection: str | None = None
+    last_rejected_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +243,9 @@ class CommandResultRecord:
     status: Literal["succeeded", "failed", "rejected"]
     reason: str | None
     steps_json: str
+    # The agent's clock when it reported, and identical refusals it did not report since the last.
+    agent_time: str | None = None
+    suppressed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,14 @@ from collector.store.sql import Dialect, Row
 
 MACHINE_COLUMNS = (
     "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
-    "components, offboard_state, offboarded_at, agent_id"
+    "components, offboard_state, offboarded_at, agent_id, clock_offset_ms, "
+    "pending_kind"
 )
 
 COMMAND_COLUMNS = (
     "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
     "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
-    "result_reason, steps, rejections"
+    "result_reason, steps, rejections, progress, progress_at, last_rejection, last_rejected_at"
 )
 
 
@@ -38,6 +39,8 @@ def machine_from_row(r: Row, d: Dialect) -> MachineRecord:
         offboard_state=cast(OffboardState | None, r[9]),
         offboarded_at=d.opt_instant(r[10]),
         agent_id=r[11],
+        clock_offset_ms=r[12],
+        pending_kind=r[13],
     )
 
 
@@ -61,4 +64,8 @@ def command_from_row(r: Row, d: Dialect) -> CommandRecord:
         result_reason=r[15],
         steps_json=r[16],
         rejections=int(r[17]),
+        progress_json=r[18],
+        progress_at=d.opt_instant(r[19]),
+        last_rejection=r[20],
+        last_rejected_at=d.opt_instant(r[21]),
     )

@@ -9,12 +9,21 @@ from collector.store.enrollment import Enrollment
 from collector.store.heartbeats import Heartbeats
 from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
+from collector.store.machines import Machines
 from collector.store.sql import Engine
 from collector.store.views import Views
 
 
 class SQLStore(
-    ClientsAndTokens, Enrollment, Heartbeats, Commands, Audit, Views, Inventory, Lifecycle
+    ClientsAndTokens,
+    Enrollment,
+    Heartbeats,
+    Commands,
+    Audit,
+    Views,
+    Inventory,
+    Lifecycle,
+    Machines,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 

@@ -8,7 +8,7 @@ from typing import Any, cast, get_args
 
 from aiohttp import web
 
-from collector.appkeys import CLOCK, SETTINGS, STORE
+from collector.appkeys import BUFFER, CLOCK, SETTINGS, STORE
 from collector.background import state_windows
 from collector.store.base import (
     COMPONENT_STATUS_FILTERS,
@@ -23,6 +23,7 @@ from collector.store.base import (
     MachineState,
     machine_state,
 )
+from collector.views import machine_flags, with_buffered
 from collector.web import views
 from collector.web.people import (
     require,
@@ -166,7 +167,10 @@ async def machines(request: web.Request) -> web.Response:
         request,
         "machines.html",
         {
-            "machines": [(m, machine_state(m, windows)) for m in found.machines],
+            "machines": [
+                (m, machine_state(m, windows))
+                for m in (with_buffered(m, app[BUFFER]) for m in found.machines)
+            ],
             "summaries": {
                 m.machine_id: views.component_summary(m.components_json) for m in found.machines
             },
@@ -212,11 +216,13 @@ async def machine(request: web.Request) -> web.Response:
         audit_trail(),
     )
     commands.sort(key=lambda c: c.created_at, reverse=True)
+    record = with_buffered(record, request.app[BUFFER])
     return render(
         request,
         "machine.html",
         {
             "machine": record,
+            "flags": machine_flags(record),
             "state": machine_state(record, windows),
             "client": client,
             "components": views.components_of(record.components_json),

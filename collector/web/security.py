@@ -12,8 +12,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from collector.appkeys import SETTINGS
-from collector.errors import Handler
+from collector.errors import RETRY_AFTER_S, Handler
 from collector.store.base import InvalidText
+from collector.store.sql import StoreUnavailable
 
 ErrorRenderer = Callable[[web.Request, int, str, str], web.Response]
 
@@ -98,6 +99,16 @@ class PageGuard:
             return self._render_error(request, exc.status, exc.title, exc.message)
         if isinstance(exc, InvalidText):  # the store refused the request's own text
             return self._render_error(request, 400, "Bad request", str(exc))
+        if isinstance(exc, StoreUnavailable):
+            page = self._render_error(
+                request,
+                503,
+                "Database unavailable",
+                f"The collector's database cannot serve this right now ({exc}). "
+                "Nothing was changed; try again in a few seconds.",
+            )
+            page.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return page
         if isinstance(exc, web.HTTPException) and exc.status >= 400:
             message = (
                 "There is no page here."

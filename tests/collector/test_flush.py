@@ -82,13 +82,13 @@ async def test_inventory_takes_facts_from_history_only_for_instants_before_they_
     enrolled = await store.enroll(_enrollment("pc-1", "agent-a"), now=NOW, gap_s=GAP_S)
     renamed = NOW + timedelta(days=3)
     await store.apply_heartbeats(
-        [HeartbeatRecord(enrolled.machine_id, renamed, renamed, "pc-1-new", None, "server", "[]")],
+        [HeartbeatRecord(enrolled.machine_id, renamed, renamed, "pc-1-new", None, None, "[]")],
         gap_s=GAP_S,
     )
     for as_of, expected in (
         (renamed - timedelta(microseconds=1), ("pc-1", "pc", '[{"name":"antivirus"}]')),
-        (renamed, ("pc-1-new", "server", "[]")),
-        (renamed + timedelta(days=1), ("pc-1-new", "server", "[]")),
+        (renamed, ("pc-1-new", "pc", "[]")),
+        (renamed + timedelta(days=1), ("pc-1-new", "pc", "[]")),
     ):
         (row,) = [r async for b in store.iter_inventory(as_of) for r in b]
         assert (row.hostname, row.kind, row.components_json) == expected, as_of

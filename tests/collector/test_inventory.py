@@ -54,8 +54,20 @@ async def test_inventory_shows_facts_and_last_seen_as_they_stood_at_as_of(
 
     now = await inventory(harness, billing, "2026-04-10T10:00:00Z")
     assert now["machines"][0]["hostname"] == "srv-new"
-    assert now["machines"][0]["kind"] == "server"
+    assert now["machines"][0]["kind"] == "pc"  # reported, not yet confirmed by an admin
     assert now["machines"][0]["last_seen"] == "2026-04-10T10:00:00Z"
+
+    harness.clock.set(at("2026-04-11T09:00"))
+    admin = await harness.api_token("admin")
+    resp = await harness.client.post(
+        f"/v1/machines/{agent['machine_id']}/kind", json={"kind": "server"}, headers=admin
+    )
+    assert resp.status == 200, await resp.text()
+    harness.clock.set(at("2026-04-12T09:00"))
+    confirmed = await inventory(harness, billing, "2026-04-12T00:00:00Z")
+    assert confirmed["machines"][0]["kind"] == "server"
+    before = await inventory(harness, billing, "2026-04-11T08:00:00Z")
+    assert before["machines"][0]["kind"] == "pc"
 
 
 async def test_a_machine_enrolled_exactly_at_as_of_is_not_yet_in_the_inventory(

@@ -71,7 +71,7 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
     await store.apply_heartbeats(
         [
             HeartbeatRecord(
-                awkward.machine_id, beat_at, beat_at, AWKWARD_HOSTNAME, None, "pc", COMPONENTS
+                awkward.machine_id, beat_at, beat_at, AWKWARD_HOSTNAME, None, None, COMPONENTS
             )
         ],
         gap_s=GAP_S,
@@ -93,7 +93,7 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
             "machine_id": awkward.machine_id,
             "client_id": client.client_id,
             "hostname": AWKWARD_HOSTNAME,
-            "kind": "pc",
+            "kind": "server",
             "first_seen": ENROLLED,
             "last_seen": beat_at,
             "offboarded_at": None,

@@ -43,6 +43,7 @@ Connection = Any  # asyncpg.Connection (asyncpg ships no type information)
 _RETRIES = 5
 _POOL_MIN = 1
 _POOL_MAX = 10
+_ACQUIRE_TIMEOUT_S = 10
 
 _sql = functools.lru_cache(maxsize=2048)(numbered_placeholders)
 
@@ -78,6 +79,7 @@ def translated() -> Iterator[None]:
         raise UniqueViolation(str(exc)) from exc
     except (
         OSError,
+        TimeoutError,
         asyncpg.InterfaceError,
         asyncpg.PostgresConnectionError,
         asyncpg.InsufficientResourcesError,
@@ -107,7 +109,9 @@ async def _create_pool(dsn: str, min_size: int, max_size: int) -> Any:
         reset=keep_session,
         timeout=10,
         # JIT compilation costs more than it saves on these short, index-driven queries.
-        server_settings={"application_name": "rmm-collector", "jit": "off"},
+        # A lock held elsewhere fails the statement after 10 s (answered 503) instead of
+        # holding the request, or the flush, indefinitely.
+        server_settings={"application_name": "rmm-collector", "jit": "off", "lock_timeout": "10s"},
     )
 
 
@@ -232,7 +236,10 @@ class PostgresEngine:
             attempt += 1
             try:
                 with translated():
-                    async with self._pool.acquire() as conn, conn.transaction(**options):
+                    async with (
+                        self._pool.acquire(timeout=_ACQUIRE_TIMEOUT_S) as conn,
+                        conn.transaction(**options),
+                    ):
                         return await fn(conn)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt >= _RETRIES:

@@ -24,8 +24,8 @@ _FLUSH_CHUNK = 2000
 _APPLY_SQL = """
     WITH b AS (
         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],
-                             $4::text[], $5::text[], $6::text[], $7::text[])
-            AS b(machine_id, first_at, last_at, hostname, os, kind, components)
+                             $4::text[], $5::text[], $6::text[], $7::text[], $9::integer[])
+            AS b(machine_id, first_at, last_at, hostname, os, kind, components, clock_offset_ms)
     ),
     cur AS MATERIALIZED (
         SELECT m.machine_id, m.presence_start, m.last_seen, b.first_at, b.last_at,
@@ -33,11 +33,14 @@ _APPLY_SQL = """
                b.last_at >= m.last_seen AS newest,
                m.hostname <> COALESCE(b.hostname, m.hostname)
                    OR m.os <> COALESCE(b.os, m.os)
-                   OR m.kind <> COALESCE(b.kind, m.kind)
                    OR m.components <> b.components AS changed,
                COALESCE(b.hostname, m.hostname) AS hostname,
                COALESCE(b.os, m.os) AS os,
-               COALESCE(b.kind, m.kind) AS kind,
+               m.kind,
+               -- A kind the agent reports is never the billed kind: it waits for an admin.
+               CASE WHEN b.kind IS NULL THEN m.pending_kind
+                    WHEN b.kind = m.kind THEN NULL ELSE b.kind END AS pending_kind,
+               COALESCE(b.clock_offset_ms, m.clock_offset_ms) AS clock_offset_ms,
                b.components
         FROM machines m JOIN b ON b.machine_id = m.machine_id
     ),
@@ -59,7 +62,9 @@ _APPLY_SQL = """
         last_seen = GREATEST(m.last_seen, cur.last_at),
         hostname = CASE WHEN cur.newest THEN cur.hostname ELSE m.hostname END,
         os = CASE WHEN cur.newest THEN cur.os ELSE m.os END,
-        kind = CASE WHEN cur.newest THEN cur.kind ELSE m.kind END,
+        pending_kind = CASE WHEN cur.newest THEN cur.pending_kind ELSE m.pending_kind END,
+        clock_offset_ms = CASE WHEN cur.newest THEN cur.clock_offset_ms
+                               ELSE m.clock_offset_ms END,
         components = CASE WHEN cur.newest THEN cur.components ELSE m.components END,
         facts_since = CASE WHEN cur.newest AND cur.changed THEN cur.last_at
                            ELSE m.facts_since END
@@ -82,4 +87,5 @@ async def apply_heartbeats(conn: Any, batch: Sequence[HeartbeatRecord], gap: tim
             [r.kind for r in chunk],
             [r.components_json for r in chunk],
             gap,
+            [r.clock_offset_ms for r in chunk],
         )

@@ -37,7 +37,10 @@ from wire.times import to_micros
 T = TypeVar("T")
 
 _READERS = 4
-_BUSY_TIMEOUT_MS = 10_000
+# A request waits this long for a lock another process holds, then is told to retry (503):
+# long stalls must not hold requests, and a failed flush simply runs again a second later.
+_BUSY_TIMEOUT_MS = 2_000
+_WRITE_LOCK_WAIT_S = 2.0
 
 
 def _param(value: Any) -> Any:
@@ -174,14 +177,28 @@ class SQLiteEngine:
     @classmethod
     async def open(cls, db: str) -> SQLiteEngine:
         path = Path(db)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # Token digests and the audit log live here: readable by the collector's user only.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # Token digests and the audit log live here: readable by the collector only.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the SQLite file {path}: {exc.strerror or exc}; check that "
+                f"{path.parent} exists and this user may write there"
+            ) from exc
         engine = cls(path)
-        conn = await asyncio.to_thread(engine._connect_writer)
-        engine._writer = Worker(conn, "sqlite-writer")
-        await engine._writer.call(lambda: engine._migrate(conn))
+        try:
+            conn = await asyncio.to_thread(engine._connect_writer)
+            engine._writer = Worker(conn, "sqlite-writer")
+            await engine._writer.call(lambda: engine._migrate(conn))
+        except sqlite3.Error as exc:
+            await engine.close()
+            raise StoreError(
+                f"cannot open the SQLite file {path}: {exc}; check that this user may write "
+                f"the file and its folder {path.parent} (SQLite keeps -wal and -shm files "
+                "there) and that no other process holds the database locked"
+            ) from exc
         return engine
 
     def _connect_writer(self) -> sqlite3.Connection:
@@ -234,9 +251,24 @@ class SQLiteEngine:
 
     # transactions
 
+    @contextlib.asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        """The writer for one transaction; a request does not wait long behind a stall."""
+        try:
+            async with asyncio.timeout(_WRITE_LOCK_WAIT_S):
+                await self._write_lock.acquire()
+        except TimeoutError as exc:
+            raise StoreUnavailable(
+                f"the database is busy: a write has been waiting over {_WRITE_LOCK_WAIT_S:.0f} s"
+            ) from exc
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
     async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         writer = self._check_open()
-        async with self._write_lock:
+        async with self._writer_turn():
             tx = SQLiteTx(writer, "BEGIN IMMEDIATE")
             try:
                 result = await fn(tx)
@@ -267,7 +299,7 @@ class SQLiteEngine:
                     conn.execute("ROLLBACK")
                 raise translate(exc) from exc
 
-        async with self._write_lock:
+        async with self._writer_turn():
             return await writer.call(run)
 
     @contextlib.asynccontextmanager

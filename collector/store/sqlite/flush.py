@@ -15,11 +15,11 @@ from collector.store.records import HeartbeatRecord
 from wire.times import to_micros
 
 _FLUSH_CHUNK = 2_000
-# A buffered heartbeat `b` changes what machine row `{m}` says (hostname, os, kind omitted = kept).
+# A buffered heartbeat `b` changes what machine row `{m}` says (hostname, os omitted = kept; the
+# kind an agent reports never changes the billed kind, see `pending_kind`).
 _FACTS_CHANGED = (
     "{m}.hostname IS NOT COALESCE(b.hostname, {m}.hostname) "
-    "OR {m}.os IS NOT COALESCE(b.os, {m}.os) OR {m}.kind IS NOT COALESCE(b.kind, {m}.kind) "
-    "OR {m}.components IS NOT b.components"
+    "OR {m}.os IS NOT COALESCE(b.os, {m}.os) OR {m}.components IS NOT b.components"
 )
 
 
@@ -36,18 +36,18 @@ def apply_heartbeats(
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS heartbeat_batch (machine_id TEXT PRIMARY KEY, "
         "first_at INTEGER, last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, "
-        "components TEXT)"
+        "components TEXT, clock_offset_ms INTEGER)"
     )
     conn.execute(
         # No key on rid: the update then walks the plan and finds each machine by
         # rowid, rather than scanning `machines` for rows in the plan.
         "CREATE TEMP TABLE IF NOT EXISTS heartbeat_plan (rid INTEGER, "
         "machine_id TEXT, presence_start INTEGER, last_seen INTEGER, first_at INTEGER, "
-        "last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, components TEXT, "
-        "new_run INTEGER, newest INTEGER, changed INTEGER)"
+        "last_at INTEGER, hostname TEXT, os TEXT, pending_kind TEXT, components TEXT, "
+        "clock_offset_ms INTEGER, new_run INTEGER, newest INTEGER, changed INTEGER)"
     )
-    # Seven parameters a row, within what this SQLite build binds in one statement.
-    rows = min(_FLUSH_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 7)
+    # Eight parameters a row, within what this SQLite build binds in one statement.
+    rows = min(_FLUSH_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8)
     for start in range(0, len(batch), rows):
         chunk = batch[start : start + rows]
         values = [
@@ -61,17 +61,21 @@ def apply_heartbeats(
                 r.os,
                 r.kind,
                 r.components_json,
+                r.clock_offset_ms,
             )
         ]
         conn.execute(
             "INSERT OR REPLACE INTO temp.heartbeat_batch VALUES "
-            + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk)),
+            + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
             values,
         )
     conn.execute(
         "INSERT INTO temp.heartbeat_plan SELECT m.rowid, m.machine_id, m.presence_start, "
         "m.last_seen, b.first_at, b.last_at, COALESCE(b.hostname, m.hostname), "
-        "COALESCE(b.os, m.os), COALESCE(b.kind, m.kind), b.components, "
+        # A kind the agent reports is never the billed kind: it waits for an admin.
+        "COALESCE(b.os, m.os), CASE WHEN b.kind IS NULL THEN m.pending_kind "
+        "WHEN b.kind = m.kind THEN NULL ELSE b.kind END, b.components, "
+        "COALESCE(b.clock_offset_ms, m.clock_offset_ms), "
         # A gap longer than the online window ends the current run of presence.
         "b.first_at - m.last_seen > ?, b.last_at >= m.last_seen, "
         # Facts change only from a heartbeat newer than the row (an enrollment may have
@@ -87,8 +91,8 @@ def apply_heartbeats(
     )
     conn.execute(
         "INSERT OR REPLACE INTO facts (machine_id, valid_from, hostname, os, kind, "
-        "components) SELECT machine_id, last_at, hostname, os, kind, components "
-        "FROM temp.heartbeat_plan WHERE changed"
+        "components) SELECT p.machine_id, p.last_at, p.hostname, p.os, m.kind, p.components "
+        "FROM temp.heartbeat_plan p JOIN machines m ON m.rowid = p.rid WHERE p.changed"
     )
     conn.execute(
         "UPDATE machines SET "
@@ -98,7 +102,9 @@ def apply_heartbeats(
         "last_seen = MAX(machines.last_seen, p.last_at), "
         "hostname = CASE WHEN p.newest THEN p.hostname ELSE machines.hostname END, "
         "os = CASE WHEN p.newest THEN p.os ELSE machines.os END, "
-        "kind = CASE WHEN p.newest THEN p.kind ELSE machines.kind END, "
+        "pending_kind = CASE WHEN p.newest THEN p.pending_kind ELSE machines.pending_kind END, "
+        "clock_offset_ms = CASE WHEN p.newest THEN p.clock_offset_ms "
+        "ELSE machines.clock_offset_ms END, "
         "components = CASE WHEN p.newest THEN p.components "
         "ELSE machines.components END, "
         "facts_since = CASE WHEN p.changed THEN p.last_at ELSE machines.facts_since END "

@@ -148,4 +148,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             first_seen);
         """,
     ),
+    (
+        "0004_health_progress_skew_kind",
+        """
+        -- One row the collector rewrites to prove, at start and while idle, that it can write.
+        CREATE TABLE store_health (
+            id INTEGER PRIMARY KEY,
+            written_at INTEGER NOT NULL
+        );
+        -- What an agent said while a command ran, and its latest refusal (shown to the NOC).
+        ALTER TABLE commands ADD COLUMN progress TEXT;
+        ALTER TABLE commands ADD COLUMN progress_at INTEGER;
+        ALTER TABLE commands ADD COLUMN last_rejection TEXT;
+        ALTER TABLE commands ADD COLUMN last_rejected_at INTEGER;
+        -- The agent's clock minus the collector's when it last said (milliseconds).
+        -- A kind the agent reported that differs from the billed one, until an admin confirms.
+        ALTER TABLE machines ADD COLUMN pending_kind TEXT;
+        ALTER TABLE machines ADD COLUMN clock_offset_ms INTEGER;
+        """,
+    ),
 )
