@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agent.client import (
+    AwaitingApproval,
     CollectorClient,
     CollectorError,
     CollectorUnavailable,
@@ -42,6 +43,7 @@ from agent.identity import Identity
 from agent.probes import Prober, Sample
 from agent.spool import Spool, SpoolItem
 from agent.state import Credential, KnownStatus, StateStore
+from agent.text import printable
 from agent.version import agent_version
 from wire.clock import Clock, SystemClock
 from wire.messages import (
@@ -62,6 +64,7 @@ SHUTDOWN_FLUSH_S = 2.0
 COMMAND_GRACE_S = 2.0
 JITTER_FRACTION = 0.1
 UNAUTHORIZED_JITTER = (0.5, 1.0)  # fraction of `retry_max_s` to wait after a 401
+ENROLL_RETRY_JITTER = (0.75, 1.25)  # of `enroll_retry_s`, for an enrollment held for approval
 
 
 class AgentError(Exception):
@@ -104,8 +107,14 @@ async def enroll(
     retry_sleep: Sleep,
     attempts: int | None = None,
     clock: Clock | None = None,
+    previous: Credential | None = None,
 ) -> Credential:
-    """Enroll this machine with the config's `enrollment_token` and store the credential (0600)."""
+    """Enroll this machine with the config's `enrollment_token` and store the credential (0600).
+
+    `previous` (the credential being replaced) proves to the collector that this is the same
+    agent enrolling again. Without proof the collector may hold known hardware for a
+    technician's approval: `AwaitingApproval`, and the previous credential stays as it was.
+    """
     if not config.enrollment_token:
         raise AgentError(f"{config.source}: enrollment_token: is required to enroll this machine")
     request = EnrollRequest(
@@ -115,6 +124,7 @@ async def enroll(
         os=identity.os,
         kind=identity.kind,
         agent_version=agent_version(),
+        previous_agent_token=previous.agent_token if previous is not None else None,
     )
     policy = retrying(max_wait=config.retry_max_s, sleep=retry_sleep, attempts=attempts)
     response = None
@@ -132,6 +142,7 @@ async def enroll(
         heartbeat_interval_s=max(1, response.heartbeat_interval_s),
     )
     await asyncio.to_thread(state.save_credential, credential)
+    await asyncio.to_thread(state.clear_reenroll)
     log.info(
         "enrolled with %s as agent %s (machine %s, %s)",
         config.collector_url,
@@ -184,6 +195,7 @@ class Agent:
         self._notes: dict[str, str] = {}
         self._flush_lock = asyncio.Lock()
         self._command_task: asyncio.Task[None] | None = None
+        self._reenrolling: asyncio.Task[None] | None = None
         self._departed = False
         self._sleep: Sleep = sleep or self.wait
         self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
@@ -213,6 +225,10 @@ class Agent:
                 runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Stopping):
                 await runner
+            if self._reenrolling is not None:
+                self._reenrolling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Stopping, Exception):
+                    await self._reenrolling
             await self._end_command_work()
         await self.shutdown()
 
@@ -257,6 +273,10 @@ class Agent:
     async def run(self) -> None:
         self.credential = await self._ensure_enrolled()
         self._client.with_token(self.credential.agent_token)
+        if await asyncio.to_thread(self._state.reenroll_pending):
+            self._reenrolling = asyncio.create_task(
+                self._keep_reenrolling(self.credential), name="rmm-agent re-enrollment"
+            )
         if self.credential.collector_url != self._config.collector_url:
             log.warning(
                 "enrolled with %s but configured for %s; using the configured collector",
@@ -297,7 +317,7 @@ class Agent:
                 await self._sleep(delay)
                 continue
             except Rejected as exc:
-                log.error("heartbeat refused: %s", exc)
+                log.error("heartbeat refused: %s", printable(str(exc)))
                 await self._sleep(self._with_jitter(interval))
                 continue
             interval = float(max(1, response.next_heartbeat_s))
@@ -489,6 +509,13 @@ class Agent:
                 f"this machine is not enrolled and {self._config.source} has no enrollment_token"
             )
         log.info("not enrolled yet; enrolling with %s", self._config.collector_url)
+        while True:
+            try:
+                return await self._enroll(None)
+            except AwaitingApproval as held:
+                await self._sleep(self._held_enrollment(held))
+
+    async def _enroll(self, previous: Credential | None) -> Credential:
         try:
             return await enroll(
                 self._config,
@@ -497,9 +524,39 @@ class Agent:
                 self._state,
                 retry_sleep=self._sleep,
                 clock=self._clock,
+                previous=previous,
             )
         except Rejected as exc:
             raise AgentError(f"enrollment refused: {exc}") from exc
+
+    def _held_enrollment(self, held: AwaitingApproval) -> float:
+        delay = self._config.enroll_retry_s * self._rng.uniform(*ENROLL_RETRY_JITTER)
+        log.warning(
+            "the collector holds this enrollment for a technician's approval (%s); a technician "
+            "approves it with `rmm-collector machine approve-reenroll MACHINE_ID` or on the "
+            "machine's page. Asking again in %.0f s.",
+            printable(held.detail),
+            delay,
+        )
+        return delay
+
+    async def _keep_reenrolling(self, previous: Credential) -> None:
+        """`enroll --force` was held: heartbeat with the old credential, and ask again every few
+        minutes until the collector answers with a new one."""
+        while True:
+            await self.wait(self._config.enroll_retry_s * self._rng.uniform(*ENROLL_RETRY_JITTER))
+            try:
+                credential = await self._enroll(previous)
+            except AwaitingApproval as held:
+                self._held_enrollment(held)
+                continue
+            except (CollectorError, AgentError) as exc:
+                log.warning("enrolling again failed (%s); trying again later", exc)
+                continue
+            self.credential = credential
+            self._client.with_token(credential.agent_token)
+            log.warning("enrolled again as agent %s; heartbeats now use it", credential.agent_id)
+            return
 
     async def _spool_event(self, event_type: str, detail: dict[str, Any]) -> None:
         event = new_event(event_type, detail, clock=self._clock)

@@ -84,6 +84,7 @@ class Agent:
     executed: list[str] = field(default_factory=list)
     reports: list[tuple[str, CommandResultRequest]] = field(default_factory=list)
     keys: tuple[CommandKey, ...] = (pin(KEY),)
+    credential: Credential = CREDENTIAL
     handler: CommandHandler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -104,7 +105,7 @@ class Agent:
         self.handler = CommandHandler(
             ledger=ledger,
             keys=self.keys,
-            credential=lambda: CREDENTIAL,
+            credential=lambda: self.credential,
             clock=self.clock,
             execute=execute,
             report=report,
@@ -353,3 +354,18 @@ async def test_every_good_ledger_write_is_kept_as_a_backup(agent: Agent) -> None
     await agent.handler.handle(signed())
     ledger = agent.state_dir / "commands.json"
     assert (agent.state_dir / "commands.json.bak").read_bytes() == ledger.read_bytes()
+
+
+async def test_a_machine_enrolled_again_is_offboarded_with_its_new_agents_sequence(
+    agent: Agent,
+) -> None:
+    # The old agent had accepted sequence 7; the collector starts the new agent's sequence at 1.
+    await agent.handler.handle(signed(payload(command_id="old-cmd", sequence=7)))
+    agent.credential = msgspec.structs.replace(CREDENTIAL, agent_id="agent-2")
+    agent.restart()
+    await agent.handler.handle(signed(payload(command_id="new-cmd", agent_id="agent-2")))
+    assert agent.executed == ["old-cmd", "new-cmd"]
+    # ... while the old agent's sequences still only grow:
+    agent.credential = CREDENTIAL
+    await agent.handler.handle(signed(payload(command_id="replay", sequence=7)))
+    assert agent.reports[-1][1].reason and agent.reports[-1][1].reason.startswith("stale_sequence")
