@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import stat
@@ -27,8 +28,8 @@ from agent.version import agent_version
 
 if TYPE_CHECKING:
     from agent.client import CollectorClient
+    from agent.deferred_commands import DeferredCommands
     from agent.probes import Prober
-    from agent.remote_commands import AgentCommands
     from agent.spool import Spool
     from agent.state import Credential
 
@@ -225,10 +226,12 @@ def _run(config: AgentConfig) -> int:
 
 async def _serve(config: AgentConfig) -> None:
     from agent.identity import Host, detect_hostname, detect_identity
+    from agent.network import NetworkReader, NetworkWatcher
     from agent.probes import Prober
     from agent.service import Agent
     from agent.spool import Spool
     from agent.state import StateStore
+    from wire.clock import SystemClock
 
     stop = asyncio.Event()
     _install_signal_handlers(stop)
@@ -255,6 +258,7 @@ async def _serve(config: AgentConfig) -> None:
             on_commands=handler,
             on_start=handler.resume,
             on_unauthorized=handler.unauthorized,
+            network=NetworkWatcher(NetworkReader(platform.system()).read, clock=SystemClock()),
         )
         handler.attach(agent)
         await agent.serve()
@@ -268,10 +272,10 @@ async def _command_handler(
     spool: Spool,
     prober: Prober,
     stop: asyncio.Event,
-) -> AgentCommands:
-    from agent.remote_commands import AgentCommands
+) -> DeferredCommands:
+    from agent.deferred_commands import DeferredCommands
 
-    return await asyncio.to_thread(AgentCommands, config, client, spool, prober, stop)
+    return DeferredCommands(config, client, spool, prober, stop)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

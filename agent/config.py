@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
-from wire.signing import pin_problem
+from wire.ed25519 import pin_problem
 
 Kind = Literal["pc", "server"]
 LogLevel = Literal["debug", "info", "warning", "error"]

@@ -40,7 +40,8 @@ from agent.client import (
 from agent.config import AGENT_COMPONENT, AgentConfig
 from agent.events import MAX_EVENTS_PER_REQUEST, Event, new_event
 from agent.identity import Identity
-from agent.probes import Prober, Sample
+from agent.network import NetworkWatcher
+from agent.probes import Prober, Sample, logged_in_users
 from agent.spool import Spool, SpoolItem
 from agent.state import Credential, KnownStatus, StateStore
 from agent.text import printable
@@ -172,6 +173,8 @@ class Agent:
         on_start: Callable[[], Awaitable[None]] | None = None,
         on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
         offboard_policy: tuple[int, list[str]] | None = None,
+        network: NetworkWatcher | None = None,
+        users: Callable[[], list[str]] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -197,6 +200,9 @@ class Agent:
         self._command_task: asyncio.Task[None] | None = None
         self._reenrolling: asyncio.Task[None] | None = None
         self._departed = False
+        self._network = network
+        self._users = users or logged_in_users
+        self._logged_in: list[str] = []
         self._sleep: Sleep = sleep or self.wait
         self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
         self._self_component = Component(
@@ -230,6 +236,8 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Stopping, Exception):
                     await self._reenrolling
             await self._end_command_work()
+            if self._network is not None:
+                await self._network.close()
         await self.shutdown()
 
     def _start_command_work(self, work: Awaitable[None], what: str) -> bool:
@@ -333,6 +341,7 @@ class Agent:
         cpu_start = time.process_time()
         sample = await asyncio.to_thread(self._probe)
         approvals, operator_key_ids = self._offboard_policy
+        network = self._network.due() if self._network is not None else None
         request = HeartbeatRequest(
             components=[self._self_component, *sample.components],
             hostname=self._hostname(),
@@ -343,6 +352,8 @@ class Agent:
             agent_version=agent_version(),
             offboard_approvals=approvals,
             operator_key_ids=operator_key_ids,
+            users=self._logged_in,
+            network=network,
         )
         attempt_at = self._clock.now()
         try:
@@ -357,6 +368,9 @@ class Agent:
         self._status.last_error = None
         self._status.next_heartbeat_s = response.next_heartbeat_s
         await self._save_status()
+        if self._network is not None:
+            self._network.acknowledged(network)
+            self._network.refresh_in_background()  # read for a later cycle, never this one
         await self.flush()
         log.debug(
             "heartbeat acknowledged: %d components, next in %d s, %.1f ms CPU",
@@ -371,6 +385,7 @@ class Agent:
         sample = self._prober.sample(
             previous=self._status.components, executables=self._status.executables
         )
+        self._logged_in = self._users()
         for component in sample.components:
             before = self._status.components.get(component.name)
             if (
