@@ -240,14 +240,14 @@ class Agent:
                 await self._network.close()
         await self.shutdown()
 
-    def _start_command_work(self, work: Awaitable[None], what: str) -> bool:
-        """Run `work` in the command task unless a command is already running there."""
+    def _start_command_work(self, work: Callable[[], Awaitable[None]], what: str) -> bool:
+        """Run `work()` in the command task unless a command is already running there."""
         if self._command_task is not None and not self._command_task.done():
             return False
 
         async def guarded() -> None:
             try:
-                await work
+                await work()
             except Exception:
                 log.exception("%s failed", what)
 
@@ -294,7 +294,7 @@ class Agent:
         self._status = await asyncio.to_thread(self._state.load_status)
         await self._spool_event("agent.started", {"version": agent_version()})
         if self._on_start is not None:
-            self._start_command_work(self._on_start(), "resuming commands")
+            self._start_command_work(self._on_start, "resuming commands")
         log.info(
             "agent %s started (version %s, %s %s, %d components)",
             self.credential.agent_id,
@@ -512,7 +512,9 @@ class Agent:
 
     async def _deliver_commands(self, commands: Sequence[SignedCommand]) -> None:
         ids = [c.command_id for c in commands]
-        if not self._start_command_work(self._on_commands(commands), f"handling commands {ids}"):
+        if not self._start_command_work(
+            lambda: self._on_commands(commands), f"handling commands {ids}"
+        ):
             log.debug("a command is running; commands %s wait for their next delivery", ids)
 
     async def _ensure_enrolled(self) -> Credential:

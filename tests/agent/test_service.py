@@ -358,3 +358,20 @@ async def test_the_network_section_rides_on_a_later_heartbeat(harness: Harness) 
     assert sections[0] is None
     assert sections[1] == msgspec.to_builtins(section)
     assert sections[2] is None  # acknowledged and unchanged: not sent again for 15 minutes
+
+
+async def test_a_401_after_a_recorded_offboard_departs_instead_of_waiting(harness: Harness) -> None:
+    harness.collector.script(
+        "/v1/heartbeat",
+        Reply(401, {"error": "invalid_token", "detail": "revoked after the final report"}),
+    )
+    departures: list[str] = []
+
+    async def offboarded() -> bool:
+        departures.append("departed")
+        return True
+
+    harness.agent_options["on_unauthorized"] = offboarded
+    await harness.enrolled().run(sleeps=1)
+    assert departures == ["departed"]
+    assert harness.slept == [0]  # no back-off: the agent is leaving
