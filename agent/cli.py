@@ -1,9 +1,9 @@
 """`rmm-agent enroll|run|status --config FILE`.
 
-Exit status: 0 success; 1 a runtime failure (collector unreachable during `enroll`, state unusable);
-3 `status` of an agent that is not enrolled; 78 a configuration problem (bad config file, not
-enrolled and no `enrollment_token`, enrollment refused), which service managers are told not to
-restart on.
+Exit status: 0 success; 1 a runtime failure (collector unreachable during `enroll`, state
+unusable); 3 `status` of an agent that is not enrolled, or an `enroll` the collector holds for a
+technician's approval; 78 a configuration problem (bad config file, not enrolled and no
+`enrollment_token`, enrollment refused), which service managers are told not to restart on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import signal
+import socket
 import stat
 import sys
 from collections.abc import Sequence
@@ -26,8 +28,8 @@ from agent.version import agent_version
 
 if TYPE_CHECKING:
     from agent.client import CollectorClient
+    from agent.deferred_commands import DeferredCommands
     from agent.probes import Prober
-    from agent.remote_commands import AgentCommands
     from agent.spool import Spool
     from agent.state import Credential
 
@@ -36,6 +38,7 @@ log = logging.getLogger("agent")
 EX_OK = 0
 EX_FAILURE = 1
 EX_NOT_ENROLLED = 3
+EX_AWAITING_APPROVAL = 3  # `enroll`: the collector holds it for a technician's approval
 EX_CONFIG = 78
 
 
@@ -106,10 +109,11 @@ def _guarded(config: AgentConfig, action: Any) -> int:
 
 
 def _enroll(config: AgentConfig, *, force: bool) -> int:
-    from agent.client import CollectorError
+    from agent.client import AwaitingApproval, CollectorError
     from agent.departure import clear_tombstone, read_tombstone
     from agent.identity import IdentityError
-    from agent.state import StateStore
+    from agent.state import StateError, StateStore
+    from agent.text import printable
 
     state = StateStore(config.state_dir)
     state.prepare()
@@ -122,7 +126,13 @@ def _enroll(config: AgentConfig, *, force: bool) -> int:
             )
             return EX_FAILURE
         clear_tombstone(config.state_dir)
-    existing = state.load_credential()
+    try:
+        existing = state.load_credential()
+    except StateError as exc:
+        if not force:
+            raise
+        log.warning("%s; enrolling without it", exc)
+        existing = None
     if existing is not None and not force:
         print(
             f"already enrolled as agent {existing.agent_id} (machine {existing.machine_id}) with "
@@ -131,10 +141,25 @@ def _enroll(config: AgentConfig, *, force: bool) -> int:
         )
         return EX_FAILURE
     try:
-        credential = asyncio.run(_enroll_async(config))
+        credential = asyncio.run(_enroll_async(config, previous=existing))
     except IdentityError as exc:
         log.error("cannot identify this machine: %s", exc)
         return EX_FAILURE
+    except AwaitingApproval as held:
+        state.mark_reenroll_pending(held.detail)
+        kept = (
+            f" This machine keeps its current credential (agent {existing.agent_id}) meanwhile."
+            if existing is not None
+            else ""
+        )
+        print(
+            "enrollment held: the collector knows this hardware and asks a technician to approve "
+            f"enrolling it again ({printable(held.detail)}). A technician runs "
+            "`rmm-collector machine approve-reenroll MACHINE_ID` (or approves it on the machine's "
+            f"page); `rmm-agent run` keeps asking every few minutes until it is approved.{kept}",
+            file=sys.stderr,
+        )
+        return EX_AWAITING_APPROVAL
     except CollectorError as exc:
         log.error("enrollment failed: %s", exc)
         return EX_FAILURE
@@ -142,7 +167,7 @@ def _enroll(config: AgentConfig, *, force: bool) -> int:
     return EX_OK
 
 
-async def _enroll_async(config: AgentConfig) -> Credential:
+async def _enroll_async(config: AgentConfig, *, previous: Credential | None) -> Credential:
     from agent.identity import detect_identity
     from agent.service import enroll
     from agent.state import StateStore
@@ -156,6 +181,7 @@ async def _enroll_async(config: AgentConfig) -> Credential:
             StateStore(config.state_dir),
             retry_sleep=asyncio.sleep,
             attempts=5,
+            previous=previous,
         )
     secrets.add(credential.agent_token)
     return credential
@@ -200,10 +226,12 @@ def _run(config: AgentConfig) -> int:
 
 async def _serve(config: AgentConfig) -> None:
     from agent.identity import Host, detect_hostname, detect_identity
+    from agent.network import NetworkReader, NetworkWatcher
     from agent.probes import Prober
     from agent.service import Agent
     from agent.spool import Spool
     from agent.state import StateStore
+    from wire.clock import SystemClock
 
     stop = asyncio.Event()
     _install_signal_handlers(stop)
@@ -230,6 +258,7 @@ async def _serve(config: AgentConfig) -> None:
             on_commands=handler,
             on_start=handler.resume,
             on_unauthorized=handler.unauthorized,
+            network=NetworkWatcher(NetworkReader(platform.system()).read, clock=SystemClock()),
         )
         handler.attach(agent)
         await agent.serve()
@@ -243,10 +272,10 @@ async def _command_handler(
     spool: Spool,
     prober: Prober,
     stop: asyncio.Event,
-) -> AgentCommands:
-    from agent.remote_commands import AgentCommands
+) -> DeferredCommands:
+    from agent.deferred_commands import DeferredCommands
 
-    return await asyncio.to_thread(AgentCommands, config, client, spool, prober, stop)
+    return DeferredCommands(config, client, spool, prober, stop)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -291,6 +320,7 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
     from agent.ledger import CommandLedger
     from agent.spool import inspect_spool
     from agent.state import StateError, StateStore
+    from agent.text import printable
     from wire.times import format_instant
 
     state = StateStore(config.state_dir)
@@ -319,7 +349,9 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
         "ledger_damaged": ledger_problem,
         "agent_id": credential.agent_id if credential else None,
         "machine_id": credential.machine_id if credential else None,
+        "hostname": printable(os.environ.get("RMM_AGENT_HOSTNAME") or socket.gethostname()),
         "collector": config.collector_url,
+        "reenroll_pending": state.reenroll_pending(),
         "state_dir": str(config.state_dir),
         "last_heartbeat": instant(known.last_heartbeat_at),
         "last_attempt": instant(known.last_attempt_at),
@@ -349,7 +381,12 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
                 else []
             ),
             *([f"commands:       REFUSED: {ledger_problem}"] if ledger_problem else []),
-            f"machine:        {report['machine_id'] or '-'}",
+            f"machine:        {report['machine_id'] or '-'} ({report['hostname']})",
+            *(
+                ["enrollment:     held for a technician's approval; `run` keeps asking"]
+                if report["reenroll_pending"]
+                else []
+            ),
             f"collector:      {report['collector']}",
             f"last heartbeat: {report['last_heartbeat'] or 'never'}",
         ]

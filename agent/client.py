@@ -1,7 +1,7 @@
 """The agent's HTTP client for the collector.
 
-An async context manager around an injected (or owned) `aiohttp.ClientSession`, with a timeout per
-call and exceptions that say what happened:
+An async context manager around the agent's own small HTTP/1.1 client (`agent/http.py`, one
+kept-alive connection), with a timeout per call and exceptions that say what happened:
 
 - `CollectorUnavailable`: transport errors, timeouts, 5xx, or an answer that is not the collector's;
   worth retrying later.
@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 from tenacity import (
     AsyncRetrying,
@@ -37,6 +36,7 @@ from tenacity import (
 )
 
 from agent.events import Event, EventsRequest, EventsResponse
+from agent.http import HttpClient, HttpError
 from wire.messages import (
     EnrollPending,
     EnrollRequest,
@@ -128,7 +128,6 @@ class CollectorClient:
         base_url: str,
         *,
         token: str | None = None,
-        session: aiohttp.ClientSession | None = None,
         ssl: ssl.SSLContext | None = None,
         proxy: str | None = None,
         request_timeout: float = 30.0,
@@ -136,12 +135,11 @@ class CollectorClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
-        self._session = session
-        self._owns_session = session is None
         self._ssl = ssl
         self._proxy = proxy
         self._timeout = request_timeout
         self._user_agent = user_agent
+        self._http: HttpClient | None = None
 
     def __repr__(self) -> str:
         return f"CollectorClient({self._base_url!r})"
@@ -161,19 +159,19 @@ class CollectorClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=2, ssl=self._ssl if self._ssl else True)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": self._user_agent},
-                trust_env=False,
+    def _get_http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(
+                self._base_url,
+                ssl_context=self._ssl,
+                proxy=self._proxy,
+                max_answer_bytes=MAX_RESPONSE_BYTES,
             )
-        return self._session
+        return self._http
 
     async def enroll(self, request: EnrollRequest) -> EnrollResponse:
         """201 with a credential, or `AwaitingApproval` (202) while a technician must approve."""
@@ -218,28 +216,17 @@ class CollectorClient:
             if not self._token:
                 raise Unauthorized(401, "not_enrolled", "this agent has no token; enroll it first")
             headers["Authorization"] = f"Bearer {self._token}"
-        url = self._base_url + path
-        session = self._get_session()
+        headers["User-Agent"] = self._user_agent
         try:
             async with asyncio.timeout(self._timeout):
-                async with session.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    proxy=self._proxy,
-                ) as response:
-                    data = await response.content.read(MAX_RESPONSE_BYTES)
-                    status = response.status
+                status, data = await self._get_http().post(path, body, headers)
         except TimeoutError as exc:
+            await self.close()
             raise CollectorUnavailable(
                 f"POST {path}: no answer within {self._timeout:g} s"
             ) from exc
-        except aiohttp.ClientSSLError as exc:
-            raise CollectorUnavailable(f"POST {path}: TLS failed: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise CollectorUnavailable(f"POST {path}: {reason}") from exc
+        except HttpError as exc:
+            raise CollectorUnavailable(f"POST {path}: {exc}") from exc
         if 200 <= status < 300:
             return status, data
         if status >= 500:

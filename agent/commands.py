@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from agent.config import CommandKey
 from agent.ledger import AcceptedCommand, CommandLedger, LedgerDamaged
 from agent.state import Credential
+from agent.text import printable
 from wire.clock import Clock
 from wire.messages import CommandResultRequest, SignedCommand
 from wire.orders import OffboardOrder, verify_order
@@ -217,10 +218,11 @@ class CommandHandler:
             return
         now = self._clock.now()
         try:
+            credential = self._credential()
             check_payload(
                 payload,
-                credential=self._credential(),
-                last_sequence=self._ledger.last_sequence,
+                credential=credential,
+                last_sequence=self._ledger.last_sequence_for(credential.agent_id),
                 now=now,
             )
             order = self._check_order(envelope, payload, now)
@@ -235,11 +237,13 @@ class CommandHandler:
             payload.type,
             payload.command_id,
             payload.sequence,
-            payload.key_id,
-            payload.issuer,
-            payload.reason,
-            f" (order {order.order_id} by {order.requester}, components "
-            f"{', '.join(order.components)})"
+            printable(payload.key_id),
+            printable(payload.issuer),
+            printable(payload.reason),
+            printable(
+                f" (order {order.order_id} for {order.hostname} by {order.requester}, "
+                f"components {', '.join(order.components)})"
+            )
             if order
             else "",
         )
@@ -300,7 +304,7 @@ class CommandHandler:
         """If an offboard succeeded here, the agent still owes its departure: do it now."""
         if self._ledger.damaged is not None or self._on_offboarded is None:
             return False
-        done = self._ledger.succeeded_offboard()
+        done = self._ledger.succeeded_offboard(self._credential().agent_id)
         if done is None:
             return False
         log.warning("offboard %s succeeded; finishing the agent's departure", done.command_id)
@@ -324,9 +328,9 @@ class CommandHandler:
     ) -> None:
         suppressed = self._refusals.decide(envelope, refusal.code, genuine=genuine)
         if suppressed is None:
-            log.debug("REFUSED command %s again: %s", envelope.command_id, refusal)
+            log.debug("REFUSED command %s again: %s", printable(envelope.command_id), refusal)
             return
-        log.error("REFUSED command %s: %s", envelope.command_id, refusal)
+        log.error("REFUSED command %s: %s", printable(envelope.command_id), printable(str(refusal)))
         await self._report(
             envelope.command_id,
             CommandResultRequest(

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
-from wire.signing import pin_problem
+from wire.ed25519 import pin_problem
 
 Kind = Literal["pc", "server"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -115,6 +115,7 @@ class AgentConfig:
     log_level: LogLevel = "info"
     uninstall_timeout_s: float = 600.0
     self_remove: tuple[str, ...] = ()
+    enroll_retry_s: float = 240.0
 
     @property
     def key_ids(self) -> list[str]:
@@ -195,6 +196,7 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
     )
     log_level = reader.optional_choice("log_level", ("debug", "info", "warning", "error")) or "info"
     uninstall_timeout_s = reader.number("uninstall_timeout_s", 600.0, low=1.0, high=7200.0)
+    enroll_retry_s = reader.number("enroll_retry_s", 240.0, low=1.0, high=3600.0)
     self_remove = reader.str_list("self_remove", max_items=64, max_length=4096)
     if self_remove and not self_remove[0].strip():
         reader.fail("self_remove", "the program name must not be empty")
@@ -216,6 +218,7 @@ def parse_config(document: dict[str, Any], *, source: Path) -> AgentConfig:
         retry_max_s=retry_max_s,
         spool_max_events=spool_max_events,
         uninstall_timeout_s=uninstall_timeout_s,
+        enroll_retry_s=enroll_retry_s,
         self_remove=self_remove,
         log_level=cast(LogLevel, log_level),
     )

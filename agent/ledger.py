@@ -65,8 +65,10 @@ class AcceptedCommand(msgspec.Struct, kw_only=True):
 
 
 class LedgerFile(msgspec.Struct, kw_only=True):
-    last_sequence: int = 0
+    last_sequence: int = 0  # the highest of all; what a ledger from before `sequences` knew
     commands: dict[str, AcceptedCommand] = msgspec.field(default_factory=dict)
+    # Sequences only grow per agent: a machine enrolled again (a new agent id) starts afresh.
+    sequences: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class LedgerDamaged(Exception):
@@ -119,16 +121,25 @@ class CommandLedger:
     def last_sequence(self) -> int:
         return self._data.last_sequence
 
+    def last_sequence_for(self, agent_id: str) -> int:
+        if not self._data.sequences:
+            return self._data.last_sequence  # a ledger written before sequences were per agent
+        return self._data.sequences.get(agent_id, 0)
+
     def get(self, command_id: str) -> AcceptedCommand | None:
         return self._data.commands.get(command_id)
 
     def unfinished(self) -> list[AcceptedCommand]:
         return [c for c in self._data.commands.values() if c.state == "running"]
 
-    def succeeded_offboard(self) -> AcceptedCommand | None:
-        """An offboard that finished well: the agent's departure is owed."""
+    def succeeded_offboard(self, agent_id: str) -> AcceptedCommand | None:
+        """An offboard of this agent that finished well: the agent's departure is owed."""
         for command in self._data.commands.values():
-            if command.type == "offboard" and command.state == "succeeded":
+            if (
+                command.type == "offboard"
+                and command.state == "succeeded"
+                and self.payload_of(command).agent_id == agent_id
+            ):
                 return command
         return None
 
@@ -152,6 +163,17 @@ class CommandLedger:
         )
         self._data.commands[payload.command_id] = record
         self._data.last_sequence = max(self._data.last_sequence, payload.sequence)
+        if not self._data.sequences and len(self._data.commands) > 1:
+            # The first write of a ledger from before sequences were kept per agent: what it
+            # knew belongs to the agent that accepted its latest command.
+            previous = max(
+                (c for c in self._data.commands.values() if c.command_id != payload.command_id),
+                key=lambda c: c.sequence,
+            )
+            self._data.sequences[self.payload_of(previous).agent_id] = previous.sequence
+        self._data.sequences[payload.agent_id] = max(
+            self._data.sequences.get(payload.agent_id, 0), payload.sequence
+        )
         self._save()
         return record
 

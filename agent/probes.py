@@ -238,6 +238,17 @@ class Prober:
             return None
 
 
+def logged_in_users(ps: Any = None) -> list[str]:
+    """Who is logged in (console, remote desktop, ssh), by name, each once; [] if unreadable."""
+    try:
+        sessions = (ps or psutil).users()
+    except Exception as exc:
+        log.debug("logged-in users could not be read: %s", exc)
+        return []
+    names = {str(s.name).strip() for s in sessions if s.name and str(s.name).strip()}
+    return sorted(name[:256] for name in names if "\x00" not in name)[:64]
+
+
 def _psutil_module() -> PsutilLike:
     module: Any = psutil
     return module  # type: ignore[no-any-return]

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agent.client import (
+    AwaitingApproval,
     CollectorClient,
     CollectorError,
     CollectorUnavailable,
@@ -39,9 +40,11 @@ from agent.client import (
 from agent.config import AGENT_COMPONENT, AgentConfig
 from agent.events import MAX_EVENTS_PER_REQUEST, Event, new_event
 from agent.identity import Identity
-from agent.probes import Prober, Sample
+from agent.network import NetworkWatcher
+from agent.probes import Prober, Sample, logged_in_users
 from agent.spool import Spool, SpoolItem
 from agent.state import Credential, KnownStatus, StateStore
+from agent.text import printable
 from agent.version import agent_version
 from wire.clock import Clock, SystemClock
 from wire.messages import (
@@ -62,6 +65,7 @@ SHUTDOWN_FLUSH_S = 2.0
 COMMAND_GRACE_S = 2.0
 JITTER_FRACTION = 0.1
 UNAUTHORIZED_JITTER = (0.5, 1.0)  # fraction of `retry_max_s` to wait after a 401
+ENROLL_RETRY_JITTER = (0.75, 1.25)  # of `enroll_retry_s`, for an enrollment held for approval
 
 
 class AgentError(Exception):
@@ -104,8 +108,14 @@ async def enroll(
     retry_sleep: Sleep,
     attempts: int | None = None,
     clock: Clock | None = None,
+    previous: Credential | None = None,
 ) -> Credential:
-    """Enroll this machine with the config's `enrollment_token` and store the credential (0600)."""
+    """Enroll this machine with the config's `enrollment_token` and store the credential (0600).
+
+    `previous` (the credential being replaced) proves to the collector that this is the same
+    agent enrolling again. Without proof the collector may hold known hardware for a
+    technician's approval: `AwaitingApproval`, and the previous credential stays as it was.
+    """
     if not config.enrollment_token:
         raise AgentError(f"{config.source}: enrollment_token: is required to enroll this machine")
     request = EnrollRequest(
@@ -115,6 +125,7 @@ async def enroll(
         os=identity.os,
         kind=identity.kind,
         agent_version=agent_version(),
+        previous_agent_token=previous.agent_token if previous is not None else None,
     )
     policy = retrying(max_wait=config.retry_max_s, sleep=retry_sleep, attempts=attempts)
     response = None
@@ -132,6 +143,7 @@ async def enroll(
         heartbeat_interval_s=max(1, response.heartbeat_interval_s),
     )
     await asyncio.to_thread(state.save_credential, credential)
+    await asyncio.to_thread(state.clear_reenroll)
     log.info(
         "enrolled with %s as agent %s (machine %s, %s)",
         config.collector_url,
@@ -161,6 +173,8 @@ class Agent:
         on_start: Callable[[], Awaitable[None]] | None = None,
         on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
         offboard_policy: tuple[int, list[str]] | None = None,
+        network: NetworkWatcher | None = None,
+        users: Callable[[], list[str]] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -184,7 +198,11 @@ class Agent:
         self._notes: dict[str, str] = {}
         self._flush_lock = asyncio.Lock()
         self._command_task: asyncio.Task[None] | None = None
+        self._reenrolling: asyncio.Task[None] | None = None
         self._departed = False
+        self._network = network
+        self._users = users or logged_in_users
+        self._logged_in: list[str] = []
         self._sleep: Sleep = sleep or self.wait
         self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
         self._self_component = Component(
@@ -213,17 +231,23 @@ class Agent:
                 runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Stopping):
                 await runner
+            if self._reenrolling is not None:
+                self._reenrolling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Stopping, Exception):
+                    await self._reenrolling
             await self._end_command_work()
+            if self._network is not None:
+                await self._network.close()
         await self.shutdown()
 
-    def _start_command_work(self, work: Awaitable[None], what: str) -> bool:
-        """Run `work` in the command task unless a command is already running there."""
+    def _start_command_work(self, work: Callable[[], Awaitable[None]], what: str) -> bool:
+        """Run `work()` in the command task unless a command is already running there."""
         if self._command_task is not None and not self._command_task.done():
             return False
 
         async def guarded() -> None:
             try:
-                await work
+                await work()
             except Exception:
                 log.exception("%s failed", what)
 
@@ -257,6 +281,10 @@ class Agent:
     async def run(self) -> None:
         self.credential = await self._ensure_enrolled()
         self._client.with_token(self.credential.agent_token)
+        if await asyncio.to_thread(self._state.reenroll_pending):
+            self._reenrolling = asyncio.create_task(
+                self._keep_reenrolling(self.credential), name="rmm-agent re-enrollment"
+            )
         if self.credential.collector_url != self._config.collector_url:
             log.warning(
                 "enrolled with %s but configured for %s; using the configured collector",
@@ -266,7 +294,7 @@ class Agent:
         self._status = await asyncio.to_thread(self._state.load_status)
         await self._spool_event("agent.started", {"version": agent_version()})
         if self._on_start is not None:
-            self._start_command_work(self._on_start(), "resuming commands")
+            self._start_command_work(self._on_start, "resuming commands")
         log.info(
             "agent %s started (version %s, %s %s, %d components)",
             self.credential.agent_id,
@@ -297,7 +325,7 @@ class Agent:
                 await self._sleep(delay)
                 continue
             except Rejected as exc:
-                log.error("heartbeat refused: %s", exc)
+                log.error("heartbeat refused: %s", printable(str(exc)))
                 await self._sleep(self._with_jitter(interval))
                 continue
             interval = float(max(1, response.next_heartbeat_s))
@@ -313,6 +341,7 @@ class Agent:
         cpu_start = time.process_time()
         sample = await asyncio.to_thread(self._probe)
         approvals, operator_key_ids = self._offboard_policy
+        network = self._network.due() if self._network is not None else None
         request = HeartbeatRequest(
             components=[self._self_component, *sample.components],
             hostname=self._hostname(),
@@ -323,6 +352,8 @@ class Agent:
             agent_version=agent_version(),
             offboard_approvals=approvals,
             operator_key_ids=operator_key_ids,
+            users=self._logged_in,
+            network=network,
         )
         attempt_at = self._clock.now()
         try:
@@ -337,6 +368,9 @@ class Agent:
         self._status.last_error = None
         self._status.next_heartbeat_s = response.next_heartbeat_s
         await self._save_status()
+        if self._network is not None:
+            self._network.acknowledged(network)
+            self._network.refresh_in_background()  # read for a later cycle, never this one
         await self.flush()
         log.debug(
             "heartbeat acknowledged: %d components, next in %d s, %.1f ms CPU",
@@ -351,6 +385,7 @@ class Agent:
         sample = self._prober.sample(
             previous=self._status.components, executables=self._status.executables
         )
+        self._logged_in = self._users()
         for component in sample.components:
             before = self._status.components.get(component.name)
             if (
@@ -477,7 +512,9 @@ class Agent:
 
     async def _deliver_commands(self, commands: Sequence[SignedCommand]) -> None:
         ids = [c.command_id for c in commands]
-        if not self._start_command_work(self._on_commands(commands), f"handling commands {ids}"):
+        if not self._start_command_work(
+            lambda: self._on_commands(commands), f"handling commands {ids}"
+        ):
             log.debug("a command is running; commands %s wait for their next delivery", ids)
 
     async def _ensure_enrolled(self) -> Credential:
@@ -489,6 +526,13 @@ class Agent:
                 f"this machine is not enrolled and {self._config.source} has no enrollment_token"
             )
         log.info("not enrolled yet; enrolling with %s", self._config.collector_url)
+        while True:
+            try:
+                return await self._enroll(None)
+            except AwaitingApproval as held:
+                await self._sleep(self._held_enrollment(held))
+
+    async def _enroll(self, previous: Credential | None) -> Credential:
         try:
             return await enroll(
                 self._config,
@@ -497,9 +541,39 @@ class Agent:
                 self._state,
                 retry_sleep=self._sleep,
                 clock=self._clock,
+                previous=previous,
             )
         except Rejected as exc:
             raise AgentError(f"enrollment refused: {exc}") from exc
+
+    def _held_enrollment(self, held: AwaitingApproval) -> float:
+        delay = self._config.enroll_retry_s * self._rng.uniform(*ENROLL_RETRY_JITTER)
+        log.warning(
+            "the collector holds this enrollment for a technician's approval (%s); a technician "
+            "approves it with `rmm-collector machine approve-reenroll MACHINE_ID` or on the "
+            "machine's page. Asking again in %.0f s.",
+            printable(held.detail),
+            delay,
+        )
+        return delay
+
+    async def _keep_reenrolling(self, previous: Credential) -> None:
+        """`enroll --force` was held: heartbeat with the old credential, and ask again every few
+        minutes until the collector answers with a new one."""
+        while True:
+            await self.wait(self._config.enroll_retry_s * self._rng.uniform(*ENROLL_RETRY_JITTER))
+            try:
+                credential = await self._enroll(previous)
+            except AwaitingApproval as held:
+                self._held_enrollment(held)
+                continue
+            except (CollectorError, AgentError) as exc:
+                log.warning("enrolling again failed (%s); trying again later", exc)
+                continue
+            self.credential = credential
+            self._client.with_token(credential.agent_token)
+            log.warning("enrolled again as agent %s; heartbeats now use it", credential.agent_id)
+            return
 
     async def _spool_event(self, event_type: str, detail: dict[str, Any]) -> None:
         event = new_event(event_type, detail, clock=self._clock)

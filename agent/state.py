@@ -31,6 +31,7 @@ FILE_MODE = 0o600
 CREDENTIAL_FILE = "credential.json"
 STATUS_FILE = "status.json"
 LOCK_FILE = "agent.lock"
+REENROLL_FILE = "reenroll-pending.json"
 
 
 class StateError(Exception):
@@ -156,6 +157,23 @@ class StateStore:
         with self._lock:
             self.prepare()
             write_private_file(self.credential_path, msgspec.json.encode(credential))
+
+    @property
+    def reenroll_path(self) -> Path:
+        return self.directory / REENROLL_FILE
+
+    def reenroll_pending(self) -> bool:
+        """An enrollment is waiting for a technician's approval; `run` keeps retrying it."""
+        return self.reenroll_path.exists()
+
+    def mark_reenroll_pending(self, detail: str) -> None:
+        with self._lock:
+            self.prepare()
+            write_private_file(self.reenroll_path, msgspec.json.encode({"detail": detail}))
+
+    def clear_reenroll(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.reenroll_path.unlink()
 
     def load_status(self) -> KnownStatus:
         data = _read(self.status_path)

@@ -10,6 +10,8 @@ run once per pin when the config is read, and once per signature before the libr
 
 from __future__ import annotations
 
+import hashlib
+
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 _D = (-121665 * pow(121666, P - 2, P)) % P
@@ -25,6 +27,21 @@ def public_key_problem(raw: bytes) -> str | None:
         return point
     if _is_small_order(point):
         return "it is a point of small order, under which forged signatures verify"
+    return None
+
+
+def key_id_for_raw(raw: bytes) -> str:
+    """`key_id_for` from the raw 32 bytes, without loading the crypto library."""
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def pin_problem(key_id: str, raw: bytes) -> str | None:
+    """Why `key_id:raw` must not be pinned (weak key, or an id that is not the key's), or None."""
+    if key_id_for_raw(raw) != key_id:
+        return f"the key id does not match its public key (that key's id is {key_id_for_raw(raw)})"
+    problem = public_key_problem(raw)
+    if problem is not None:
+        return f"not a usable Ed25519 public key: {problem}"
     return None
 
 
@@ -69,4 +86,11 @@ def _is_small_order(point: tuple[int, int]) -> bool:
     return point == (0, 1)
 
 
-__all__ = ["L", "P", "is_canonical_signature", "public_key_problem"]
+__all__ = [
+    "L",
+    "P",
+    "is_canonical_signature",
+    "key_id_for_raw",
+    "pin_problem",
+    "public_key_problem",
+]

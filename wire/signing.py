@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
-from wire.ed25519 import is_canonical_signature, public_key_problem
+from wire.ed25519 import is_canonical_signature, key_id_for_raw, pin_problem
 from wire.messages import SignedCommand
 
 if TYPE_CHECKING:
@@ -91,21 +90,6 @@ def parse_pin(line: str) -> tuple[str, Ed25519PublicKey]:
     if problem is not None:
         raise ValueError(f"pinned key {key_id!r}: {problem}")
     return key_id, Ed25519PublicKey.from_public_bytes(raw)
-
-
-def key_id_for_raw(raw: bytes) -> str:
-    """`key_id_for` from the raw 32 bytes, without loading the crypto library."""
-    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
-
-
-def pin_problem(key_id: str, raw: bytes) -> str | None:
-    """Why `key_id:raw` must not be pinned (weak key, or an id that is not the key's), or None."""
-    if key_id_for_raw(raw) != key_id:
-        return f"the key id does not match its public key (that key's id is {key_id_for_raw(raw)})"
-    problem = public_key_problem(raw)
-    if problem is not None:
-        return f"not a usable Ed25519 public key: {problem}"
-    return None
 
 
 def encode_payload(payload: CommandPayload) -> bytes:

@@ -6,6 +6,7 @@ to ask for a heartbeat every second, so a test sees a cycle within about a secon
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -60,6 +61,25 @@ def wait_for(
         time.sleep(0.05)
     context = f"\n{on_timeout()[-3000:]}" if on_timeout else ""
     pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r}){context}")
+
+
+async def until(
+    check: Callable[[], Any],
+    *,
+    within: float,
+    what: str,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """`wait_for` for async tests, whose event loop may be serving a stand-in collector."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        found = check()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    context = f"\n{on_timeout()[-3000:]}" if on_timeout else ""
+    pytest.fail(f"timed out after {within:g} s waiting for {what}{context}")
 
 
 @dataclass
@@ -377,5 +397,6 @@ __all__ = [
     "free_port",
     "toml_config",
     "unique_name",
+    "until",
     "wait_for",
 ]

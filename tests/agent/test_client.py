@@ -186,15 +186,3 @@ async def test_the_backoff_cap_holds_however_long_the_outage(
     assert len(slept) == 30
     assert max(slept) <= 300
     assert max(slept[-10:]) > 1  # it did grow
-
-
-async def test_an_owned_session_is_closed_and_an_injected_one_is_not(
-    fake: tuple[FakeCollector, str],
-) -> None:
-    import aiohttp
-
-    _, url = fake
-    async with aiohttp.ClientSession() as session:
-        async with CollectorClient(url, token=TOKEN, session=session) as client:
-            await client.heartbeat(HEARTBEAT)
-        assert not session.closed

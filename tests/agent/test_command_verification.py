@@ -84,6 +84,8 @@ class Agent:
     executed: list[str] = field(default_factory=list)
     reports: list[tuple[str, CommandResultRequest]] = field(default_factory=list)
     keys: tuple[CommandKey, ...] = (pin(KEY),)
+    credential: Credential = CREDENTIAL
+    departed: list[str] = field(default_factory=list)
     handler: CommandHandler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,13 +103,17 @@ class Agent:
         async def report(command_id: str, result: CommandResultRequest) -> None:
             self.reports.append((command_id, result))
 
+        async def depart(command_id: str) -> None:
+            self.departed.append(command_id)
+
         self.handler = CommandHandler(
             ledger=ledger,
             keys=self.keys,
-            credential=lambda: CREDENTIAL,
+            credential=lambda: self.credential,
             clock=self.clock,
             execute=execute,
             report=report,
+            on_offboarded=depart,
         )
 
     def refusal(self) -> str:
@@ -353,3 +359,35 @@ async def test_every_good_ledger_write_is_kept_as_a_backup(agent: Agent) -> None
     await agent.handler.handle(signed())
     ledger = agent.state_dir / "commands.json"
     assert (agent.state_dir / "commands.json.bak").read_bytes() == ledger.read_bytes()
+
+
+async def test_a_machine_enrolled_again_is_offboarded_with_its_new_agents_sequence(
+    agent: Agent,
+) -> None:
+    # The old agent had accepted sequence 7; the collector starts the new agent's sequence at 1.
+    await agent.handler.handle(signed(payload(command_id="old-cmd", sequence=7)))
+    agent.credential = msgspec.structs.replace(CREDENTIAL, agent_id="agent-2")
+    agent.restart()
+    await agent.handler.handle(signed(payload(command_id="new-cmd", agent_id="agent-2")))
+    assert agent.executed == ["old-cmd", "new-cmd"]
+    # ... while the old agent's sequences still only grow:
+    agent.credential = CREDENTIAL
+    await agent.handler.handle(signed(payload(command_id="replay", sequence=7)))
+    assert agent.reports[-1][1].reason and agent.reports[-1][1].reason.startswith("stale_sequence")
+
+
+async def test_a_succeeded_offboard_whose_departure_never_happened_departs_on_resume_or_a_401(
+    tmp_path: Path,
+) -> None:
+    agent = Agent(tmp_path)
+    ledger = CommandLedger(tmp_path)
+    genuine = signed()
+    ledger.accept(payload(), base64.b64decode(genuine.payload), NOW)
+    ledger.finish("cmd-1", CommandResultRequest(status="succeeded"))  # then the agent died
+    agent.restart()
+    await agent.handler.resume()
+    assert agent.departed == ["cmd-1"] and agent.executed == []
+    assert await agent.handler.depart_if_offboarded() is True  # what a 401 triggers
+    assert agent.departed == ["cmd-1", "cmd-1"]
+    agent.credential = msgspec.structs.replace(CREDENTIAL, agent_id="agent-2")
+    assert await agent.handler.depart_if_offboarded() is False  # another agent's offboard

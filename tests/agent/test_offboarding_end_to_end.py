@@ -186,8 +186,8 @@ def test_offboard_requested_while_the_agent_is_down_runs_once_when_it_starts(
         "offboard.completed",
     ]
     wait_for(removed.exists, what="the detached self-removal step")
-    assert (agent.state_dir / "offboarded.json").exists()
-    assert not (agent.state_dir / "credential.json").exists()
+    assert sorted(p.name for p in agent.state_dir.iterdir()) == ["offboarded.json"]
+    assert "could not spool" not in agent.log() and "Traceback" not in agent.log()
     assert agent.status()["offboarded"]["command_id"] == accepted["command_id"]
     again = agent.command("run")
     assert again.returncode == 78 and "offboarded" in again.stderr
@@ -307,6 +307,10 @@ def test_a_failed_uninstall_is_reported_with_its_steps_and_a_retry_succeeds(
     failed = collector.get(f"/v1/commands/{first['command_id']}")
     (bad,) = [s for s in failed["result"]["steps"] if s["status"] == "failed" and s["argv"]]
     assert bad["exit_code"] == 3 and "device busy" in bad["output_tail"]
+    # The agent's own log says what failed: the step, its exit status and the end of its output.
+    failure_lines = [line for line in agent.log().splitlines() if "antivirus failed" in line]
+    assert failure_lines, agent.log()[-2000:]
+    assert "exited with status 3" in failure_lines[0] and "device busy" in failure_lines[0]
     assert collector.machine(machine_id)["state"] == "offboard_failed"
     assert agent.process is not None and agent.process.poll() is None  # still managed
 

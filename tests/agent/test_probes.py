@@ -374,3 +374,25 @@ def test_the_real_psutil_satisfies_the_seam() -> None:
         [ComponentSpec("self", processes=(me,))], services=FakeServices({}), system="Linux"
     ).sample()
     assert sample.components[0].status == "running"
+
+
+def test_without_systemd_a_component_with_processes_is_read_from_them_and_says_so() -> None:
+    # The same reading serves heartbeats and offboarding: before the fix the heartbeat kept its
+    # last status ("running") while the offboard saw "probe failed" and hid why.
+    services = FakeServices(ServiceQueryError("systemd is not the init system on this machine"))
+    specs = [
+        ComponentSpec("dns_protection", processes=("dnsmasq",), services=("dnsmasq",)),
+        ComponentSpec("backup", services=("veeam",)),
+    ]
+    previous = {"dns_protection": Component(name="dns_protection", status="running")}
+    gone = prober(specs, FakePsutil([]), services).sample(previous=previous)
+    assert statuses(gone.components)["dns_protection"] == "missing"  # no process: uninstalled
+    assert [f.component for f in gone.failures] == ["backup"]  # services only: unknowable
+    (note,) = gone.notes
+    assert note.component == "dns_protection"
+    assert note.reason == (
+        "services not checked: services could not be queried: "
+        "systemd is not the init system on this machine"
+    )
+    alive = prober(specs, FakePsutil([FakeProcess(90, "dnsmasq")]), services).sample()
+    assert statuses(alive.components)["dns_protection"] == "running"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -17,6 +19,7 @@ from agent.client import CollectorClient
 from agent.config import parse_config
 from agent.events import new_event
 from agent.identity import Identity
+from agent.network import NetworkWatcher
 from agent.probes import Prober
 from agent.service import Agent, AgentError, Stopping
 from agent.spool import Spool
@@ -24,7 +27,7 @@ from agent.state import Credential, StateStore
 from tests.agent.fake_collector import FakeCollector, Reply
 from tests.agent.test_probes import FakeProcess, FakePsutil, FakeServices, NoVersions
 from wire.clock import SystemClock
-from wire.messages import SignedCommand
+from wire.messages import NetworkInfo, NetworkNeighbor, SignedCommand
 
 TOKEN = "rmmag_secret-token-value"
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -54,6 +57,7 @@ class Harness:
         self.commands: list[list[str]] = []
         self.limit = 1
         self.probes = 0
+        self.agent_options: dict[str, Any] = {}
 
     def enrolled(self) -> Harness:
         self.state.prepare()
@@ -96,6 +100,7 @@ class Harness:
         prober.sample = counting  # type: ignore[method-assign]
         async with CollectorClient(self.config.collector_url) as client:
             extra: dict[str, Any] = {"on_commands": self.on_commands} if hook else {}
+            extra.update(self.agent_options)
             agent = Agent(
                 self.config,
                 client=client,
@@ -320,3 +325,53 @@ async def test_a_failing_disk_costs_events_not_the_heartbeat(
         await harness.enrolled().run(sleeps=1)
     assert len(harness.collector.to("/v1/heartbeat")) == 1
     assert any("No space left" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_heartbeat_carries_the_agents_clock_version_users_and_offboard_policy(
+    harness: Harness,
+) -> None:
+    harness.agent_options["users"] = lambda: ["alice", "bob"]
+    await harness.enrolled().run()
+    body = harness.collector.to("/v1/heartbeat")[0].json()
+    assert body["agent_time"].endswith("Z") and body["agent_version"]
+    assert body["users"] == ["alice", "bob"]
+    assert body["offboard_approvals"] == 2 and body["operator_key_ids"] == []
+    assert body["network"] is None  # not read yet: the first cycle never waits for it
+
+
+async def test_the_network_section_rides_on_a_later_heartbeat(harness: Harness) -> None:
+    section = NetworkInfo(
+        macs=["52:54:00:12:34:56"],
+        neighbors=[NetworkNeighbor(ip="10.0.0.1", mac="02:00:00:00:00:01")],
+    )
+    harness.agent_options["network"] = NetworkWatcher(lambda: section, clock=SystemClock())
+
+    async def sleep(seconds: float) -> None:
+        harness.slept.append(seconds)
+        await asyncio.sleep(0.05)  # the background reading runs meanwhile
+        if len(harness.slept) >= 3:
+            raise Stopping
+
+    harness.sleep = sleep  # type: ignore[method-assign]
+    await harness.enrolled().run(sleeps=3)
+    sections = [r.json()["network"] for r in harness.collector.to("/v1/heartbeat")]
+    assert sections[0] is None
+    assert sections[1] == msgspec.to_builtins(section)
+    assert sections[2] is None  # acknowledged and unchanged: not sent again for 15 minutes
+
+
+async def test_a_401_after_a_recorded_offboard_departs_instead_of_waiting(harness: Harness) -> None:
+    harness.collector.script(
+        "/v1/heartbeat",
+        Reply(401, {"error": "invalid_token", "detail": "revoked after the final report"}),
+    )
+    departures: list[str] = []
+
+    async def offboarded() -> bool:
+        departures.append("departed")
+        return True
+
+    harness.agent_options["on_unauthorized"] = offboarded
+    await harness.enrolled().run(sleeps=1)
+    assert departures == ["departed"]
+    assert harness.slept == [0]  # no back-off: the agent is leaving

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.agent.conftest import Agent, StandIn, unique_name
+from tests.agent.conftest import Agent, StandIn, unique_name, until
 from tests.agent.fake_collector import FakeCollector, Reply
 from tests.agent.test_crash_recovery import slow_uninstaller
 from tests.agent.test_offboarding_end_to_end import installed_daemon
@@ -82,16 +82,6 @@ def delivery(
     return msgspec.to_builtins(envelope)  # type: ignore[no-any-return]
 
 
-async def until(check: Callable[[], Any], *, within: float, what: str, agent: Agent) -> Any:
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        found = check()
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}\n{agent.log()[-3000:]}")
-
-
 def uninstall_step(tmp_path: Path, name: str, journal: Path, seconds: float = 0) -> list[str]:
     script = tmp_path / f"uninstall-{name}.py"
     script.write_text(
@@ -144,7 +134,7 @@ async def test_an_attacker_who_owns_the_collector_cannot_uninstall_anything(
     )
     agent.start()
     beats = await until(
-        lambda: collector.to("/v1/heartbeat"), within=20, what="a heartbeat", agent=agent
+        lambda: collector.to("/v1/heartbeat"), within=20, what="a heartbeat", on_timeout=agent.log
     )
     first = beats[0].json()
     assert first["offboard_approvals"] == 2
@@ -165,7 +155,7 @@ async def test_an_attacker_who_owns_the_collector_cannot_uninstall_anything(
             lambda f=forged: collector.results(f["command_id"]),  # type: ignore[misc]
             within=20,
             what=f"the refusal of {name}",
-            agent=agent,
+            on_timeout=agent.log,
         )
         assert refusal["status"] == "rejected", name
         assert refusal["reason"].startswith("insufficient_approvals"), refusal
@@ -181,7 +171,7 @@ async def test_an_attacker_who_owns_the_collector_cannot_uninstall_anything(
         lambda: [r for r in collector.results(genuine["command_id"]) if r["status"] != "rejected"],
         within=30,
         what="the genuine offboard's result",
-        agent=agent,
+        on_timeout=agent.log,
     )
     assert result["status"] == "succeeded", result
     assert [line.split()[0] for line in journal.read_text().splitlines()] == ["start", "end"]
@@ -195,7 +185,9 @@ async def test_an_attacker_who_owns_the_collector_cannot_uninstall_anything(
     assert any(p["running"] and p["running"]["component"] == "antivirus" for p in progress)
     assert progress[-1]["running"] is None and progress[-1]["steps"]
     assert agent.process is not None
-    await until(lambda: agent.process.poll() is not None, within=15, what="exit", agent=agent)  # type: ignore[union-attr]
+    await until(
+        lambda: agent.process.poll() is not None, within=15, what="exit", on_timeout=agent.log
+    )  # type: ignore[union-attr]
     assert agent.process.returncode == 0
     backup.kill()
 
@@ -214,11 +206,16 @@ async def test_an_order_naming_a_component_the_catalogue_lacks_reports_a_failed_
         components=[{"name": "antivirus", "processes": [unique_name("absent")]}],
     )
     agent.start()
-    await until(lambda: collector.to("/v1/heartbeat"), within=20, what="a heartbeat", agent=agent)
+    await until(
+        lambda: collector.to("/v1/heartbeat"), within=20, what="a heartbeat", on_timeout=agent.log
+    )
     command = delivery(1, [BOB, ALICE], components=["antivirus", "edr", "rmm"])
     collector.pending = [command]
     (result,) = await until(
-        lambda: collector.results(command["command_id"]), within=20, what="a result", agent=agent
+        lambda: collector.results(command["command_id"]),
+        within=20,
+        what="a result",
+        on_timeout=agent.log,
     )
     assert result["status"] == "failed" and result["reason"] == "not removed: edr"
     steps = {s["component"]: s for s in result["steps"]}
@@ -241,7 +238,10 @@ async def test_without_pinned_operator_keys_every_offboard_is_refused(
     command = delivery(1, [ALICE, BOB], components=["antivirus"])
     collector.pending = [command]
     (refusal,) = await until(
-        lambda: collector.results(command["command_id"]), within=20, what="a refusal", agent=agent
+        lambda: collector.results(command["command_id"]),
+        within=20,
+        what="a refusal",
+        on_timeout=agent.log,
     )
     assert refusal["status"] == "rejected"
     assert "no operator keys are pinned" in refusal["reason"]
@@ -264,7 +264,10 @@ async def test_an_order_is_not_needed_only_where_the_config_says_offboard_approv
     tampered = dict(bound, order=base64.b64encode(b'{"other": "order"}').decode())
     collector.pending = [tampered]
     (refusal,) = await until(
-        lambda: collector.results(bound["command_id"]), within=20, what="a refusal", agent=agent
+        lambda: collector.results(bound["command_id"]),
+        within=20,
+        what="a refusal",
+        on_timeout=agent.log,
     )
     assert refusal["reason"].startswith("order_digest_mismatch")
     assert "offboard_approvals = 0" in agent.log()
@@ -273,10 +276,12 @@ async def test_an_order_is_not_needed_only_where_the_config_says_offboard_approv
         lambda: any(r["status"] == "succeeded" for r in collector.results(bound["command_id"])),
         within=20,
         what="the single-signature offboard",
-        agent=agent,
+        on_timeout=agent.log,
     )
     assert agent.process is not None
-    await until(lambda: agent.process.poll() is not None, within=15, what="exit", agent=agent)  # type: ignore[union-attr]
+    await until(
+        lambda: agent.process.poll() is not None, within=15, what="exit", on_timeout=agent.log
+    )  # type: ignore[union-attr]
     assert agent.process.returncode == 0
 
 

@@ -17,6 +17,8 @@
     Running it again upgrades the agent in place (the service is stopped, updated, started again);
     the existing config is kept unless -CollectorUrl is given again. The enrollment token comes
     from a file (-TokenFile) or $env:RMM_ENROLLMENT_TOKEN, never from the command line.
+    -CommandKey pins collector signing keys; -OperatorKey (repeatable) pins the operators' keys
+    whose signatures an offboard needs, and -OffboardApprovals N how many (default 2).
 
 .EXAMPLE
     powershell -ExecutionPolicy Bypass -File install-windows.ps1 -CollectorUrl https://noc.example.net:8443 -TokenFile token.txt -WinSW C:\Temp\WinSW-x64.exe -Components catalogue.toml
@@ -33,6 +35,8 @@ param(
     [string]$Kind = '',
     [string]$CaFile = '',
     [string[]]$CommandKey = @(),
+    [string[]]$OperatorKey = @(),
+    [ValidateRange(0, 16)][int]$OffboardApprovals = -1,
     [string]$Package = '',
     [string]$Python = '',
     [string]$WinSW = '',
@@ -181,6 +185,11 @@ if ($CollectorUrl) {
     )
     $keys = @($CommandKey | Where-Object { $_ } | ForEach-Object { ConvertTo-TomlString $_ })
     $lines += "command_keys = [$($keys -join ', ')]"
+    $operators = @($OperatorKey | Where-Object { $_ } | ForEach-Object { ConvertTo-TomlString $_ })
+    $lines += "operator_keys = [$($operators -join ', ')]"
+    if ($OffboardApprovals -ge 0) {
+        $lines += "offboard_approvals = $OffboardApprovals"
+    }
     if ($CaFile) {
         $pinned = Join-Path $DataDir 'noc-ca.pem'
         Copy-Item -LiteralPath $CaFile -Destination $pinned -Force

@@ -1,0 +1,13 @@
+"""Text from elsewhere (host names, the collector's reasons) made safe to print on a terminal."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls (including ESC, which starts terminal escape sequences), DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str | None) -> str:
+    """`text` with every control character replaced by U+FFFD, so it cannot drive a terminal."""
+    return _CONTROL.sub("\ufffd", text or "")
