@@ -141,6 +141,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 f"enrollment_token = {json.dumps(enrollment)}",
                 'state_dir = "state"',
                 f"command_keys = [{json.dumps(pin)}]",
+                # The collector's signature alone (the pages follow; two-person orders are
+                # signed in the CLI and tested there).
+                "offboard_approvals = 0",
                 "retry_max_s = 1",
                 "",
                 "[[component]]",
