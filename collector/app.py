@@ -43,7 +43,12 @@ from wire.clock import Clock
 
 
 def create_app(
-    settings: Settings, *, store: Store, clock: Clock, keys_dir: Path | None = None
+    settings: Settings,
+    *,
+    store: Store,
+    clock: Clock,
+    keys_dir: Path | None = None,
+    health: WriteHealth | None = None,
 ) -> web.Application:
     metrics = Metrics()
 
@@ -56,7 +61,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
-    app[HEALTH] = WriteHealth(settings.flush_interval_s)
+    app[HEALTH] = health or WriteHealth(settings.flush_interval_s)
     app[AGENT_TOKENS] = AgentTokenCache(store)
     app[AUTH_LIMITER] = FailedAuthLimiter(trusted_proxies=parse_networks(settings.trusted_proxies))
     app[OPEN_COMMANDS] = OpenCommands(store)

@@ -9,6 +9,7 @@ from collector.background import state_windows
 from collector.bodies import json_response
 from collector.errors import RETRY_AFTER_S, ApiError, json_routes
 from collector.openapi import build_spec
+from collector.views import CLOCK_SKEW_MS
 
 routes = json_routes()
 
@@ -37,7 +38,10 @@ def _unavailable(detail: str) -> ApiError:
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
-    app[METRICS].set_machine_counts(await app[STORE].count_machines_by_state(windows))
+    metrics = app[METRICS]
+    metrics.set_machine_counts(await app[STORE].count_machines_by_state(windows))
+    metrics.clock_skewed.set(await app[STORE].count_clock_skewed(CLOCK_SKEW_MS))
+    metrics.last_write_age.set(app[HEALTH].age_s)
     return web.Response(
         body=app[METRICS].render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -75,6 +75,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.clock_skewed = Gauge(
+            "rmm_machines_clock_skewed",
+            "Machines whose agent's clock is more than a minute from the collector's",
+            registry=self.registry,
+        )
+        self.last_write_age = Gauge(
+            "rmm_last_successful_write_age_seconds",
+            "Seconds since the database last took a write (a flush or an idle probe)",
+            registry=self.registry,
+        )
+
     def set_machine_counts(self, counts: dict[MachineState, int]) -> None:
         for state, count in counts.items():
             self.machines.labels(state=state).set(count)

@@ -170,7 +170,7 @@ class CommandResultRequest(msgspec.Struct, frozen=True, kw_only=True):
     steps: Annotated[list[StepResult], msgspec.Meta(max_length=256)] = []
     agent_time: Instant | None = None
     # Identical refusals of this command (same reason) not reported since the previous report.
-    suppressed: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    suppressed: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
 
 
 class RunningStep(msgspec.Struct, frozen=True, kw_only=True):

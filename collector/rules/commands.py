@@ -138,6 +138,8 @@ def decide_result(
     }
     target = command.machine_id
     if result.status == "rejected":
+        detail["agent_time"] = result.agent_time
+        detail["repeats_not_reported"] = result.suppressed
         return ResultDecision(
             "count_rejection",
             AuditEntry(now, identity.agent_id, "command.rejected", target, detail),

@@ -20,9 +20,12 @@ Where things go, for whoever adds to the collector:
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from collector.store.base import Store, StoreError
-from collector.store.store import SQLStore
+
+if TYPE_CHECKING:  # the parts import the rules, which import the records from this package
+    from collector.store.store import SQLStore
 
 
 def is_postgres_url(db: str) -> bool:
@@ -39,6 +42,8 @@ async def open_sql_store(db: str, **options: int) -> SQLStore:
 
     Opening ends with a write, so a state the collector cannot write (a read-only folder, a
     lock another process holds) is a clear error here, not failed requests later."""
+    from collector.store.store import SQLStore
+
     if is_postgres_url(db):
         from collector.store.postgres.engine import PostgresEngine
 

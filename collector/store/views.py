@@ -150,6 +150,15 @@ class Views(StorePart):
             counts[cast(MachineState, state)] = int(count)
         return counts
 
+    async def count_clock_skewed(self, threshold_ms: int) -> int:
+        """Machines whose agent's clock was last seen more than `threshold_ms` off."""
+        row = await self._engine.fetchrow(
+            "SELECT COUNT(*) FROM machines WHERE clock_offset_ms > ? OR clock_offset_ms < ?",
+            threshold_ms,
+            -threshold_ms,
+        )
+        return 0 if row is None else int(row[0])
+
     async def client_overview(
         self, windows: StateWindows, *, stale_before: datetime, pending_before: datetime
     ) -> list[ClientOverview]:

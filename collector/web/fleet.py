@@ -25,9 +25,7 @@ from collector.store.base import (
 )
 from collector.views import machine_flags, with_buffered
 from collector.web import views
-from collector.web.people import (
-    require,
-)
+from collector.web.people import require, require_form
 from collector.web.policy import (
     ATTENTION_LIMIT,
     PAGE_SIZE,
@@ -35,7 +33,7 @@ from collector.web.policy import (
     STALE_AFTER,
 )
 from collector.web.render import page_routes, render
-from collector.web.security import PageError
+from collector.web.security import PageError, Redirect
 from wire.messages import Kind
 from wire.times import EXPIRY
 
@@ -234,3 +232,17 @@ async def machine(request: web.Request) -> web.Response:
         },
         person=person,
     )
+
+
+@routes.post("/machines/{machine_id}/kind")
+async def set_kind(request: web.Request) -> web.Response:
+    """An admin confirms the kind the agent reports: billed so from now on."""
+    person, form = await require_form(request, "machines.reprice")
+    kind = form.get("kind")
+    if kind not in get_args(Kind):
+        raise PageError(400, "Bad request", "The kind must be a PC or a server.")
+    record = await machine_or_404(request, request.match_info["machine_id"])
+    await request.app[STORE].set_kind(
+        record.machine_id, str(kind), now=request.app[CLOCK].now(), actor=person.name
+    )
+    raise Redirect(f"/machines/{record.machine_id}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -162,7 +163,9 @@ async def command(request: web.Request) -> web.Response:
             "machine_state": None if record is None else machine_state(record, windows),
             "client": client,
             "final": found.state in FINAL_STATES,
-            "steps": json.loads(found.steps_json or "[]"),
+            "steps": _steps(found),
+            "running_text": _running_text(found),
+            "last_rejection_text": _rejection_text(found),
         },
         person=person,
     )
@@ -201,5 +204,34 @@ async def command_live(request: web.Request) -> web.Response:
             "created_at_text": views.instant(found.created_at),
             "delivered_at_text": views.instant(found.delivered_at),
             "completed_at_text": views.instant(found.completed_at),
+            "running_text": _running_text(found),
+            "last_rejection_text": _rejection_text(found),
         }
     )
+
+
+def _progress(command: CommandRecord) -> dict[str, Any]:
+    progress: dict[str, Any] = json.loads(command.progress_json or "{}")
+    return progress
+
+
+def _steps(command: CommandRecord) -> list[dict[str, Any]]:
+    """The final report's steps, or while it runs the steps the agent has reported so far."""
+    if command.steps_json is not None:
+        steps: list[dict[str, Any]] = json.loads(command.steps_json)
+        return steps
+    return list(_progress(command).get("steps") or [])
+
+
+def _running_text(command: CommandRecord) -> str | None:
+    running = _progress(command).get("running")
+    if command.state != "offboard_pending" or not running:
+        return None
+    argv = " ".join(running.get("argv") or [])
+    return f"{running.get('component')}: {argv} (since {running.get('started_at')})"
+
+
+def _rejection_text(command: CommandRecord) -> str | None:
+    if command.last_rejection is None:
+        return None
+    return f"{command.last_rejection} ({views.instant(command.last_rejected_at)})"

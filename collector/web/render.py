@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 
 from collector import __version__
-from collector.appkeys import CLOCK
+from collector.appkeys import CLOCK, HEALTH
 from collector.errors import WrappedRoutes
 from collector.web import views
 from collector.web.people import Person
@@ -49,10 +49,18 @@ def render(
     person: Person | None,
     status: int = 200,
 ) -> web.Response:
+    health = request.app[HEALTH]
     html = (
         request.app[WEB]
         .templates.get_template(template)
-        .render(person=person, now=request.app[CLOCK].now(), path=request.path, **context)
+        .render(
+            person=person,
+            now=request.app[CLOCK].now(),
+            path=request.path,
+            # Shown on every page: what it shows may lag the fleet while writes fail.
+            stale_writes=health.describe() if health.stale else None,
+            **context,
+        )
     )
     return web.Response(text=html, content_type="text/html", status=status)
 

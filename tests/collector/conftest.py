@@ -14,12 +14,15 @@ from aiohttp.test_utils import TestClient
 
 from collector.app import create_app
 from collector.background import flush_heartbeats
+from collector.health import WriteHealth
+from collector.keys import KeyRing
 from collector.settings import Settings
 from collector.store import open_store
 from collector.store.base import Role, Store
 from collector.tokens import hash_token, new_token
 from tests.support import postgres as pg
 from tests.support.clock import FakeClock
+from wire.times import parse_instant
 
 
 @pytest.fixture
@@ -154,7 +157,7 @@ async def make_harness(
     folder (signing keys, the pages' session secret) is the test's own, never the working
     directory's."""
 
-    async def build(**overrides: Any) -> Harness:
+    async def build(health: WriteHealth | None = None, **overrides: Any) -> Harness:
         settings = replace(
             Settings(
                 db="unused",
@@ -165,7 +168,7 @@ async def make_harness(
             ),
             **overrides,
         )
-        app = create_app(settings, store=store, clock=clock)
+        app = create_app(settings, store=store, clock=clock, health=health)
         client = await aiohttp_client(app)
         return Harness(client=client, app=app, store=store, clock=clock)
 
@@ -175,3 +178,16 @@ async def make_harness(
 @pytest.fixture
 async def harness(make_harness: HarnessFactory) -> Harness:
     return await make_harness()
+
+
+@pytest.fixture
+async def keyring(tmp_path: Path) -> KeyRing:
+    """The collector's command-signing keys, in the test's own folder."""
+    return KeyRing(tmp_path / "keys")
+
+
+@pytest.fixture
+async def fleet(make_harness: HarnessFactory, keyring: KeyRing) -> Harness:
+    """A collector with a signing key, so offboards are delivered."""
+    keyring.generate(parse_instant("2026-01-01T00:00:00Z"))
+    return await make_harness(keys_dir=str(keyring.folder))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,21 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collector.appkeys import SIGNER
 from collector.keys import KeyRing
 from collector.store.base import AuditFilter
-from tests.collector.conftest import Harness, HarnessFactory
+from tests.collector.conftest import Harness
 from wire.messages import SignedCommand
 from wire.signing import parse_pin, verify_command
 from wire.times import parse_instant
-
-
-@pytest.fixture
-async def keyring(tmp_path: Path) -> KeyRing:
-    return KeyRing(tmp_path / "keys")
-
-
-@pytest.fixture
-async def fleet(make_harness: HarnessFactory, keyring: KeyRing) -> Harness:
-    keyring.generate(parse_instant("2026-01-01T00:00:00Z"))
-    return await make_harness(keys_dir=str(keyring.folder))
 
 
 def pins(keyring: KeyRing) -> dict[str, Ed25519PublicKey]:

@@ -68,8 +68,12 @@
     set("machine_state_label", command.machine_state_label);
     set("result_status", command.result ? command.result.status : null);
     set("result_reason", command.result ? command.result.reason : null);
+    set("running_text", command.running_text);
+    set("last_rejection_text", command.last_rejection_text);
     if (command.result) {
       showSteps(command.result.steps);
+    } else if (command.progress) {
+      showSteps(command.progress.steps);
     }
   }
 
