@@ -113,7 +113,7 @@ def _enroll(config: AgentConfig, *, force: bool) -> int:
     from agent.departure import clear_tombstone, read_tombstone
     from agent.identity import IdentityError
     from agent.state import StateError, StateStore
-    from agent.text import printable
+    from wire.text import printable
 
     state = StateStore(config.state_dir)
     state.prepare()
@@ -320,7 +320,7 @@ def _status(config: AgentConfig, *, as_json: bool) -> int:
     from agent.ledger import CommandLedger
     from agent.spool import inspect_spool
     from agent.state import StateError, StateStore
-    from agent.text import printable
+    from wire.text import printable
     from wire.times import format_instant
 
     state = StateStore(config.state_dir)

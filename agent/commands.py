@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 from agent.config import CommandKey
 from agent.ledger import AcceptedCommand, CommandLedger, LedgerDamaged
 from agent.state import Credential
-from agent.text import printable
 from wire.clock import Clock
 from wire.messages import CommandResultRequest, SignedCommand
 from wire.orders import OffboardOrder, verify_order
 from wire.signing import COMMAND_TYPES, CommandPayload, CommandRejected, verify_command
+from wire.text import printable
 from wire.times import InstantError, format_instant, parse_instant
 
 if TYPE_CHECKING:

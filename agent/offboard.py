@@ -307,7 +307,8 @@ class _Run:
             argv=record.argv,
             status=status,  # type: ignore[arg-type]
             exit_code=code,
-            output_tail=output[-4096:],
+            # A NUL cannot be stored by the collector (and would make the report a 400).
+            output_tail=output[-4096:].replace("\x00", "\ufffd"),
             duration_s=round(max(0.0, duration), 3),
         )
         record.state, record.result = "done", result

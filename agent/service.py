@@ -44,7 +44,6 @@ from agent.network import NetworkWatcher
 from agent.probes import Prober, Sample, logged_in_users
 from agent.spool import Spool, SpoolItem
 from agent.state import Credential, KnownStatus, StateStore
-from agent.text import printable
 from agent.version import agent_version
 from wire.clock import Clock, SystemClock
 from wire.messages import (
@@ -54,6 +53,7 @@ from wire.messages import (
     HeartbeatResponse,
     SignedCommand,
 )
+from wire.text import printable
 from wire.times import format_instant
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from collector.appkeys import (
     AUTH_LIMITER,
     BUFFER,
     CLOCK,
+    ENROLLMENT_PACE,
     HEALTH,
     METRICS,
     OPEN_COMMANDS,
@@ -36,6 +37,7 @@ from collector.fallback import add_fallback
 from collector.health import WriteHealth
 from collector.keys import KeyRing
 from collector.metrics import Metrics
+from collector.pace import EnrollmentPace
 from collector.settings import Settings, parse_networks
 from collector.store.base import Store
 from collector.web import setup_pages
@@ -62,6 +64,7 @@ def create_app(
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
     app[HEALTH] = health or WriteHealth(settings.flush_interval_s)
+    app[ENROLLMENT_PACE] = EnrollmentPace(settings.enrollment_rate_per_minute)
     app[AGENT_TOKENS] = AgentTokenCache(store)
     app[AUTH_LIMITER] = FailedAuthLimiter(trusted_proxies=parse_networks(settings.trusted_proxies))
     app[OPEN_COMMANDS] = OpenCommands(store)

@@ -9,6 +9,7 @@ from collector.buffer import HeartbeatBuffer
 from collector.commands import CommandSigner, OpenCommands
 from collector.health import WriteHealth
 from collector.metrics import Metrics
+from collector.pace import EnrollmentPace
 from collector.settings import Settings
 from collector.store.base import Store
 from wire.clock import Clock
@@ -23,3 +24,4 @@ AUTH_LIMITER = web.AppKey("auth_limiter", FailedAuthLimiter)
 OPEN_COMMANDS = web.AppKey("open_commands", OpenCommands)
 SIGNER = web.AppKey("signer", CommandSigner)
 HEALTH = web.AppKey("health", WriteHealth)
+ENROLLMENT_PACE = web.AppKey("enrollment_pace", EnrollmentPace)

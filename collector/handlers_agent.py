@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import uuid
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 from aiohttp import web
@@ -16,6 +17,7 @@ from collector.appkeys import (
     AUTH_LIMITER,
     BUFFER,
     CLOCK,
+    ENROLLMENT_PACE,
     METRICS,
     OPEN_COMMANDS,
     SETTINGS,
@@ -26,10 +28,18 @@ from collector.auth import authenticate_agent, cached_agent
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
-from collector.store.base import AgentEvent, EnrollRequestRecord, Facts, NotFound
+from collector.store.base import (
+    AgentEvent,
+    AuditEntry,
+    EnrollRequestRecord,
+    Facts,
+    NotFound,
+    TokenUsedUp,
+)
 from collector.tokens import hash_token, new_token
 from wire.messages import (
     Component,
+    EnrollPending,
     EnrollRequest,
     EnrollResponse,
     EventsRequest,
@@ -40,6 +50,7 @@ from wire.messages import (
 from wire.times import InstantError, parse_instant
 
 routes = json_routes()
+log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 _by_name = operator.attrgetter("name")
@@ -80,26 +91,51 @@ def _empty_reply(next_s: int) -> bytes:
 async def enroll(request: web.Request) -> web.Response:
     app = request.app
     body = await read_json(request, EnrollRequest)
+    token_hash = hash_token(body.enrollment_token)
+    if not app[ENROLLMENT_PACE].allow(token_hash):
+        raise ApiError(
+            429,
+            "enrollment_rate_limited",
+            "this enrollment token enrolled too many machines in the last minute; try later",
+            headers={"Retry-After": "60"},
+        )
     agent_id = str(uuid.uuid4())
     agent_token = new_token("agent")
+    now = app[CLOCK].now()
     record = EnrollRequestRecord(
-        enrollment_token_hash=hash_token(body.enrollment_token),
+        enrollment_token_hash=token_hash,
         hardware_id=body.hardware_id,
         facts=Facts(hostname=body.hostname, os=body.os, kind=body.kind, components_json="[]"),
         agent_id=agent_id,
         agent_token_hash=hash_token(agent_token),
         agent_version=body.agent_version,
+        previous_agent_token_hash=None
+        if body.previous_agent_token is None
+        else hash_token(body.previous_agent_token),
+        address=app[AUTH_LIMITER].address(request),
     )
     try:
-        outcome = await app[STORE].enroll(
-            record, now=app[CLOCK].now(), gap_s=app[SETTINGS].online_window_s
-        )
+        outcome = await app[STORE].enroll(record, now=now, gap_s=app[SETTINGS].online_window_s)
     except NotFound as exc:
         error = ApiError(401, "invalid_enrollment_token", str(exc))
         raise app[AUTH_LIMITER].fail(request, error) from exc
-    if outcome.reenrolled:
+    except TokenUsedUp as exc:
+        raise ApiError(403, "enrollment_token_used_up", str(exc)) from exc
+    if outcome.held:
+        app[METRICS].security_events.labels(kind="reenroll_held").inc()
+        return json_response(
+            EnrollPending(
+                state="awaiting_approval",
+                detail="this hardware is already enrolled: a technician must approve it enrolling "
+                "again (rmm-collector machine approve-reenroll MACHINE_ID, or the machine's "
+                "page), or the agent must prove its previous credential",
+            ),
+            status=202,
+        )
+    if outcome.reenrolled or outcome.moved_from:
         await app[AGENT_TOKENS].apply_revocations()
     app[METRICS].enrollments.inc()
+    await _alert_on_burst(app, token_hash, outcome.client_id, now)
     return json_response(
         EnrollResponse(
             agent_id=outcome.agent_id,
@@ -108,6 +144,29 @@ async def enroll(request: web.Request) -> web.Response:
             heartbeat_interval_s=next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, agent_id),
         ),
         status=201,
+    )
+
+
+async def _alert_on_burst(
+    app: web.Application, token_hash: str, client_id: str, now: datetime
+) -> None:
+    """One token enrolling many machines within an hour is recorded once, as it crosses."""
+    threshold = app[SETTINGS].enrollment_alert_per_hour
+    count = await app[STORE].enrollments_by_token_since(token_hash, now - timedelta(hours=1))
+    if count != threshold + 1:
+        return
+    app[METRICS].security_events.labels(kind="enrollment_burst").inc()
+    log.warning(
+        "an enrollment token of client %s enrolled %d machines within an hour", client_id, count
+    )
+    await app[STORE].add_audit(
+        AuditEntry(
+            now,
+            "system",
+            "enrollment_token.burst",
+            client_id,
+            {"enrolled_last_hour": count, "threshold": threshold},
+        )
     )
 
 

@@ -10,8 +10,11 @@ from collector.bodies import check_query, json_response, read_json
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
 from collector.requests import KindRequest
+from collector.rules.enrollment import approval_lapses
 from collector.store.base import NotFound
+from collector.store.records import HeldEnrollmentInfo
 from collector.views import machine_view, with_buffered
+from wire.times import format_instant
 
 routes = json_routes()
 
@@ -31,3 +34,45 @@ async def set_kind(request: web.Request) -> web.Response:
         raise ApiError(404, "machine_not_found", str(exc)) from exc
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     return json_response(machine_view(with_buffered(record, app[BUFFER]), windows))
+
+
+def held_json(held: HeldEnrollmentInfo) -> dict[str, object]:
+    return {
+        "machine_id": held.machine_id,
+        "client_id": held.client_id,
+        "hostname": held.hostname,
+        "address": held.address,
+        "first_at": format_instant(held.first_at),
+        "last_at": format_instant(held.last_at),
+        "attempts": held.attempts,
+    }
+
+
+@routes.post("/v1/machines/{machine_id}/approve-reenroll")
+async def approve_reenroll(request: web.Request) -> web.Response:
+    """A technician lets known hardware enroll again without its credential (24 h, once)."""
+    token = await person(request, "machines.approve")
+    check_query(request, ())
+    app = request.app
+    machine_id = request.match_info["machine_id"]
+    try:
+        held = await app[STORE].approve_reenroll(machine_id, now=app[CLOCK].now(), actor=token.name)
+    except NotFound as exc:
+        raise ApiError(404, "machine_not_found", str(exc)) from exc
+    return json_response(
+        {
+            "machine_id": machine_id,
+            "approved_until": format_instant(approval_lapses(app[CLOCK].now())),
+            "held": None if held is None else held_json(held),
+        }
+    )
+
+
+@routes.get("/v1/enrollments/held")
+async def list_held(request: web.Request) -> web.Response:
+    """Enrollments of known hardware waiting for a technician, newest first."""
+    await person(request, "machines.read")
+    check_query(request, ("machine",))
+    machine_id = request.query.get("machine") or None
+    held = await request.app[STORE].held_enrollments(machine_id)
+    return json_response({"held": [held_json(h) for h in held]})

@@ -167,6 +167,32 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
             "offboards_pending_over_7_days": {"type": "array", "items": {"type": "object"}},
         },
     },
+    "HeldEnrollment": {
+        "type": "object",
+        "properties": {
+            "machine_id": {"type": "string"},
+            "client_id": {"type": "string"},
+            "hostname": {"type": "string"},
+            "address": {"type": ["string", "null"]},
+            "first_at": {"type": "string", "format": "date-time"},
+            "last_at": {"type": "string", "format": "date-time"},
+            "attempts": {"type": "integer"},
+        },
+    },
+    "HeldEnrollments": {
+        "type": "object",
+        "properties": {
+            "held": {"type": "array", "items": {"$ref": "#/components/schemas/HeldEnrollment"}}
+        },
+    },
+    "ReenrollApproval": {
+        "type": "object",
+        "properties": {
+            "machine_id": {"type": "string"},
+            "approved_until": {"type": "string", "format": "date-time"},
+            "held": {"oneOf": [{"$ref": "#/components/schemas/HeldEnrollment"}, {"type": "null"}]},
+        },
+    },
     "MachineEvents": {
         "type": "object",
         "properties": {"events": {"type": "array", "items": {"type": "object"}}},
@@ -366,6 +392,23 @@ def build_spec() -> dict[str, Any]:
                 "Machine",
                 body="KindRequest",
                 params=[_MACHINE_ID],
+            )
+        },
+        "/v1/machines/{machine_id}/approve-reenroll": {
+            "post": _op(
+                "Let known hardware enroll again without its credential, within 24 hours "
+                "(technician, admin)",
+                "200",
+                "ReenrollApproval",
+                params=[_MACHINE_ID],
+            )
+        },
+        "/v1/enrollments/held": {
+            "get": _op(
+                "Enrollments of known hardware held until a technician approves them",
+                "200",
+                "HeldEnrollments",
+                params=[_query("machine", "machine id")],
             )
         },
         "/v1/commands/{command_id}/progress": {

@@ -30,6 +30,8 @@ class Settings:
     compaction_interval_s: float = 86400.0
     auth_cache_s: float = 10.0
     enrollment_token_ttl_days: int = 30
+    enrollment_alert_per_hour: int = 50
+    enrollment_rate_per_minute: int = 0
     command_ttl_s: int = 600
     command_poll_s: float = 2.0
     keys_dir: str = ""
@@ -71,6 +73,10 @@ _HELP: dict[str, str] = {
     "compaction_interval_s": "seconds between compactions of history older than the horizon",
     "auth_cache_s": "seconds an agent token lookup is cached (revocations take effect within this)",
     "enrollment_token_ttl_days": "days a new enrollment token stays valid",
+    "enrollment_alert_per_hour": "audit and count an alert when one enrollment token enrolls "
+    "more machines than this within an hour",
+    "enrollment_rate_per_minute": "refuse (429) enrollments beyond this many per minute and "
+    "enrollment token; 0 = no limit (a mass roll-out enrolls hundreds a minute)",
     "command_ttl_s": "seconds a signed command stays valid after delivery (at most 900)",
     "command_poll_s": "seconds between checks for commands requested through other instances",
     "keys_dir": "folder of command-signing keys and the web pages' session secret, shared by "
@@ -193,6 +199,10 @@ def validate(settings: Settings) -> None:
         raise SettingsError("sweep_interval_s must be at least 0.05 seconds")
     if not 60 <= settings.command_ttl_s <= 900:
         raise SettingsError("command_ttl_s must be between 60 and 900: minutes, not days")
+    if settings.enrollment_alert_per_hour < 1:
+        raise SettingsError("enrollment_alert_per_hour must be at least 1")
+    if settings.enrollment_rate_per_minute < 0:
+        raise SettingsError("enrollment_rate_per_minute must be 0 (no limit) or more")
     if settings.enrollment_token_ttl_days < 1:
         raise SettingsError("enrollment_token_ttl_days must be at least 1")
     if bool(settings.tls_cert) != bool(settings.tls_key):

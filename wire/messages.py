@@ -22,8 +22,12 @@ NO_NUL = "^[^\x00]*$"
 HardwareId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 Hostname = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=NO_NUL)]
 OsName = Annotated[str, msgspec.Meta(max_length=255, pattern=NO_NUL)]
-ComponentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Version = Annotated[str, msgspec.Meta(max_length=128)]  # inside components' JSON, escaped
+# The agent config's own rule for component names; the collector holds no other kind of name.
+COMPONENT_NAME = "^[A-Za-z0-9_.-]{1,64}$"
+ComponentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=COMPONENT_NAME)]
+Version = Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
+StoredText = Annotated[str, msgspec.Meta(max_length=8192, pattern=NO_NUL)]
+Argument = Annotated[str, msgspec.Meta(max_length=4096, pattern=NO_NUL)]
 AgentVersion = Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -154,13 +158,11 @@ StepStatus = Literal["ok", "failed", "timeout", "skipped"]
 class StepResult(msgspec.Struct, frozen=True, kw_only=True):
     """One uninstall step the agent ran (or skipped because the component was already gone)."""
 
-    component: Annotated[str, msgspec.Meta(max_length=64)]
-    argv: Annotated[
-        list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(max_length=64)
-    ]
+    component: ComponentName
+    argv: Annotated[list[Argument], msgspec.Meta(max_length=64)]
     status: StepStatus
     exit_code: int | None = None
-    output_tail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
+    output_tail: StoredText = ""
     duration_s: float = 0.0
 
 
@@ -174,10 +176,8 @@ class CommandResultRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunningStep(msgspec.Struct, frozen=True, kw_only=True):
-    component: Annotated[str, msgspec.Meta(max_length=64)]
-    argv: Annotated[
-        list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(max_length=64)
-    ]
+    component: ComponentName
+    argv: Annotated[list[Argument], msgspec.Meta(max_length=64)]
     started_at: Instant
 
 

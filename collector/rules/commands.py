@@ -35,6 +35,12 @@ class OffboardTarget:
     agent_id: str
     hostname: str
     offboard_state: str | None
+    components_json: str = "[]"
+
+    @property
+    def component_names(self) -> list[str]:
+        """What the offboard will uninstall: the components the machine reports."""
+        return sorted({c["name"] for c in json.loads(self.components_json) if "name" in c})
 
 
 def decide_offboard_request(
@@ -45,6 +51,8 @@ def decide_offboard_request(
         raise NotFound("no machine has that id")
     if target.offboard_state == "offboarded":
         raise Conflict("the machine is already offboarded")
+    if target.offboard_state == "moved":
+        raise Conflict("the machine moved to another client: offboard it there")
     return pending
 
 
@@ -69,13 +77,14 @@ def offboard_requested(
 @dataclass(frozen=True, slots=True)
 class DeliveryPlan:
     command: CommandRecord
-    # The machine was enrolled again since the command was made: it goes to the new agent,
-    # under a sequence number of that agent's.
-    rebind: bool
+    # Only the agent a command was made for gets it (enrolling again cancels open commands).
+    deliver: bool
     audit: AuditEntry | None
 
 
 def plan_delivery(command: CommandRecord, identity: AgentIdentity, now: datetime) -> DeliveryPlan:
+    if command.agent_id != identity.agent_id:
+        return DeliveryPlan(command, False, None)
     audit = None
     if command.delivery_count == 0:
         audit = AuditEntry(
@@ -85,7 +94,18 @@ def plan_delivery(command: CommandRecord, identity: AgentIdentity, now: datetime
             command.machine_id,
             {"command_id": command.command_id, "agent_id": identity.agent_id},
         )
-    return DeliveryPlan(command, command.agent_id != identity.agent_id, audit)
+    return DeliveryPlan(command, True, audit)
+
+
+# The agent removes itself after its final report: no uninstall step of its own to show.
+AGENT_ITSELF = "rmm"
+
+
+def missing_steps(command: CommandRecord, steps_json: str) -> list[str]:
+    """Components the offboard was to uninstall for which the report has no step at all."""
+    named = set(json.loads(command.components_json or "[]")) - {AGENT_ITSELF}
+    reported = {step.get("component") for step in json.loads(steps_json)}
+    return sorted(named - reported)
 
 
 Effect = Literal["refuse", "count_rejection", "ignore_repeat", "complete", "fail"]
@@ -95,8 +115,10 @@ Effect = Literal["refuse", "count_rejection", "ignore_repeat", "complete", "fail
 class ResultDecision:
     effect: Effect
     audit: AuditEntry | None
-    # For `complete` and `fail`: the command's final state.
+    # For `complete` and `fail`: the command's final state, and the reason recorded when the
+    # collector, not the agent, decided it failed.
     state: CommandState | None = None
+    reason: str | None = None
 
     @property
     def ends_command(self) -> bool:
@@ -144,8 +166,20 @@ def decide_result(
             "count_rejection",
             AuditEntry(now, identity.agent_id, "command.rejected", target, detail),
         )
-    if command.state == "offboarded":
-        return ResultDecision("ignore_repeat", None)  # a repeated final report
+    if command.state in ("offboarded", "cancelled", "awaiting_approval"):
+        # A repeated final report, or one about a command that was never delivered to run.
+        return ResultDecision("ignore_repeat", None)
+    missing = missing_steps(command, result.steps_json) if result.status == "succeeded" else []
+    if missing:
+        # "Succeeded" without a word about a component is not a completed offboard.
+        detail["failed_steps"] = []
+        detail["reason"] = f"reported succeeded without a step for: {', '.join(missing)}"
+        return ResultDecision(
+            "fail",
+            AuditEntry(now, identity.agent_id, "offboard.failed", target, detail),
+            "offboard_failed",
+            reason=detail["reason"],
+        )
     if result.status == "succeeded":
         return ResultDecision(
             "complete",

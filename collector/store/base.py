@@ -27,6 +27,7 @@ from collector.store.records import (
     EnrollRequestRecord,
     ExposureRow,
     HeartbeatRecord,
+    HeldEnrollmentInfo,
     InventoryRecord,
     MachineFilter,
     MachinePage,
@@ -79,6 +80,14 @@ class Store(Protocol):
         self, request: EnrollRequestRecord, *, now: datetime, gap_s: float
     ) -> EnrollOutcome: ...
     async def find_agent(self, token_hash: str) -> AgentIdentity | None: ...
+    async def approve_reenroll(
+        self, machine_id: str, *, now: datetime, actor: str
+    ) -> HeldEnrollmentInfo | None:
+        """Let the machine's hardware enroll again without its credential, once, within 24 h."""
+        ...
+
+    async def held_enrollments(self, machine_id: str | None = None) -> list[HeldEnrollmentInfo]: ...
+    async def enrollments_by_token_since(self, token_hash: str, since: datetime) -> int: ...
     async def revocations_since(self, seq: int) -> tuple[list[str], int]:
         """Token digests revoked after `seq`, and the newest seq (-1: only the newest seq)."""
         ...

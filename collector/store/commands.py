@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -41,15 +42,17 @@ class Commands(StorePart):
         )
         return None if row is None else command_from_row(row, self.dialect)
 
-    async def _next_sequence(self, tx: Tx, agent_id: str) -> int:
-        """Sequence numbers are per agent and only grow (the agent's row is locked meanwhile)."""
+    async def _next_sequence(self, tx: Tx, machine_id: str) -> int:
+        """Sequence numbers are per machine and only grow, whichever agent it has enrolled
+        with (an agent re-enrolled keeps its ledger's last sequence); the row is locked
+        meanwhile."""
         sequence = await tx.fetchval(
-            "UPDATE agents SET command_seq = command_seq + 1 WHERE agent_id = ? "
+            "UPDATE machines SET command_seq = command_seq + 1 WHERE machine_id = ? "
             "RETURNING command_seq",
-            agent_id,
+            machine_id,
         )
         if sequence is None:
-            raise NotFound(f"no agent {agent_id!r}")
+            raise NotFound(f"no machine {machine_id!r}")
         return int(sequence)
 
     async def request_offboard(
@@ -61,14 +64,16 @@ class Commands(StorePart):
             # The machine's row lock makes concurrent requests (through any instance) queue up:
             # the first creates the command, the others answer with it.
             row = await tx.fetchrow(
-                "SELECT machine_id, client_id, agent_id, hostname, offboard_state FROM machines "
+                "SELECT machine_id, client_id, agent_id, hostname, offboard_state, components "
+                "FROM machines "
                 f"WHERE machine_id = ?{d.for_update}",
                 request.machine_id,
             )
             target = None if row is None else OffboardTarget(*row)
             pending_row = await tx.fetchrow(
                 f"SELECT {COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
-                "AND state = 'offboard_pending' ORDER BY created_at DESC LIMIT 1",
+                "AND state IN ('awaiting_approval', 'offboard_pending') "
+                "ORDER BY created_at DESC LIMIT 1",
                 request.machine_id,
             )
             pending = None if pending_row is None else command_from_row(pending_row, d)
@@ -79,17 +84,18 @@ class Commands(StorePart):
             command_id = str(uuid.uuid4())
             await tx.execute(
                 "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
-                "sequence, state, issuer, reason, ticket, created_at) "
-                "VALUES (?, 'offboard', ?, ?, ?, ?, 'offboard_pending', ?, ?, ?, ?)",
+                "sequence, state, issuer, reason, ticket, created_at, components) "
+                "VALUES (?, 'offboard', ?, ?, ?, ?, 'offboard_pending', ?, ?, ?, ?, ?)",
                 command_id,
                 target.machine_id,
                 target.client_id,
                 target.agent_id,
-                await self._next_sequence(tx, target.agent_id),
+                await self._next_sequence(tx, target.machine_id),
                 request.issuer,
                 request.reason,
                 request.ticket,
                 now,
+                json.dumps(target.component_names),
             )
             await tx.execute(
                 "UPDATE machines SET offboard_state = 'offboard_pending' WHERE machine_id = ?",
@@ -142,13 +148,8 @@ class Commands(StorePart):
             for row in rows:
                 plan = plan_delivery(command_from_row(row, d), identity, now)
                 command_id = plan.command.command_id
-                if plan.rebind:
-                    await tx.execute(
-                        "UPDATE commands SET agent_id = ?, sequence = ? WHERE command_id = ?",
-                        identity.agent_id,
-                        await self._next_sequence(tx, identity.agent_id),
-                        command_id,
-                    )
+                if not plan.deliver:
+                    continue
                 await tx.execute(
                     "UPDATE commands SET delivery_count = delivery_count + 1, "
                     "delivered_at = COALESCE(delivered_at, ?) WHERE command_id = ?",
@@ -229,7 +230,7 @@ class Commands(StorePart):
                 decision.state,
                 now,
                 result.status,
-                result.reason,
+                decision.reason or result.reason,
                 result.steps_json,
                 command.command_id,
             )

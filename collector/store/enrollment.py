@@ -6,16 +6,30 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from collector.rules.enrollment import EnrollmentPlan, KnownHardware, plan_enrollment
+from collector.rules.enrollment import (
+    CANCELLED_REASON,
+    EnrollmentPlan,
+    HeldEnrollment,
+    KnownHardware,
+    approval_lapses,
+    decide_enrollment,
+    moved_out,
+    plan_enrollment,
+    token_usable,
+)
 from collector.store.part import AUDIT_INSERT, StorePart, audit_row
 from collector.store.records import (
     AgentIdentity,
+    AuditEntry,
     Conflict,
     EnrollOutcome,
     EnrollRequestRecord,
+    HeldEnrollmentInfo,
     NotFound,
+    TokenUsedUp,
 )
-from collector.store.sql import LOCK_REVOCATIONS, Tx, UniqueViolation
+from collector.store.sql import LOCK_REVOCATIONS, Row, Tx, UniqueViolation
+from wire.times import format_instant
 
 _MACHINE_INSERT = (
     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, components, "
@@ -37,10 +51,48 @@ _TOKEN_CLIENT = (
     "SELECT client_id FROM enrollment_tokens WHERE token_hash = ? "
     "AND revoked_at IS NULL AND expires_at > ?"
 )
+_TOKEN = (
+    "SELECT token_id, client_id, max_uses, uses FROM enrollment_tokens WHERE token_hash = ? "
+    "AND revoked_at IS NULL AND expires_at > ?"
+)
+_HELD_COLUMNS = "machine_id, client_id, hardware_id, hostname, address, first_at, last_at, attempts"
 
 
 class _NewHardwareRace(Exception):
     """Another instance enrolled the same new hardware first: try again, as a re-enrollment."""
+
+
+async def cancel_open_commands(tx: Tx, machine_id: str, now: datetime, *, actor: str) -> None:
+    """Commands still open for a machine that enrolled again (or moved) end here, audited: a
+    command is never handed to an agent other than the one it was made for."""
+    rows = await tx.fetch(
+        "UPDATE commands SET state = 'cancelled', completed_at = ?, result_reason = ? "
+        "WHERE machine_id = ? AND state IN ('awaiting_approval', 'offboard_pending') "
+        "RETURNING command_id",
+        now,
+        CANCELLED_REASON,
+        machine_id,
+    )
+    if not rows:
+        return
+    await tx.execute(
+        "UPDATE machines SET offboard_state = NULL WHERE machine_id = ? "
+        "AND offboard_state IN ('awaiting_approval', 'offboard_pending')",
+        machine_id,
+    )
+    for row in rows:
+        await tx.execute(
+            AUDIT_INSERT,
+            *audit_row(
+                AuditEntry(
+                    now,
+                    actor,
+                    "command.cancelled",
+                    machine_id,
+                    {"command_id": row[0], "reason": CANCELLED_REASON},
+                )
+            ),
+        )
 
 
 async def revoke_agents(
@@ -67,23 +119,46 @@ class Enrollment(StorePart):
     async def enroll(
         self, request: EnrollRequestRecord, *, now: datetime, gap_s: float
     ) -> EnrollOutcome:
+        """Enroll, or hold the enrollment of known hardware without proof or approval (see
+        `collector.rules.enrollment`). An unknown token is `NotFound`, a used-up one
+        `TokenUsedUp`; a held enrollment changes nothing but its own record and the audit."""
         gap = timedelta(seconds=gap_s)
 
         async def run(tx: Tx) -> EnrollOutcome:
-            client_id = await tx.fetchval(_TOKEN_CLIENT, request.enrollment_token_hash, now)
-            if client_id is None:
+            token = await tx.fetchrow(_TOKEN, request.enrollment_token_hash, now)
+            if token is None:
                 raise NotFound("the enrollment token is unknown, expired or revoked")
-            known = await self._known_hardware(tx, client_id, request.hardware_id)
-            plan = plan_enrollment(
+            token_id, client_id, max_uses, uses = token
+            same, elsewhere = await self._known_hardware(tx, client_id, request, now)
+            decision = decide_enrollment(
                 request,
-                known,
                 client_id=client_id,
+                same_client=same,
+                elsewhere=elsewhere,
                 new_machine_id=str(uuid.uuid4()),
                 now=now,
                 gap=gap,
+                address=request.address,
             )
-            await self._apply_enrollment(tx, request, plan, now)
-            return EnrollOutcome(request.agent_id, plan.machine_id, client_id, plan.reenrolled)
+            if isinstance(decision, HeldEnrollment):
+                await self._hold(tx, request, decision, now)
+                return EnrollOutcome(request.agent_id, decision.machine_id, client_id, True, True)
+            if not token_usable(uses, max_uses):
+                raise TokenUsedUp(
+                    f"this enrollment token has enrolled {uses} machine(s), its limit; "
+                    "issue another with `rmm-collector client new-token`"
+                )
+            await tx.execute(
+                "UPDATE enrollment_tokens SET uses = uses + 1 WHERE token_id = ?", token_id
+            )
+            await self._apply_enrollment(tx, request, decision, token_id, now)
+            return EnrollOutcome(
+                request.agent_id,
+                decision.machine_id,
+                client_id,
+                decision.reenrolled,
+                moved_from=None if decision.moved_from is None else decision.moved_from.machine_id,
+            )
 
         try:
             return await self._engine.write(run)
@@ -91,23 +166,88 @@ class Enrollment(StorePart):
             return await self._engine.write(run)
 
     async def _known_hardware(
-        self, tx: Tx, client_id: str, hardware_id: str
-    ) -> KnownHardware | None:
-        row = await tx.fetchrow(
-            "SELECT machine_id, offboard_state, last_seen, components, kind FROM machines "
-            f"WHERE client_id = ? AND hardware_id = ?{self.dialect.for_update}",
+        self, tx: Tx, client_id: str, request: EnrollRequestRecord, now: datetime
+    ) -> tuple[KnownHardware | None, KnownHardware | None]:
+        """This client's machine with the hardware id, and another client's live one."""
+        d = self.dialect
+        rows = await tx.fetch(
+            "SELECT machine_id, client_id, offboard_state, last_seen, components, kind, "
+            "reenroll_approved_until, reenroll_approved_client_id FROM machines "
+            "WHERE hardware_id = ? AND (client_id = ? OR "
+            "COALESCE(offboard_state, '') NOT IN ('offboarded', 'moved')) "
+            f"ORDER BY last_seen DESC{d.for_update}",
+            request.hardware_id,
             client_id,
-            hardware_id,
         )
-        if row is None:
-            return None
-        return KnownHardware(row[0], row[1], self.dialect.instant(row[2]), row[3], row[4])
+        same = elsewhere = None
+        for row in rows:
+            approved_until = d.opt_instant(row[6])
+            known = KnownHardware(
+                machine_id=row[0],
+                client_id=row[1],
+                offboard_state=row[2],
+                last_seen=d.instant(row[3]),
+                components_json=row[4],
+                kind=row[5],
+                proven=await self._proves(tx, row[0], request.previous_agent_token_hash),
+                approved=approved_until is not None
+                and approved_until > now
+                and row[7] == client_id,
+            )
+            if row[1] == client_id:
+                same = same or known
+            else:
+                elsewhere = elsewhere or known
+        return same, elsewhere
+
+    @staticmethod
+    async def _proves(tx: Tx, machine_id: str, token_hash: str | None) -> bool:
+        if token_hash is None:
+            return False
+        return (
+            await tx.fetchrow(
+                "SELECT 1 FROM agents WHERE machine_id = ? AND token_hash = ? "
+                "AND revoked_at IS NULL",
+                machine_id,
+                token_hash,
+            )
+            is not None
+        )
+
+    async def _hold(
+        self, tx: Tx, request: EnrollRequestRecord, held: HeldEnrollment, now: datetime
+    ) -> None:
+        facts = request.facts
+        await tx.execute(
+            "INSERT INTO held_enrollments (machine_id, client_id, hardware_id, hostname, os, "
+            "kind, address, first_at, last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (machine_id, client_id) DO UPDATE SET hostname = excluded.hostname, "
+            "os = excluded.os, kind = excluded.kind, address = excluded.address, "
+            "last_at = excluded.last_at, attempts = held_enrollments.attempts + 1",
+            held.machine_id,
+            held.client_id,
+            request.hardware_id,
+            facts.hostname,
+            facts.os,
+            facts.kind,
+            request.address,
+            now,
+            now,
+        )
+        await self._audit(tx, held.audit)
 
     async def _apply_enrollment(
-        self, tx: Tx, request: EnrollRequestRecord, plan: EnrollmentPlan, now: datetime
+        self,
+        tx: Tx,
+        request: EnrollRequestRecord,
+        plan: EnrollmentPlan,
+        token_id: str,
+        now: datetime,
     ) -> None:
         facts = request.facts
         machine_id = plan.machine_id
+        if plan.moved_from is not None:
+            await self._end_moved_record(tx, plan, now)
         if plan.new_machine:
             try:
                 await tx.execute(
@@ -139,10 +279,13 @@ class Enrollment(StorePart):
             restart = plan.new_coverage_period
             await tx.execute(
                 "UPDATE machines SET hostname = ?, os = ?, kind = ?, pending_kind = ?, "
-                "components = ?, last_seen = ?, facts_since = ?, agent_id = ?"
+                "components = ?, last_seen = ?, facts_since = ?, agent_id = ?, "
+                "reenroll_approved_until = NULL, reenroll_approved_by = NULL, "
+                "reenroll_approved_client_id = NULL"
                 + (", presence_start = ?" if plan.closes_presence_run else "")
                 + (
-                    ", first_seen = ?, offboard_state = NULL, offboarded_at = NULL"
+                    ", first_seen = ?, offboard_state = NULL, offboarded_at = NULL, "
+                    "moved_at = NULL, moved_to_client_id = NULL"
                     if restart
                     else ""
                 )
@@ -159,6 +302,13 @@ class Enrollment(StorePart):
                 *([now] if restart else []),
                 machine_id,
             )
+            # Never handed to the new agent: whoever wants the machine offboarded asks again.
+            await cancel_open_commands(tx, machine_id, now, actor=request.agent_id)
+        await tx.execute(
+            "DELETE FROM held_enrollments WHERE machine_id = ? AND client_id = ?",
+            plan.moved_from.machine_id if plan.moved_from else machine_id,
+            plan.client_id,
+        )
         if plan.new_coverage_period:
             await tx.execute(
                 _COVERAGE_INSERT + " ON CONFLICT (machine_id, first_seen) DO NOTHING",
@@ -182,10 +332,113 @@ class Enrollment(StorePart):
             request.agent_version,
             now,
         )
+        await tx.execute(
+            "UPDATE agents SET enrollment_token_id = ? WHERE agent_id = ?",
+            token_id,
+            request.agent_id,
+        )
         await self._audit(tx, plan.audit)
         if plan.reenrolled:
             # Last: the revocation feed's lock is held until commit, so it is held briefly.
             await revoke_agents(tx, machine_id, now, keep_agent_id=request.agent_id)
+
+    async def _end_moved_record(self, tx: Tx, plan: EnrollmentPlan, now: datetime) -> None:
+        """The old client's record ends now: no longer its inventory, nor its exposure."""
+        old = plan.moved_from
+        assert old is not None
+        await tx.execute(
+            "UPDATE machines SET offboard_state = 'moved', moved_at = ?, moved_to_client_id = ?, "
+            "reenroll_approved_until = NULL, reenroll_approved_by = NULL, "
+            "reenroll_approved_client_id = NULL WHERE machine_id = ?",
+            now,
+            plan.client_id,
+            old.machine_id,
+        )
+        await tx.execute(
+            "UPDATE coverage SET moved_at = ?, moved_to_client_id = ? WHERE machine_id = ? "
+            "AND first_seen = (SELECT first_seen FROM machines WHERE machine_id = ?)",
+            now,
+            plan.client_id,
+            old.machine_id,
+            old.machine_id,
+        )
+        await cancel_open_commands(tx, old.machine_id, now, actor=plan.audit.actor)
+        await self._audit(tx, moved_out(plan, now))
+        await revoke_agents(tx, old.machine_id, now)
+
+    async def approve_reenroll(
+        self, machine_id: str, *, now: datetime, actor: str
+    ) -> HeldEnrollmentInfo | None:
+        """Let this machine's hardware enroll again without its credential, once, within 24 h:
+        for the client of its latest held enrollment (a move), else for its own client. The
+        held enrollment approved, or None when none was held."""
+        d = self.dialect
+
+        async def run(tx: Tx) -> HeldEnrollmentInfo | None:
+            machine = await tx.fetchrow(
+                f"SELECT client_id FROM machines WHERE machine_id = ?{d.for_update}", machine_id
+            )
+            if machine is None:
+                raise NotFound("no machine has that id")
+            held = await tx.fetchrow(
+                f"SELECT {_HELD_COLUMNS} FROM held_enrollments WHERE machine_id = ? "
+                "ORDER BY last_at DESC LIMIT 1",
+                machine_id,
+            )
+            info = None if held is None else self._held_info(held)
+            client_id = machine[0] if info is None else info.client_id
+            until = approval_lapses(now)
+            await tx.execute(
+                "UPDATE machines SET reenroll_approved_until = ?, reenroll_approved_by = ?, "
+                "reenroll_approved_client_id = ? WHERE machine_id = ?",
+                until,
+                actor,
+                client_id,
+                machine_id,
+            )
+            await self._audit(
+                tx,
+                AuditEntry(
+                    now,
+                    actor,
+                    "machine.reenroll_approved",
+                    machine_id,
+                    {
+                        "client_id": client_id,
+                        "until": format_instant(until),
+                        "hostname": None if info is None else info.hostname,
+                        "address": None if info is None else info.address,
+                    },
+                ),
+            )
+            return info
+
+        return await self._engine.write(run)
+
+    def _held_info(self, r: Row) -> HeldEnrollmentInfo:
+        d = self.dialect
+        return HeldEnrollmentInfo(
+            r[0], r[1], r[2], r[3], r[4], d.instant(r[5]), d.instant(r[6]), int(r[7])
+        )
+
+    async def held_enrollments(self, machine_id: str | None = None) -> list[HeldEnrollmentInfo]:
+        """Enrollments waiting for a technician (of one machine, or all), newest first."""
+        condition, args = ("WHERE machine_id = ?", [machine_id]) if machine_id else ("", [])
+        rows = await self._engine.fetch(
+            f"SELECT {_HELD_COLUMNS} FROM held_enrollments {condition} ORDER BY last_at DESC",
+            *args,
+        )
+        return [self._held_info(r) for r in rows]
+
+    async def enrollments_by_token_since(self, token_hash: str, since: datetime) -> int:
+        """Agents enrolled with this enrollment token since `since` (for the burst alert)."""
+        row = await self._engine.fetchrow(
+            "SELECT COUNT(*) FROM agents a JOIN enrollment_tokens t "
+            "ON t.token_id = a.enrollment_token_id WHERE t.token_hash = ? AND a.created_at >= ?",
+            token_hash,
+            since,
+        )
+        return 0 if row is None else int(row[0])
 
     async def enroll_new_machines_in_bulk(
         self, requests: Sequence[EnrollRequestRecord], *, now: datetime

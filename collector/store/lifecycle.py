@@ -40,7 +40,8 @@ class Lifecycle(StorePart):
             await tx.lock(LOCK_FLUSH)
             rows = await tx.fetch(
                 f"UPDATE machines SET expired_at = {d.plus_interval('last_seen')} "
-                "WHERE last_seen <= ? AND COALESCE(offboard_state, '') <> 'offboarded' "
+                "WHERE last_seen <= ? "
+                "AND COALESCE(offboard_state, '') NOT IN ('offboarded', 'moved') "
                 "AND (expired_at IS NULL OR expired_at <= last_seen) "
                 "RETURNING machine_id, client_id, hostname, last_seen, offboard_state",
                 EXPIRY,

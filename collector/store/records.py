@@ -11,18 +11,33 @@ from typing import Any, Literal
 
 Role = Literal["admin", "technician", "billing", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "technician", "billing", "viewer")
-OffboardState = Literal["offboard_pending", "offboarded", "offboard_failed"]
+# What the machine row's `offboard_state` may hold: an offboard under way or done, or the end of
+# this client's record because the same hardware enrolled under another client (`moved`).
+OffboardState = Literal[
+    "awaiting_approval", "offboard_pending", "offboarded", "offboard_failed", "moved"
+]
 MachineState = Literal[
-    "online", "offline", "expired", "offboard_pending", "offboarded", "offboard_failed"
+    "online",
+    "offline",
+    "expired",
+    "awaiting_approval",
+    "offboard_pending",
+    "offboarded",
+    "offboard_failed",
+    "moved",
 ]
 MACHINE_STATES: tuple[MachineState, ...] = (
     "online",
     "offline",
     "expired",
+    "awaiting_approval",
     "offboard_pending",
     "offboarded",
     "offboard_failed",
+    "moved",
 )
+# States in which the machine's record is closed: neither in inventory nor licence exposure.
+ENDED_STATES: tuple[OffboardState, ...] = ("offboarded", "moved")
 
 
 class StoreError(Exception):
@@ -95,6 +110,9 @@ class EnrollRequestRecord:
     agent_id: str
     agent_token_hash: str
     agent_version: str | None
+    # Digest of the agent token the request says it had before (proof for known hardware).
+    previous_agent_token_hash: str | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +121,26 @@ class EnrollOutcome:
     machine_id: str
     client_id: str
     reenrolled: bool
+    # Enrolled, or held until a technician approves (`machine_id` is then the known machine's).
+    held: bool = False
+    # Another client's record this enrollment ended (a move), if any.
+    moved_from: str | None = None
+
+
+class TokenUsedUp(StoreError):
+    """The enrollment token has enrolled as many machines as it may."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEnrollmentInfo:
+    machine_id: str
+    client_id: str
+    hardware_id: str
+    hostname: str
+    address: str | None
+    first_at: datetime
+    last_at: datetime
+    attempts: int
 
 
 @dataclass(slots=True)
@@ -188,8 +226,18 @@ class AgentEvent:
     detail_json: str
 
 
-CommandState = Literal["offboard_pending", "offboarded", "offboard_failed"]
-COMMAND_STATES: tuple[CommandState, ...] = ("offboard_pending", "offboarded", "offboard_failed")
+CommandState = Literal[
+    "awaiting_approval", "offboard_pending", "offboarded", "offboard_failed", "cancelled"
+]
+COMMAND_STATES: tuple[CommandState, ...] = (
+    "awaiting_approval",
+    "offboard_pending",
+    "offboarded",
+    "offboard_failed",
+    "cancelled",
+)
+# Commands that still wait to run: a new request for the machine answers with them.
+OPEN_COMMAND_STATES: tuple[CommandState, ...] = ("awaiting_approval", "offboard_pending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +265,8 @@ class CommandRecord:
     # What the agent last said while running it (JSON), and its latest refusal's reason.
     progress_json: str | None = None
     progress_at: datetime | None = None
+    # JSON list of the component names the offboard uninstalls (as the machine reported them).
+    components_json: str | None = None
     last_rejection: str | None = None
     last_rejected_at: datetime | None = None
 

@@ -16,7 +16,8 @@ MACHINE_COLUMNS = (
 COMMAND_COLUMNS = (
     "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
     "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
-    "result_reason, steps, rejections, progress, progress_at, last_rejection, last_rejected_at"
+    "result_reason, steps, rejections, progress, progress_at, last_rejection, last_rejected_at, "
+    "components"
 )
 
 
@@ -68,4 +69,5 @@ def command_from_row(r: Row, d: Dialect) -> CommandRecord:
         progress_at=d.opt_instant(r[19]),
         last_rejection=r[20],
         last_rejected_at=d.opt_instant(r[21]),
+        components_json=r[22],
     )

@@ -36,16 +36,25 @@ from collector.store.rows import (
 )
 from collector.store.sql import Row, Tx, where
 
-_OFFBOARD_STATES = ("offboard_pending", "offboarded", "offboard_failed")
+_OFFBOARD_STATES = (
+    "awaiting_approval",
+    "offboard_pending",
+    "offboarded",
+    "offboard_failed",
+    "moved",
+)
 _OVERVIEW_STATES: tuple[MachineState, ...] = (
     "online",
     "offline",
     "expired",
+    "awaiting_approval",
     "offboard_pending",
     "offboard_failed",
     "offboarded",
+    "moved",
 )
-_NOT_OFFBOARDED = "COALESCE(offboard_state, '') <> 'offboarded'"
+# Not closed: neither offboarded nor moved to another client (`ENDED_STATES`).
+_NOT_OFFBOARDED = "COALESCE(offboard_state, '') NOT IN ('offboarded', 'moved')"
 
 
 def _state_condition(state: MachineState, windows: StateWindows) -> tuple[str, list[Any]]:
@@ -169,9 +178,11 @@ class Views(StorePart):
             ("offboard_state IS NULL AND last_seen >= ?", [online]),
             ("offboard_state IS NULL AND last_seen < ? AND last_seen > ?", [online, expired]),
             ("offboard_state IS NULL AND last_seen <= ?", [expired]),
+            ("offboard_state = 'awaiting_approval'", []),
             ("offboard_state = 'offboard_pending'", []),
             ("offboard_state = 'offboard_failed'", []),
             ("offboard_state = 'offboarded'", []),
+            ("offboard_state = 'moved'", []),
             (in_inventory, [expired]),
             (f"{in_inventory} AND ({self.dialect.covered()}) = 1", [expired]),
             (
@@ -206,11 +217,11 @@ class Views(StorePart):
                     ClientOverview(
                         client_id=client_id,
                         name=name,
-                        by_state=dict(zip(_OVERVIEW_STATES, c[:6], strict=True)),
-                        in_inventory=c[6],
-                        covered=c[7],
-                        stale=c[8],
-                        exposed=c[9],
+                        by_state=dict(zip(_OVERVIEW_STATES, c[:8], strict=True)),
+                        in_inventory=c[8],
+                        covered=c[9],
+                        stale=c[10],
+                        exposed=c[11],
                         pending_overdue=overdue.get(client_id, 0),
                     )
                 )
@@ -346,7 +357,7 @@ class Views(StorePart):
             expired = await tx.fetch(
                 f"{columns} FROM machines m LEFT JOIN commands c ON c.machine_id = m.machine_id "
                 "AND c.state = 'offboard_pending' WHERE m.last_seen <= ? "
-                "AND COALESCE(m.offboard_state, '') <> 'offboarded' "
+                "AND COALESCE(m.offboard_state, '') NOT IN ('offboarded', 'moved') "
                 "ORDER BY m.client_id, m.last_seen",
                 windows.expired_before,
             )

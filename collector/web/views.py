@@ -21,6 +21,9 @@ STATE_LABELS: dict[str, str] = {
     "offboard_pending": "Offboard pending",
     "offboarded": "Offboarded",
     "offboard_failed": "Offboard failed",
+    "awaiting_approval": "Awaiting approval",
+    "moved": "Moved to another client",
+    "cancelled": "Cancelled",
 }
 
 COMPONENT_STATUS_LABELS: dict[str, str] = {

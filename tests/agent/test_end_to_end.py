@@ -264,10 +264,13 @@ def test_a_revoked_token_is_reported_loudly_and_never_re_enrolls(
     enrolled(original)
     first_credential = original.credential()
 
-    # The same hardware enrolled again (e.g. re-imaged) revokes the earlier token.
+    # The same hardware enrolled again without the earlier credential is held until a
+    # technician approves it (a re-image from scratch); then the earlier token is revoked.
     twin = make_agent(
         collector.url, enrollment_token=token, name="twin", hardware_id=original.hardware_id
     )
+    assert twin.command("enroll").returncode == 3
+    collector.cli("machine", "approve-reenroll", first_credential["machine_id"])
     assert twin.command("enroll").returncode == 0
 
     wait_for(

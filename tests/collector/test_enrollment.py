@@ -27,7 +27,9 @@ async def test_reenrolling_the_same_hardware_keeps_the_machine_and_revokes_old_t
     admin = await harness.api_token("admin")
     first = await harness.enroll(token, "hw-1")
     harness.clock.advance(days=3)
-    second = await harness.enroll(token, "hw-1", hostname="reimaged")
+    second = await harness.enroll(
+        token, "hw-1", hostname="reimaged", previous_agent_token=first["agent_token"]
+    )
     assert second["machine_id"] == first["machine_id"]
     assert second["agent_token"] != first["agent_token"]
     machine = await harness.get(f"/v1/machines/{first['machine_id']}", admin)
@@ -42,11 +44,13 @@ async def test_reenrolling_the_same_hardware_keeps_the_machine_and_revokes_old_t
     await harness.heartbeat(second["agent_token"])
 
 
-async def test_same_hardware_at_another_client_is_another_machine(harness: Harness) -> None:
+async def test_same_hardware_at_another_client_with_its_credential_is_a_move(
+    harness: Harness,
+) -> None:
     _, acme = await harness.add_client("Acme")
     _, globex = await harness.add_client("Globex")
     a = await harness.enroll(acme, "hw-shared")
-    b = await harness.enroll(globex, "hw-shared")
+    b = await harness.enroll(globex, "hw-shared", previous_agent_token=a["agent_token"])
     assert a["machine_id"] != b["machine_id"]
 
 

@@ -13,7 +13,8 @@ NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GAP_S = 180.0
 
 
-def _enrollment(hostname: str, agent: str) -> EnrollRequestRecord:
+def _enrollment(hostname: str, agent: str, previous: str | None = None) -> EnrollRequestRecord:
+    """`previous`: the agent whose credential the enrollment proves (a re-image)."""
     return EnrollRequestRecord(
         hash_token("enroll"),
         "hw-1",
@@ -21,6 +22,7 @@ def _enrollment(hostname: str, agent: str) -> EnrollRequestRecord:
         agent,
         hash_token(agent),
         "1.0",
+        previous_agent_token_hash=None if previous is None else hash_token(previous),
     )
 
 
@@ -61,7 +63,9 @@ async def test_a_heartbeat_flushed_after_a_later_reenrollment_keeps_the_enrollme
     await _client_with_token(store)
     first = await store.enroll(_enrollment("pc-1", "agent-a"), now=NOW, gap_s=GAP_S)
     received, reenrolled = NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)
-    await store.enroll(_enrollment("pc-1-reimaged", "agent-b"), now=reenrolled, gap_s=GAP_S)
+    await store.enroll(
+        _enrollment("pc-1-reimaged", "agent-b", previous="agent-a"), now=reenrolled, gap_s=GAP_S
+    )
     await store.apply_heartbeats(
         [HeartbeatRecord(first.machine_id, received, received, "pc-1-old", None, None, "[]")],
         gap_s=GAP_S,

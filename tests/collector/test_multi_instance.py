@@ -101,7 +101,7 @@ class Fleet:
                 if proc.poll() is None:
                     proc.kill()
 
-    def enroll(self, base: str, hardware_id: str) -> dict[str, Any]:
+    def enroll(self, base: str, hardware_id: str, previous: str | None = None) -> dict[str, Any]:
         status, body = call(
             base,
             "POST",
@@ -112,6 +112,7 @@ class Fleet:
                 "hostname": f"pc-{hardware_id}",
                 "os": "Linux",
                 "kind": "pc",
+                **({"previous_agent_token": previous} if previous else {}),
             },
         )
         assert status == 201, body
@@ -182,7 +183,8 @@ def test_a_token_revoked_through_one_instance_stops_working_on_the_other_within_
 ) -> None:
     old = fleet.enroll(fleet.a, "hw-1")
     assert fleet.heartbeat(fleet.a, old["agent_token"])[0] == 200  # cached by instance A
-    new = fleet.enroll(fleet.b, "hw-1")  # re-enrolled through B: the old token is revoked
+    # re-enrolled through B: the old token is revoked
+    new = fleet.enroll(fleet.b, "hw-1", previous=old["agent_token"])
     assert new["machine_id"] == old["machine_id"]
     assert fleet.heartbeat(fleet.b, old["agent_token"])[0] == 401  # B revoked it itself
     # The contract: within one heartbeat interval (the poll is set well inside it).

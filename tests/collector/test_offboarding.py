@@ -299,6 +299,8 @@ async def test_a_machine_enrolled_again_after_offboarding_starts_a_new_coverage_
     await fleet.heartbeat(agent["agent_token"])
     await report(fleet, agent["agent_token"], accepted["command_id"], "succeeded")
     fleet.clock.advance(days=20)
+    # The agent removed itself, credential and all: a technician approves the new enrollment.
+    await fleet.store.approve_reenroll(agent["machine_id"], now=fleet.clock.now(), actor="tina")
     again = await fleet.enroll(token, "hw-1")
     assert again["machine_id"] == agent["machine_id"]
     fleet.clock.advance(days=1)

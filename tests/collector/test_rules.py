@@ -13,7 +13,14 @@ from collector.rules.commands import (
     decide_result,
     plan_delivery,
 )
-from collector.rules.enrollment import KnownHardware, plan_enrollment
+from collector.rules.enrollment import (
+    EnrollmentPlan,
+    HeldEnrollment,
+    KnownHardware,
+    decide_enrollment,
+    plan_enrollment,
+    token_usable,
+)
 from collector.rules.expiry import ExpiringMachine, expired_before, expiry_record
 from collector.rules.presence import closes_run, retention_horizon
 from collector.store.records import (
@@ -35,7 +42,7 @@ REQUEST = EnrollRequestRecord(
 
 
 def known(**changes: object) -> KnownHardware:
-    base = KnownHardware("m1", None, NOW - timedelta(seconds=60), COMPONENTS)
+    base = KnownHardware("m1", "k1", None, NOW - timedelta(seconds=60), COMPONENTS)
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -106,6 +113,54 @@ def test_last_seen_never_moves_back_on_enrollment() -> None:
     ahead = known(last_seen=NOW + timedelta(seconds=5))
     p = plan_enrollment(REQUEST, ahead, client_id="k1", new_machine_id="m", now=NOW, gap=GAP)
     assert p.last_seen == NOW + timedelta(seconds=5)
+
+
+def decide(
+    same: KnownHardware | None = None, elsewhere: KnownHardware | None = None
+) -> EnrollmentPlan | HeldEnrollment:
+    return decide_enrollment(
+        REQUEST,
+        client_id="k1",
+        same_client=same,
+        elsewhere=elsewhere,
+        new_machine_id="m-new",
+        now=NOW,
+        gap=GAP,
+    )
+
+
+def test_known_hardware_without_proof_or_approval_is_held_and_changes_nothing() -> None:
+    held = decide(same=known())
+    assert isinstance(held, HeldEnrollment)
+    assert (held.machine_id, held.audit.action) == ("m1", "machine.reenroll_held")
+
+
+def test_known_hardware_with_its_credential_or_an_approval_enrolls_again() -> None:
+    for vouched in (known(proven=True), known(approved=True)):
+        plan = decide(same=vouched)
+        assert isinstance(plan, EnrollmentPlan)
+        assert (plan.machine_id, plan.new_machine, plan.moved_from) == ("m1", False, None)
+
+
+def test_another_clients_hardware_without_proof_is_held_with_proof_it_moves() -> None:
+    theirs = known(client_id="k-other", machine_id="m-theirs")
+    held = decide(elsewhere=theirs)
+    assert isinstance(held, HeldEnrollment) and held.client_id == "k1"
+    moved = decide(elsewhere=replace(theirs, proven=True))
+    assert isinstance(moved, EnrollmentPlan)
+    assert moved.new_machine and moved.machine_id == "m-new"
+    assert moved.moved_from is not None and moved.moved_from.machine_id == "m-theirs"
+    assert moved.audit.action == "machine.moved_in"
+
+
+def test_new_hardware_needs_no_proof() -> None:
+    plan = decide()
+    assert isinstance(plan, EnrollmentPlan) and plan.new_machine
+
+
+def test_an_enrollment_token_with_a_use_limit_enrolls_that_many_times() -> None:
+    assert token_usable(0, None) and token_usable(4, 5)
+    assert not token_usable(5, 5)
 
 
 # presence, expiry, retention

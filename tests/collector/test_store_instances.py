@@ -63,7 +63,7 @@ async def enroll_fleet(
         outcome = await store.enroll(
             EnrollRequestRecord(
                 hash_token(f"enroll-{client}"),
-                f"hw-{i:05}",
+                f"hw-{client}-{i:05}",
                 Facts(f"host-{i}", "Linux", "pc", "[]"),
                 f"agent-{client}-{i}",
                 hash_token(f"agent-{client}-{i}"),
@@ -163,11 +163,12 @@ async def test_every_instance_sees_every_revocation_even_when_they_commit_out_of
         await store.enroll(
             EnrollRequestRecord(
                 hash_token("enroll-Acme"),
-                f"hw-{i:05}",
+                f"hw-Acme-{i:05}",
                 Facts(f"host-{i}", "Linux", "pc", "[]"),
                 f"agent-again-{i}",
                 hash_token(f"agent-again-{i}"),
                 None,
+                previous_agent_token_hash=hash_token(f"agent-Acme-{i}"),
             ),
             now=START + timedelta(minutes=1),
             gap_s=GAP_S,

@@ -167,4 +167,52 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE machines ADD COLUMN clock_offset_ms INTEGER;
         """,
     ),
+    (
+        "0005_hardening",
+        """
+        -- Sequence numbers per machine, so they never go down when it enrolls again.
+        ALTER TABLE machines ADD COLUMN command_seq INTEGER NOT NULL DEFAULT 0;
+        UPDATE machines SET command_seq = COALESCE(
+            (SELECT MAX(a.command_seq) FROM agents a WHERE a.machine_id = machines.machine_id), 0);
+        -- The end of a client's record when its hardware enrolled under another client.
+        ALTER TABLE machines ADD COLUMN moved_at INTEGER;
+        ALTER TABLE machines ADD COLUMN moved_to_client_id TEXT;
+        ALTER TABLE coverage ADD COLUMN moved_at INTEGER;
+        ALTER TABLE coverage ADD COLUMN moved_to_client_id TEXT;
+        -- A technician's approval for known hardware to enroll again without its credential.
+        ALTER TABLE machines ADD COLUMN reenroll_approved_until INTEGER;
+        ALTER TABLE machines ADD COLUMN reenroll_approved_by TEXT;
+        ALTER TABLE machines ADD COLUMN reenroll_approved_client_id TEXT;
+        -- Enrollments of known hardware held until a technician approves (or proof comes).
+        CREATE TABLE held_enrollments (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            hardware_id TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            os TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            address TEXT,
+            first_at INTEGER NOT NULL,
+            last_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (machine_id, client_id)
+        );
+        -- Enrollment tokens may carry a use limit.
+        ALTER TABLE enrollment_tokens ADD COLUMN max_uses INTEGER;
+        ALTER TABLE agents ADD COLUMN enrollment_token_id TEXT;
+        CREATE INDEX agents_token_created ON agents (enrollment_token_id, created_at);
+        ALTER TABLE enrollment_tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+        -- API tokens limited to some clients (none listed: every client).
+        CREATE TABLE api_token_clients (
+            token_id TEXT NOT NULL REFERENCES api_tokens (token_id),
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            PRIMARY KEY (token_id, client_id)
+        );
+        -- The component names an offboard will uninstall, as the machine reported them.
+        ALTER TABLE commands ADD COLUMN components TEXT;
+        CREATE INDEX commands_created ON commands (created_at);
+        CREATE UNIQUE INDEX commands_one_open ON commands (machine_id)
+            WHERE state IN ('awaiting_approval', 'offboard_pending');
+        """,
+    ),
 )
