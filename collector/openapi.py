@@ -91,6 +91,8 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
             "first_seen": _INSTANT,
             "last_seen": _INSTANT,
             "offboarded_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "moved_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "moved_to_client_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
             "components": _COMPONENTS,
         },
     },

@@ -13,7 +13,7 @@ from wire.times import format_instant
 
 
 async def issue_enrollment_token(
-    store: Store, settings: Settings, client_id: str
+    store: Store, settings: Settings, client_id: str, max_uses: int | None = None
 ) -> tuple[str, str]:
     token = new_token("enrollment")
     now = SystemClock().now()
@@ -23,6 +23,7 @@ async def issue_enrollment_token(
         expires_at=now + timedelta(days=settings.enrollment_token_ttl_days),
         now=now,
         actor=local_actor(),
+        max_uses=max_uses,
     )
     return token, format_instant(info.expires_at)
 
@@ -44,8 +45,13 @@ async def client_add(store: Store, settings: Settings, args: argparse.Namespace)
         client = await store.create_client(name, now=SystemClock().now(), actor=local_actor())
     except Conflict as exc:
         raise CliError(str(exc)) from exc
-    token, expires = await issue_enrollment_token(store, settings, client.client_id)
-    payload = {"client_id": client.client_id, "enrollment_token": token, "expires_at": expires}
+    token, expires = await issue_enrollment_token(store, settings, client.client_id, args.max_uses)
+    payload = {
+        "client_id": client.client_id,
+        "enrollment_token": token,
+        "expires_at": expires,
+        "max_uses": args.max_uses,
+    }
     emit(
         payload,
         args.json,
@@ -69,6 +75,8 @@ async def client_list(store: Store, settings: Settings, args: argparse.Namespace
                         "token_id": t.token_id,
                         "expires_at": format_instant(t.expires_at),
                         "revoked": t.revoked_at is not None,
+                        "max_uses": t.max_uses,
+                        "uses": t.uses,
                     }
                     for t in tokens
                 ],
@@ -84,8 +92,13 @@ async def client_list(store: Store, settings: Settings, args: argparse.Namespace
 
 async def client_new_token(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     client = await _find_client(store, args.client)
-    token, expires = await issue_enrollment_token(store, settings, client.client_id)
-    payload = {"client_id": client.client_id, "enrollment_token": token, "expires_at": expires}
+    token, expires = await issue_enrollment_token(store, settings, client.client_id, args.max_uses)
+    payload = {
+        "client_id": client.client_id,
+        "enrollment_token": token,
+        "expires_at": expires,
+        "max_uses": args.max_uses,
+    }
     emit(
         payload,
         args.json,
@@ -147,6 +160,25 @@ async def token_revoke(store: Store, settings: Settings, args: argparse.Namespac
 # serving
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _max_uses_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-uses",
+        type=_positive,
+        metavar="N",
+        help="the token enrolls at most N machines (default: no limit until it expires)",
+    )
+
+
 def register(sub: Any) -> None:
     client = sub.add_parser("client", help="clients and their enrollment tokens")
     client_sub = client.add_subparsers(dest="client_command", required=True, metavar="ACTION")
@@ -158,6 +190,7 @@ def register(sub: Any) -> None:
         ("db", "enrollment_token_ttl_days"),
     )
     p.add_argument("name", help="the client's name, unique")
+    _max_uses_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p = command(client_sub, "list", "list clients and their enrollment tokens", client_list)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -169,6 +202,7 @@ def register(sub: Any) -> None:
         ("db", "enrollment_token_ttl_days"),
     )
     p.add_argument("client", help="client name or id")
+    _max_uses_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p = command(
         client_sub,

@@ -60,7 +60,14 @@ class Store(Protocol):
     async def list_clients(self) -> list[Client]: ...
     async def find_client(self, name_or_id: str) -> Client | None: ...
     async def add_enrollment_token(
-        self, client_id: str, token_hash: str, *, expires_at: datetime, now: datetime, actor: str
+        self,
+        client_id: str,
+        token_hash: str,
+        *,
+        expires_at: datetime,
+        now: datetime,
+        actor: str,
+        max_uses: int | None = None,
     ) -> EnrollmentTokenInfo: ...
     async def list_enrollment_tokens(self, client_id: str) -> list[EnrollmentTokenInfo]: ...
     async def revoke_enrollment_tokens(

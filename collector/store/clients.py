@@ -19,7 +19,7 @@ from collector.store.records import (
 from collector.store.sql import Row, Tx, UniqueViolation
 from wire.times import format_instant
 
-_TOKEN_COLUMNS = "token_id, client_id, created_at, expires_at, revoked_at"
+_TOKEN_COLUMNS = "token_id, client_id, created_at, expires_at, revoked_at, max_uses, uses"
 _API_TOKEN_COLUMNS = "token_id, name, role, created_at, revoked_at"
 
 
@@ -73,21 +73,31 @@ class ClientsAndTokens(StorePart):
     # enrollment tokens
 
     async def add_enrollment_token(
-        self, client_id: str, token_hash: str, *, expires_at: datetime, now: datetime, actor: str
+        self,
+        client_id: str,
+        token_hash: str,
+        *,
+        expires_at: datetime,
+        now: datetime,
+        actor: str,
+        max_uses: int | None = None,
     ) -> EnrollmentTokenInfo:
-        info = EnrollmentTokenInfo(str(uuid.uuid4()), client_id, now, expires_at, None)
+        if max_uses is not None and max_uses < 1:
+            raise ValueError("max_uses must be at least 1")
+        info = EnrollmentTokenInfo(str(uuid.uuid4()), client_id, now, expires_at, None, max_uses)
 
         async def run(tx: Tx) -> EnrollmentTokenInfo:
             if await tx.fetchrow("SELECT 1 FROM clients WHERE client_id = ?", client_id) is None:
                 raise NotFound(f"no client {client_id!r}")
             await tx.execute(
                 "INSERT INTO enrollment_tokens (token_id, client_id, token_hash, created_at, "
-                "expires_at) VALUES (?, ?, ?, ?, ?)",
+                "expires_at, max_uses) VALUES (?, ?, ?, ?, ?, ?)",
                 info.token_id,
                 client_id,
                 token_hash,
                 now,
                 expires_at,
+                max_uses,
             )
             await self._audit(
                 tx,
@@ -96,7 +106,11 @@ class ClientsAndTokens(StorePart):
                     actor,
                     "enrollment_token.created",
                     client_id,
-                    {"token_id": info.token_id, "expires_at": format_instant(expires_at)},
+                    {
+                        "token_id": info.token_id,
+                        "expires_at": format_instant(expires_at),
+                        "max_uses": max_uses,
+                    },
                 ),
             )
             return info
@@ -111,7 +125,15 @@ class ClientsAndTokens(StorePart):
             client_id,
         )
         return [
-            EnrollmentTokenInfo(r[0], r[1], d.instant(r[2]), d.instant(r[3]), d.opt_instant(r[4]))
+            EnrollmentTokenInfo(
+                r[0],
+                r[1],
+                d.instant(r[2]),
+                d.instant(r[3]),
+                d.opt_instant(r[4]),
+                None if r[5] is None else int(r[5]),
+                int(r[6]),
+            )
             for r in rows
         ]
 

@@ -26,6 +26,8 @@ class _Row(msgspec.Struct, frozen=True):
     first_seen: datetime
     last_seen: datetime
     offboarded_at: datetime | None
+    moved_at: datetime | None
+    moved_to_client_id: str | None
     components: msgspec.Raw
 
 
@@ -43,6 +45,8 @@ def decode_batch(chunk: bytes) -> list[InventoryRecord]:
             r.last_seen,
             r.offboarded_at,
             bytes(r.components).decode(),
+            r.moved_at,
+            r.moved_to_client_id,
         )
         for r in _decode_rows(b"[" + chunk + b"]")
     ]

@@ -74,6 +74,8 @@ class EnrollmentTokenInfo:
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    max_uses: int | None = None  # None: as many machines as the client has
+    uses: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,9 @@ class InventoryRecord:
     last_seen: datetime
     offboarded_at: datetime | None
     components_json: str
+    # The instant the same hardware enrolled under another client, ending this record.
+    moved_at: datetime | None = None
+    moved_to_client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

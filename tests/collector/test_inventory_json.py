@@ -97,6 +97,8 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
             "first_seen": ENROLLED,
             "last_seen": beat_at,
             "offboarded_at": None,
+            "moved_at": None,
+            "moved_to_client_id": None,
             "components": msgspec.Raw(COMPONENTS.encode()),
         },
         {
@@ -107,6 +109,8 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
             "first_seen": ENROLLED + timedelta(microseconds=7),
             "last_seen": ENROLLED + timedelta(microseconds=7),
             "offboarded_at": offboarded_at,
+            "moved_at": None,
+            "moved_to_client_id": None,
             "components": msgspec.Raw(b"[]"),
         },
     ]

@@ -38,10 +38,14 @@ async def test_known_hardware_without_proof_is_held_and_the_genuine_agent_keeps_
     status, answer = await enroll_raw(fleet, token, "hw-1")
 
     assert status == 202
-    assert answer == {
-        "state": "awaiting_approval",
-        "detail": answer["detail"],
-    } or answer["state"] == "awaiting_approval"
+    assert (
+        answer
+        == {
+            "state": "awaiting_approval",
+            "detail": answer["detail"],
+        }
+        or answer["state"] == "awaiting_approval"
+    )
     assert "agent_token" not in answer and "machine_id" not in answer
     await fleet.heartbeat(genuine["agent_token"])
     machine = await fleet.get(f"/v1/machines/{genuine['machine_id']}", admin)
@@ -177,3 +181,36 @@ async def test_a_re_enrolled_machine_can_be_offboarded_again_with_a_higher_seque
     steps = [{"component": "rmm", "argv": ["true"], "status": "ok", "exit_code": 0}]
     answer = await report(fleet, again["agent_token"], second["command_id"], "succeeded", steps)
     assert answer["state"] == "offboarded"
+
+
+async def test_a_move_ends_the_old_clients_record_at_that_instant_in_the_inventory(
+    fleet: Harness,
+) -> None:
+    acme_id, acme = await fleet.add_client("Acme")
+    globex_id, globex = await fleet.add_client("Globex")
+    admin = await fleet.api_token("admin")
+    old = await fleet.enroll(acme, "hw-shared")
+    fleet.clock.advance(days=3)
+    # Held without the credential, then moved with it.
+    assert (await enroll_raw(fleet, globex, "hw-shared"))[0] == 202
+    new = await fleet.enroll(globex, "hw-shared", previous_agent_token=old["agent_token"])
+    moved_at = "2026-03-05T09:00:00Z"
+    fleet.clock.advance(hours=1)
+
+    inventory = await fleet.get(f"/v1/inventory?as_of={fleet.clock.now().isoformat()}", admin)
+    rows = {row["machine_id"]: row for row in inventory["machines"]}
+    assert rows[old["machine_id"]]["client_id"] == acme_id
+    assert rows[old["machine_id"]]["moved_at"] == moved_at
+    assert rows[old["machine_id"]]["moved_to_client_id"] == globex_id
+    assert rows[new["machine_id"]]["client_id"] == globex_id
+    assert rows[new["machine_id"]]["first_seen"] == moved_at
+    assert rows[new["machine_id"]]["moved_at"] is None
+    before = await fleet.get("/v1/inventory?as_of=2026-03-04T00:00:00Z", admin)
+    assert [(r["machine_id"], r["moved_at"]) for r in before["machines"]] == [
+        (old["machine_id"], None)
+    ]
+    machines = await fleet.get("/v1/machines", admin)
+    states = {m["machine_id"]: m["state"] for m in machines["machines"]}
+    assert states == {old["machine_id"]: "moved", new["machine_id"]: "offline"}
+    entries = await fleet.store.list_audit(AuditFilter(action="machine.moved"))
+    assert [e.target for _, e in entries] == [old["machine_id"]]

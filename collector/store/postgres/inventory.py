@@ -53,10 +53,16 @@ INVENTORY_ROWS_SQL = """
              THEN CASE WHEN m.offboarded_at <= $1 THEN m.offboarded_at END
              ELSE CASE WHEN c.offboarded_at <= $1 THEN c.offboarded_at END END
             AS offboarded_at,
+        CASE WHEN m.first_seen < $1
+             THEN CASE WHEN m.moved_at <= $1 THEN m.moved_at END
+             ELSE CASE WHEN c.moved_at <= $1 THEN c.moved_at END END
+            AS moved_at,
+        CASE WHEN m.first_seen < $1 THEN m.moved_to_client_id ELSE c.moved_to_client_id END
+            AS moved_to_client_id,
         CASE WHEN m.facts_since <= $1 THEN m.components ELSE f.components END AS components
     FROM machines m
     LEFT JOIN LATERAL (
-        SELECT first_seen, offboarded_at FROM coverage
+        SELECT first_seen, offboarded_at, moved_at, moved_to_client_id FROM coverage
         WHERE m.first_seen >= $1
           AND coverage.machine_id = m.machine_id AND coverage.first_seen < $1
         ORDER BY coverage.first_seen DESC LIMIT 1) c ON true
@@ -91,6 +97,9 @@ def _inventory_json_sql(rows_sql: str) -> str:
             ',"last_seen":', CASE WHEN i.last_seen = $1 THEN $2::text
                              ELSE {_json_instant("i.last_seen")} END,
             ',"offboarded_at":', COALESCE({_json_instant("i.offboarded_at")}, 'null'),
+            ',"moved_at":', COALESCE({_json_instant("i.moved_at")}, 'null'),
+            ',"moved_to_client_id":', CASE WHEN i.moved_at IS NULL THEN 'null'
+                                      ELSE to_json(i.moved_to_client_id)::text END,
             ',"components":', i.components, '}}'), 'UTF8')
         FROM ({rows_sql}) i
     """

@@ -41,11 +41,14 @@ def _inventory_object(hostname: str, kind: str, components: str) -> str:
     return (
         'printf(\'{"machine_id":"%s","client_id":"%s","hostname":%s,'
         '"kind":"%s","first_seen":%s,"last_seen":%s,"offboarded_at":%s,'
-        '"components":%s}\', '
+        '"moved_at":%s,"moved_to_client_id":%s,"components":%s}\', '
         f"i.machine_id, i.client_id, json_quote({hostname}), {kind}, "
         f"{_json_instant('i.first_seen')}, "
         f"CASE WHEN i.last_seen = :as_of THEN :as_of_json ELSE {_json_instant('i.last_seen')} END, "
-        f"COALESCE({_json_instant('i.offboarded_at')}, 'null'), {components})"
+        f"COALESCE({_json_instant('i.offboarded_at')}, 'null'), "
+        f"COALESCE({_json_instant('i.moved_at')}, 'null'), "
+        "CASE WHEN i.moved_at IS NULL THEN 'null' ELSE json_quote(i.moved_to_client_id) END, "
+        f"{components})"
     )
 
 
@@ -70,7 +73,17 @@ _INVENTORY_ROWS_SQL = """
              ELSE (SELECT CASE WHEN c.offboarded_at <= :as_of THEN c.offboarded_at END
                    FROM coverage c WHERE c.machine_id = m.machine_id
                    AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END
-            AS offboarded_at
+            AS offboarded_at,
+        CASE WHEN m.first_seen < :as_of
+             THEN CASE WHEN m.moved_at <= :as_of THEN m.moved_at END
+             ELSE (SELECT CASE WHEN c.moved_at <= :as_of THEN c.moved_at END
+                   FROM coverage c WHERE c.machine_id = m.machine_id
+                   AND c.first_seen < :as_of ORDER BY c.first_seen DESC LIMIT 1) END
+            AS moved_at,
+        CASE WHEN m.first_seen < :as_of THEN m.moved_to_client_id
+             ELSE (SELECT c.moved_to_client_id FROM coverage c
+                   WHERE c.machine_id = m.machine_id AND c.first_seen < :as_of
+                   ORDER BY c.first_seen DESC LIMIT 1) END AS moved_to_client_id
     FROM machines m
     WHERE m.rowid > :after AND m.rowid <= :upto
       AND (m.first_seen < :as_of OR EXISTS (SELECT 1 FROM coverage c
