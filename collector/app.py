@@ -12,6 +12,7 @@ from collector import (
     handlers_commands,
     handlers_machines,
     handlers_ops,
+    handlers_orders,
     handlers_people,
 )
 from collector.appkeys import (
@@ -75,6 +76,7 @@ def create_app(
     app.add_routes(handlers_commands.routes)
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_machines.routes)
+    app.add_routes(handlers_orders.routes)
     app.add_routes(handlers_ops.routes)
     app[ON_REJECTED] = count_rejection
     add_fallback(app, setup_pages(app))

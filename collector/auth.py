@@ -122,7 +122,7 @@ class AgentTokenCache:
 
     def __init__(self, store: Store, max_entries: int = 2_000_000) -> None:
         self._store = store
-        self._entries: dict[str, tuple[str, str, str]] = {}
+        self._entries: dict[str, tuple[str, str, str, str]] = {}
         self._max = max_entries
         self._seq = -1
 
@@ -142,8 +142,24 @@ class AgentTokenCache:
                 # Forget the oldest tenth (insertion order), not everything at once.
                 for stale in list(itertools.islice(self._entries, self._max // 10)):
                     del self._entries[stale]
-            self._entries[digest] = (identity.agent_id, identity.machine_id, identity.client_id)
+            self._entries[digest] = (
+                identity.agent_id,
+                identity.machine_id,
+                identity.client_id,
+                identity.approval_policy,
+            )
         return identity
+
+    def remember_policy(self, token: str, identity: AgentIdentity, policy: str) -> None:
+        """The agent's new approval policy, once it is stored (so it is written once)."""
+        digest = hash_token(token)
+        if digest in self._entries:
+            self._entries[digest] = (
+                identity.agent_id,
+                identity.machine_id,
+                identity.client_id,
+                policy,
+            )
 
     async def lookup(self, token: str) -> AgentIdentity | None:
         digest = hash_token(token)

@@ -7,11 +7,14 @@ seconds, so the heartbeat of a machine with nothing to do costs no database read
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import msgspec
+
 from collector.keys import KeyRing
-from collector.store.base import AgentIdentity, CommandRecord, Store
-from wire.messages import SignedCommand
+from collector.store.base import AgentIdentity, ApprovalRecord, CommandRecord, Store
+from wire.messages import Approval, SignedCommand
 from wire.signing import CommandPayload, sign_command
 from wire.times import format_instant
 
@@ -47,8 +50,14 @@ class CommandSigner:
         return self.keyring.signing_key(pinned_ids) is not None
 
     def sign(
-        self, command: CommandRecord, pinned_ids: list[str] | None, now: datetime
+        self,
+        command: CommandRecord,
+        pinned_ids: list[str] | None,
+        now: datetime,
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> SignedCommand:
+        """The delivery signature; an offboard with an order carries it and its approvals,
+        bound to this delivery by the order's SHA-256 in the signed payload."""
         key = self.keyring.signing_key(pinned_ids)
         if key is None:
             raise LookupError("no active signing key is pinned by this agent")
@@ -65,8 +74,16 @@ class CommandSigner:
             issued_at=format_instant(now),
             expires_at=format_instant(now + self.ttl),
             key_id=key.key_id,
+            order_sha256=command.order_sha256,
         )
-        return sign_command(payload, key.private_key)
+        signed = sign_command(payload, key.private_key)
+        if command.order_b64 is None:
+            return signed
+        return msgspec.structs.replace(
+            signed,
+            order=command.order_b64,
+            approvals=[Approval(key_id=a.key_id, signature=a.signature) for a in approvals],
+        )
 
 
 async def deliver(
@@ -87,4 +104,7 @@ async def deliver(
     records = await store.commands_for_delivery(identity, now=now)
     if not records:
         open_commands.discard(identity.machine_id)
-    return [signer.sign(record, pinned_ids, now) for record in records]
+    return [
+        signer.sign(record, pinned_ids, now, await store.command_approvals(record.command_id))
+        for record in records
+    ]

@@ -24,12 +24,14 @@ from collector.appkeys import (
     SIGNER,
     STORE,
 )
-from collector.auth import authenticate_agent, cached_agent
+from collector.auth import authenticate_agent, bearer_token, cached_agent
 from collector.bodies import json_response, read_json
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
+from collector.rules.orders import policy_text
 from collector.store.base import (
     AgentEvent,
+    AgentIdentity,
     AuditEntry,
     EnrollRequestRecord,
     Facts,
@@ -188,6 +190,8 @@ async def heartbeat(request: web.Request) -> web.Response:
         components_json=components_json(body.components),
         clock_offset_ms=None if body.agent_time is None else clock_offset_ms(body.agent_time, now),
     )
+    if body.offboard_approvals is not None:
+        await _follow_approval_policy(request, identity, body, now)
     metrics = app[METRICS]
     metrics.heartbeats_total += 1
     next_s = next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id)
@@ -198,6 +202,25 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
     metrics.commands_delivered.inc(len(commands))
     return json_response(HeartbeatResponse(next_heartbeat_s=next_s, commands=commands))
+
+
+async def _follow_approval_policy(
+    request: web.Request, identity: AgentIdentity, body: HeartbeatRequest, now: datetime
+) -> None:
+    """Store what the agent requires of an offboard order when it changed (rarely: at its
+    first heartbeat after an upgrade or a change of its config), so delivery waits for it."""
+    assert body.offboard_approvals is not None
+    policy = policy_text(body.offboard_approvals, body.operator_key_ids)
+    if policy == identity.approval_policy:
+        return
+    app = request.app
+    await app[STORE].record_approval_policy(
+        identity.machine_id, body.offboard_approvals, body.operator_key_ids or [], now=now
+    )
+    app[OPEN_COMMANDS].add(identity.machine_id)  # delivered now if the order became ready
+    token = bearer_token(request)
+    if token is not None:
+        app[AGENT_TOKENS].remember_policy(token, identity, policy)
 
 
 @routes.post("/v1/events")

@@ -21,6 +21,7 @@ from collector.auth import authenticate_agent
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_int, read_json
 from collector.errors import ApiError, json_routes
+from collector.handlers_orders import order_view
 from collector.handlers_people import person
 from collector.requests import OffboardRequest
 from collector.store.base import (
@@ -96,6 +97,7 @@ async def request_offboard(request: web.Request) -> web.Response:
     if not body.reason.strip():
         raise ApiError(400, "invalid_body", "reason must say why the machine is offboarded")
     app = request.app
+    await _breaker(app)
     try:
         command, _created = await app[STORE].request_offboard(
             OffboardRequestRecord(
@@ -110,18 +112,45 @@ async def request_offboard(request: web.Request) -> web.Response:
         raise ApiError(404, "machine_not_found", str(exc)) from exc
     except Conflict as exc:
         raise ApiError(409, "already_offboarded", str(exc)) from exc
-    app[OPEN_COMMANDS].add(command.machine_id)
-    return json_response({"command_id": command.command_id, "state": command.state}, status=202)
+    if command.state == "offboard_pending":
+        app[OPEN_COMMANDS].add(command.machine_id)
+    return json_response(
+        {
+            "command_id": command.command_id,
+            "state": command.state,
+            **await order_view(app[STORE], command),
+        },
+        status=202,
+    )
+
+
+async def _breaker(app: web.Application) -> None:
+    """More single offboards in an hour than the setting allows is a 429: a stolen technician
+    token cannot queue the whole fleet one machine at a time. A client's whole fleet goes as
+    one bulk order, reviewed and signed as one (`POST /v1/clients/{id}/offboard`)."""
+    limit = app[SETTINGS].offboard_requests_per_hour
+    if limit == 0:
+        return
+    since = app[CLOCK].now() - timedelta(hours=1)
+    if await app[STORE].offboard_requests_since(since) >= limit:
+        app[METRICS].security_events.labels(kind="offboard_breaker").inc()
+        raise ApiError(
+            429,
+            "offboard_breaker_open",
+            f"more than {limit} offboards were asked for in the last hour; offboard a whole "
+            "client as one bulk order, or raise RMM_COLLECTOR_OFFBOARD_REQUESTS_PER_HOUR",
+        )
 
 
 @routes.get("/v1/commands/{command_id}")
 async def get_command(request: web.Request) -> web.Response:
     await person(request, "commands.read")
     check_query(request, ())
-    command = await request.app[STORE].get_command(request.match_info["command_id"])
+    store = request.app[STORE]
+    command = await store.get_command(request.match_info["command_id"])
     if command is None:
         raise ApiError(404, "command_not_found", "no command has that id")
-    return json_response(command_view(command))
+    return json_response({**command_view(command), **await order_view(store, command)})
 
 
 @routes.get("/v1/commands")

@@ -143,3 +143,12 @@ async def audit(request: web.Request) -> web.Response:
     return json_response(
         {"entries": [audit_view(i, e) for i, e in entries], "next_before": next_before}
     )
+
+
+@routes.get("/v1/clients")
+async def list_clients(request: web.Request) -> web.Response:
+    """The clients, by name (to find a client's id, e.g. for a bulk offboard)."""
+    await person(request, "machines.read")
+    check_query(request, ())
+    clients = await request.app[STORE].list_clients()
+    return json_response({"clients": [{"client_id": c.client_id, "name": c.name} for c in clients]})

@@ -261,6 +261,16 @@ _MACHINE_ID = {"name": "machine_id", "in": "path", "required": True, "schema": {
 _COMMAND_ID = {"name": "command_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
 def build_spec() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _STRUCTS, ref_template="#/components/schemas/{name}"
@@ -412,6 +422,53 @@ def build_spec() -> dict[str, Any]:
                 "HeldEnrollments",
                 params=[_query("machine", "machine id")],
             )
+        },
+        "/v1/commands/{command_id}/approvals": {
+            "post": _op(
+                "An operator's signature over the command's order (technician, admin); made "
+                "locally with `rmm-collector remote approve`",
+                "200",
+                "Command",
+                body="ApprovalRequest",
+                params=[_COMMAND_ID],
+            )
+        },
+        "/v1/approvals": {
+            "post": _op(
+                "Many approvals at once (a bulk offboard), each kept or refused on its own",
+                "200",
+                None,
+                body="BatchApprovalRequest",
+            )
+        },
+        "/v1/clients": {"get": _op("The clients by name", "200", None)},
+        "/v1/clients/{client_id}/offboard": {
+            "post": _op(
+                "One order per live machine of the client, approved as one batch",
+                "202",
+                None,
+                body="BulkOffboardRequest",
+                params=[_path("client_id", "the client's id")],
+                ok_text="Accepted",
+            )
+        },
+        "/v1/batches/{batch_id}": {
+            "get": _op(
+                "The orders of a bulk offboard",
+                "200",
+                None,
+                params=[_path("batch_id", "from POST /v1/clients/{client_id}/offboard")],
+            )
+        },
+        "/v1/operators": {
+            "get": _op("Registered operators (display only)", "200", None),
+            "post": _op(
+                "Register an operator's public key by name (admin)",
+                "201",
+                None,
+                body="OperatorRequest",
+                ok_text="Created",
+            ),
         },
         "/v1/commands/{command_id}/progress": {
             "post": _op(

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+
+from collector import operator_keys, remote_orders
+from wire.text import printable
 
 TOKEN_ENV = "RMM_API_TOKEN"
 URL_ENV = "RMM_API_URL"
@@ -126,6 +130,11 @@ async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float)
 
 
 async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
+    key = remote_orders.load_key(args) if args.key else None
+    if args.client:
+        return await _offboard_client(api, args, key)
+    if not args.machine:
+        raise RemoteError("name the machine to offboard, or --client NAME --all")
     machine = await resolve_machine(api, args.machine)
     if not args.yes and sys.stdin.isatty():
         answer = await asyncio.to_thread(
@@ -141,10 +150,24 @@ async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
         body["ticket"] = args.ticket
     accepted = await api.call("POST", f"/v1/machines/{quote(machine['machine_id'])}/offboard", body)
     print(
-        f"offboard of {machine['hostname']} requested: command {accepted['command_id']} "
-        f"({accepted['state']})",
+        f"offboard of {printable(machine['hostname'])} requested: command "
+        f"{accepted['command_id']} ({accepted['state']})",
         file=sys.stderr,
     )
+    if key is not None and accepted.get("order"):
+        _, order = remote_orders.read_order({**accepted, "machine_id": machine["machine_id"]})
+        if order.reason != args.reason or order.ticket != args.ticket:
+            raise remote_orders.OrderCheckFailed(
+                "the order the collector made does not say what was asked; nothing was signed"
+            )
+        accepted = {**accepted, **await remote_orders.sign_command(api, accepted, key)}
+        print(f"signed as requester: {remote_orders.signatures_line(accepted)}", file=sys.stderr)
+    if accepted["state"] == "awaiting_approval":
+        print(
+            "a second operator approves it with: rmm-collector remote approve "
+            f"{accepted['command_id']} --key THEIR_KEY_FILE",
+            file=sys.stderr,
+        )
     if not args.wait:
         print(json.dumps(accepted))
         return 0
@@ -156,6 +179,51 @@ async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
         else f"{command['state']} after {time.monotonic() - started:.1f} s"
     )
     return 0 if command["state"] == "offboarded" else 3
+
+
+async def _offboard_client(api: Api, args: argparse.Namespace, key: Any) -> int:
+    """Every live machine of a client as one bulk order: the count first, then one request,
+    every order signed locally in one go."""
+    if not args.all:
+        raise RemoteError("offboarding a client's machines needs --all (every live machine)")
+    clients = await api.call("GET", "/v1/clients")
+    wanted = args.client.lower()
+    found = [c for c in clients["clients"] if wanted in (c["client_id"], c["name"].lower())]
+    if len(found) != 1:
+        raise RemoteError(f"no single client named or with id {args.client!r}")
+    client = found[0]
+    live = await api.call("GET", f"/v1/machines?client={quote(client['client_id'])}&limit=10000")
+    machines = [m for m in live["machines"] if m["state"] not in ("offboarded", "moved")]
+    print(
+        f"client {printable(client['name'])}: {len(machines)} live machine(s) will be "
+        "offboarded, every component uninstalled",
+        file=sys.stderr,
+    )
+    if not machines:
+        return 0
+    if not await remote_orders.confirm(f"Order all {len(machines)} offboards?", args):
+        print("nothing requested", file=sys.stderr)
+        return 1
+    body: dict[str, Any] = {"reason": args.reason, "expected_count": len(machines)}
+    if args.ticket:
+        body["ticket"] = args.ticket
+    batch = await api.call("POST", f"/v1/clients/{quote(client['client_id'])}/offboard", body)
+    print(f"bulk offboard {batch['batch_id']}: {len(batch['commands'])} order(s)", file=sys.stderr)
+    status = 0
+    if key is not None:
+        orders = []
+        for command in batch["commands"]:
+            if command.get("order") and command["state"] == "awaiting_approval":
+                data, _ = remote_orders.read_order(command)
+                orders.append((command["command_id"], data))
+        status = await remote_orders.send_batch(api, orders, key)
+    print(
+        f"a second operator approves them with: rmm-collector remote approve --batch "
+        f"{batch['batch_id']} --key THEIR_KEY_FILE",
+        file=sys.stderr,
+    )
+    print(json.dumps({"batch_id": batch["batch_id"], "commands": len(batch["commands"])}))
+    return status
 
 
 async def cmd_exposure(api: Api, args: argparse.Namespace) -> int:
@@ -187,7 +255,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("machine")
     p.set_defaults(remote_handler=cmd_machine)
     p = actions.add_parser("offboard", help="request an offboard and optionally follow it")
-    p.add_argument("machine", help="machine id or exact hostname")
+    p.add_argument("machine", nargs="?", help="machine id or exact hostname")
+    p.add_argument(
+        "--key", type=Path, metavar="FILE", help="your operator key: sign the order as requester"
+    )
+    p.add_argument("--client", help="with --all: every live machine of this client (name or id)")
+    p.add_argument("--all", action="store_true", help="with --client: one order per machine")
     p.add_argument("--reason", required=True, help="why (kept in the audit log)")
     p.add_argument("--ticket", help="ticket reference")
     p.add_argument("--wait", action="store_true", help="follow until offboarded or failed")
@@ -195,6 +268,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(remote_handler=cmd_offboard)
+    p = actions.add_parser("approve", help="sign an offboard order (second operator)")
+    p.add_argument("command_id", nargs="?", help="the command whose order to sign")
+    p.add_argument("--batch", metavar="ID", help="sign every order of a bulk offboard")
+    p.add_argument("--key", type=Path, required=True, metavar="FILE", help="your operator key")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(remote_handler=remote_orders.cmd_approve)
     p = actions.add_parser("command", help="show one command")
     p.add_argument("command_id")
     p.set_defaults(remote_handler=cmd_command)
@@ -212,9 +291,27 @@ def _token(args: argparse.Namespace) -> str:
     return str(token)
 
 
+def check_url(url: str) -> None:
+    """The token goes only over HTTPS, or plain HTTP to this machine itself (as the agent)."""
+    parsed = urlsplit(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return
+    if parsed.scheme == "http" and parsed.hostname:
+        host = parsed.hostname
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return
+        raise RemoteError(f"refusing to send your token over plain HTTP to {host}: use https://")
+    raise RemoteError(f"{url!r} is not an http(s) URL of a collector")
+
+
 async def _run(args: argparse.Namespace) -> int:
     if not args.url:
         raise RemoteError(f"give the collector's URL with --url or {URL_ENV}")
+    check_url(args.url)
     token = _token(args)
     async with aiohttp.ClientSession() as session:
         result: int = await args.remote_handler(Api(session, args.url, token), args)
@@ -224,6 +321,10 @@ async def _run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
-    except RemoteError as exc:
-        print(f"rmm-collector remote: {exc}", file=sys.stderr)
+    except (
+        RemoteError,
+        remote_orders.OrderCheckFailed,
+        operator_keys.OperatorKeyError,
+    ) as exc:
+        print(f"rmm-collector remote: {printable(str(exc))}", file=sys.stderr)
         return 2

@@ -23,4 +23,52 @@ class KindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     kind: Literal["pc", "server"]
 
 
-PEOPLE_BODIES = (OffboardRequest, KindRequest)
+KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
+Signature = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
+KeyLine = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
+
+
+class ApprovalRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An operator's signature over a command's order, made on the operator's own machine;
+    `public_key` is the operator's `<key_id>:<base64>` line (needed unless registered)."""
+
+    key_id: KeyId
+    signature: Signature
+    public_key: KeyLine | None = None
+
+
+class BatchApproval(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    command_id: CommandId
+    key_id: KeyId
+    signature: Signature
+    public_key: KeyLine | None = None
+
+
+class BatchApprovalRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    approvals: Annotated[list[BatchApproval], msgspec.Meta(min_length=1, max_length=5000)]
+
+
+class OperatorRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    public_key: KeyLine
+
+
+class BulkOffboardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One order per live machine of the client, reviewed and signed as one batch."""
+
+    reason: Reason
+    ticket: Ticket | None = None
+    expected_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+PEOPLE_BODIES = (
+    OffboardRequest,
+    KindRequest,
+    ApprovalRequest,
+    BatchApprovalRequest,
+    BatchApproval,
+    OperatorRequest,
+    BulkOffboardRequest,
+)

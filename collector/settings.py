@@ -32,6 +32,7 @@ class Settings:
     enrollment_token_ttl_days: int = 30
     enrollment_alert_per_hour: int = 50
     enrollment_rate_per_minute: int = 0
+    offboard_requests_per_hour: int = 20
     command_ttl_s: int = 600
     command_poll_s: float = 2.0
     keys_dir: str = ""
@@ -77,6 +78,8 @@ _HELP: dict[str, str] = {
     "more machines than this within an hour",
     "enrollment_rate_per_minute": "refuse (429) enrollments beyond this many per minute and "
     "enrollment token; 0 = no limit (a mass roll-out enrolls hundreds a minute)",
+    "offboard_requests_per_hour": "refuse (429) single-machine offboard requests beyond this "
+    "many an hour, whoever asks; bulk orders of a whole client are not counted; 0 = no limit",
     "command_ttl_s": "seconds a signed command stays valid after delivery (at most 900)",
     "command_poll_s": "seconds between checks for commands requested through other instances",
     "keys_dir": "folder of command-signing keys and the web pages' session secret, shared by "
@@ -201,6 +204,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError("command_ttl_s must be between 60 and 900: minutes, not days")
     if settings.enrollment_alert_per_hour < 1:
         raise SettingsError("enrollment_alert_per_hour must be at least 1")
+    if settings.offboard_requests_per_hour < 0:
+        raise SettingsError("offboard_requests_per_hour must be 0 (no limit) or more")
     if settings.enrollment_rate_per_minute < 0:
         raise SettingsError("enrollment_rate_per_minute must be 0 (no limit) or more")
     if settings.enrollment_token_ttl_days < 1:

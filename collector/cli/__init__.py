@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable
 
 from collector import __version__, remote
-from collector.cli import clients, keys, machines, serving
+from collector.cli import clients, keys, machines, operators, serving
 from collector.cli.common import CliError
 from collector.settings import Settings, SettingsError, load
 from collector.store import open_store
 from collector.store.base import StoreError
 
-FAMILIES = (serving, clients, keys, machines)
+FAMILIES = (serving, clients, keys, machines, operators)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "remote":
         return remote.run(args)
+    local_handler = getattr(args, "local_handler", None)
+    if local_handler is not None:
+        # Commands that touch no collector state (an operator's own key).
+        result: int = local_handler(args)
+        return result
     try:
         settings = load(args)
     except SettingsError as exc:

@@ -36,6 +36,8 @@ class OffboardTarget:
     hostname: str
     offboard_state: str | None
     components_json: str = "[]"
+    offboard_approvals: int | None = None
+    operator_key_ids: str | None = None
 
     @property
     def component_names(self) -> list[str]:

@@ -9,11 +9,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from collector.rules.orders import ApprovalPolicy
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
 from collector.store.records import (
     AgentEvent,
     AgentIdentity,
     ApiTokenInfo,
+    ApprovalRecord,
     AuditEntry,
     AuditFilter,
     Client,
@@ -36,10 +38,12 @@ from collector.store.records import (
     MachineState,
     OffboardAttention,
     OffboardRequestRecord,
+    OperatorRecord,
     PresenceHistory,
     Role,
     StateWindows,
 )
+from wire.messages import Approval
 
 
 class Store(Protocol):
@@ -147,6 +151,36 @@ class Store(Protocol):
     async def get_command(self, command_id: str) -> CommandRecord | None: ...
     async def list_commands(self, command_filter: CommandFilter) -> list[CommandRecord]: ...
     async def machines_with_open_commands(self) -> set[str]: ...
+    async def request_bulk_offboard(
+        self,
+        client_id: str,
+        *,
+        issuer: str,
+        reason: str,
+        ticket: str | None,
+        now: datetime,
+        expected_count: int | None = None,
+    ) -> tuple[str, list[CommandRecord]]: ...
+    async def offboard_requests_since(self, since: datetime) -> int: ...
+    # two-person orders (`collector.store.orders`)
+    async def add_operator(
+        self, name: str, key_line: str, *, now: datetime, actor: str
+    ) -> OperatorRecord: ...
+    async def list_operators(self) -> list[OperatorRecord]: ...
+    async def command_approvals(self, command_id: str) -> list[ApprovalRecord]: ...
+    async def approval_policy(self, machine_id: str) -> ApprovalPolicy: ...
+    async def approve_command(
+        self,
+        command_id: str,
+        approval: Approval,
+        *,
+        public_key: str | None,
+        actor: str,
+        now: datetime,
+    ) -> CommandRecord: ...
+    async def record_approval_policy(
+        self, machine_id: str, approvals: int, key_ids: Sequence[str], *, now: datetime
+    ) -> None: ...
     async def commands_for_delivery(
         self, identity: AgentIdentity, *, now: datetime
     ) -> list[CommandRecord]:

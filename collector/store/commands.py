@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import datetime
@@ -16,6 +17,7 @@ from collector.rules.commands import (
     offboard_requested,
     plan_delivery,
 )
+from collector.rules.orders import ApprovalPolicy, make_order
 from collector.store.enrollment import revoke_agents
 from collector.store.part import StorePart
 from collector.store.records import (
@@ -23,12 +25,14 @@ from collector.store.records import (
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
+    Conflict,
     NotFound,
     NotOwner,
     OffboardRequestRecord,
 )
 from collector.store.rows import COMMAND_COLUMNS, command_from_row
 from collector.store.sql import Tx, filters
+from wire.orders import order_digest
 
 
 class Commands(StorePart):
@@ -58,55 +62,121 @@ class Commands(StorePart):
     async def request_offboard(
         self, request: OffboardRequestRecord, *, now: datetime
     ) -> tuple[CommandRecord, bool]:
+        return await self._engine.write(lambda tx: self._request_offboard(tx, request, now))
+
+    async def request_bulk_offboard(
+        self,
+        client_id: str,
+        *,
+        issuer: str,
+        reason: str,
+        ticket: str | None,
+        now: datetime,
+        expected_count: int | None = None,
+    ) -> tuple[str, list[CommandRecord]]:
+        """One order per live machine of the client (those already asked for answer with
+        their open command), in one transaction, under one batch id to approve together."""
+        batch_id = str(uuid.uuid4())
+
+        async def run(tx: Tx) -> list[CommandRecord]:
+            if await tx.fetchrow("SELECT 1 FROM clients WHERE client_id = ?", client_id) is None:
+                raise NotFound(f"no client {client_id!r}")
+            rows = await tx.fetch(
+                "SELECT machine_id FROM machines WHERE client_id = ? "
+                "AND COALESCE(offboard_state, '') NOT IN ('offboarded', 'moved') "
+                "ORDER BY machine_id",
+                client_id,
+            )
+            if expected_count is not None and expected_count != len(rows):
+                raise Conflict(
+                    f"the client has {len(rows)} live machines now, not {expected_count}: "
+                    "review the list again"
+                )
+            made = []
+            for (machine_id,) in rows:
+                command, _ = await self._request_offboard(
+                    tx, OffboardRequestRecord(machine_id, issuer, reason, ticket, batch_id), now
+                )
+                made.append(command)
+            return made
+
+        return batch_id, await self._engine.write(run)
+
+    async def offboard_requests_since(self, since: datetime) -> int:
+        """Offboards asked for one machine at a time since `since` (bulk batches not counted)."""
+        row = await self._engine.fetchrow(
+            "SELECT COUNT(*) FROM commands WHERE created_at >= ? AND batch_id IS NULL", since
+        )
+        return 0 if row is None else int(row[0])
+
+    async def _request_offboard(
+        self, tx: Tx, request: OffboardRequestRecord, now: datetime
+    ) -> tuple[CommandRecord, bool]:
         d = self.dialect
-
-        async def run(tx: Tx) -> tuple[CommandRecord, bool]:
-            # The machine's row lock makes concurrent requests (through any instance) queue up:
-            # the first creates the command, the others answer with it.
-            row = await tx.fetchrow(
-                "SELECT machine_id, client_id, agent_id, hostname, offboard_state, components "
-                "FROM machines "
-                f"WHERE machine_id = ?{d.for_update}",
-                request.machine_id,
-            )
-            target = None if row is None else OffboardTarget(*row)
-            pending_row = await tx.fetchrow(
-                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
-                "AND state IN ('awaiting_approval', 'offboard_pending') "
-                "ORDER BY created_at DESC LIMIT 1",
-                request.machine_id,
-            )
-            pending = None if pending_row is None else command_from_row(pending_row, d)
-            existing = decide_offboard_request(target, pending)
-            if existing is not None:
-                return existing, False
-            assert target is not None
-            command_id = str(uuid.uuid4())
-            await tx.execute(
-                "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
-                "sequence, state, issuer, reason, ticket, created_at, components) "
-                "VALUES (?, 'offboard', ?, ?, ?, ?, 'offboard_pending', ?, ?, ?, ?, ?)",
-                command_id,
-                target.machine_id,
-                target.client_id,
-                target.agent_id,
-                await self._next_sequence(tx, target.machine_id),
-                request.issuer,
-                request.reason,
-                request.ticket,
-                now,
-                json.dumps(target.component_names),
-            )
-            await tx.execute(
-                "UPDATE machines SET offboard_state = 'offboard_pending' WHERE machine_id = ?",
-                target.machine_id,
-            )
-            await self._audit(tx, offboard_requested(request, target, command_id, now))
-            created = await self._command(tx, command_id)
-            assert created is not None
-            return created, True
-
-        return await self._engine.write(run)
+        # The machine's row lock makes concurrent requests (through any instance) queue up:
+        # the first creates the command, the others answer with it.
+        row = await tx.fetchrow(
+            "SELECT machine_id, client_id, agent_id, hostname, offboard_state, components, "
+            "offboard_approvals, operator_key_ids FROM machines "
+            f"WHERE machine_id = ?{d.for_update}",
+            request.machine_id,
+        )
+        target = None if row is None else OffboardTarget(*row)
+        pending_row = await tx.fetchrow(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE machine_id = ? "
+            "AND state IN ('awaiting_approval', 'offboard_pending') "
+            "ORDER BY created_at DESC LIMIT 1",
+            request.machine_id,
+        )
+        pending = None if pending_row is None else command_from_row(pending_row, d)
+        existing = decide_offboard_request(target, pending)
+        if existing is not None:
+            return existing, False
+        assert target is not None
+        command_id = str(uuid.uuid4())
+        order = make_order(
+            command_id,
+            agent_id=target.agent_id,
+            machine_id=target.machine_id,
+            client_id=target.client_id,
+            hostname=target.hostname,
+            requester=request.issuer,
+            reason=request.reason,
+            ticket=request.ticket,
+            components=target.component_names,
+            now=now,
+        )
+        policy = ApprovalPolicy.of(target.offboard_approvals, target.operator_key_ids)
+        state = "offboard_pending" if policy.ready([]) else "awaiting_approval"
+        await tx.execute(
+            "INSERT INTO commands (command_id, type, machine_id, client_id, agent_id, "
+            "sequence, state, issuer, reason, ticket, created_at, components, order_b64, "
+            "order_sha256, batch_id) "
+            "VALUES (?, 'offboard', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            command_id,
+            target.machine_id,
+            target.client_id,
+            target.agent_id,
+            await self._next_sequence(tx, target.machine_id),
+            state,
+            request.issuer,
+            request.reason,
+            request.ticket,
+            now,
+            json.dumps(target.component_names),
+            base64.b64encode(order).decode(),
+            order_digest(order),
+            request.batch_id,
+        )
+        await tx.execute(
+            "UPDATE machines SET offboard_state = ? WHERE machine_id = ?",
+            state,
+            target.machine_id,
+        )
+        await self._audit(tx, offboard_requested(request, target, command_id, now))
+        created = await self._command(tx, command_id)
+        assert created is not None
+        return created, True
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
         return await self._engine.read(lambda tx: self._command(tx, command_id))
@@ -116,6 +186,7 @@ class Commands(StorePart):
         clause, args = filters(
             ("state", "=", f.state),
             ("machine_id", "=", f.machine_id),
+            ("batch_id", "=", f.batch_id),
             ("command_id", ">", f.after_command_id),
         )
         rows = await self._engine.fetch(

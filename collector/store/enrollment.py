@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from collector.rules.enrollment import (
     plan_enrollment,
     token_usable,
 )
+from collector.rules.orders import policy_text
 from collector.store.part import AUDIT_INSERT, StorePart, audit_row
 from collector.store.records import (
     AgentIdentity,
@@ -537,9 +539,13 @@ class Enrollment(StorePart):
 
     async def find_agent(self, token_hash: str) -> AgentIdentity | None:
         row = await self._engine.fetchrow(
-            "SELECT a.agent_id, a.machine_id, m.client_id FROM agents a "
+            "SELECT a.agent_id, a.machine_id, m.client_id, m.offboard_approvals, "
+            "m.operator_key_ids FROM agents a "
             "JOIN machines m ON m.machine_id = a.machine_id "
             "WHERE a.token_hash = ? AND a.revoked_at IS NULL",
             token_hash,
         )
-        return None if row is None else AgentIdentity(row[0], row[1], row[2])
+        if row is None:
+            return None
+        key_ids = None if row[4] is None else json.loads(row[4])
+        return AgentIdentity(row[0], row[1], row[2], policy_text(row[3], key_ids))

@@ -94,6 +94,8 @@ class AgentIdentity:
     agent_id: str
     machine_id: str
     client_id: str
+    # What the agent last said it requires of an offboard order (`rules.orders.policy_text`).
+    approval_policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,12 +276,37 @@ class CommandRecord:
     components_json: str | None = None
     last_rejection: str | None = None
     last_rejected_at: datetime | None = None
+    # A two-person order: base64 of its exact bytes, its SHA-256, the bulk batch it belongs to.
+    order_b64: str | None = None
+    order_sha256: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """One operator's signature over a command's order."""
+
+    key_id: str
+    signature: str
+    actor: str
+    approved_at: datetime
+    operator: str | None = None  # the name the key is registered under, if it is
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRecord:
+    key_id: str
+    name: str
+    public_key: str  # `<key_id>:<base64>`
+    added_at: datetime
+    added_by: str
 
 
 @dataclass(frozen=True, slots=True)
 class CommandFilter:
     state: CommandState | None = None
     machine_id: str | None = None
+    batch_id: str | None = None
     after_command_id: str | None = None
     limit: int = 500
 
@@ -290,6 +317,7 @@ class OffboardRequestRecord:
     issuer: str
     reason: str
     ticket: str | None
+    batch_id: str | None = None  # one of the orders of a bulk offboard
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ COMMAND_COLUMNS = (
     "command_id, type, machine_id, client_id, agent_id, sequence, state, issuer, reason, "
     "ticket, created_at, delivered_at, delivery_count, completed_at, result_status, "
     "result_reason, steps, rejections, progress, progress_at, last_rejection, last_rejected_at, "
-    "components"
+    "components, order_b64, order_sha256, batch_id"
 )
 
 
@@ -70,4 +70,7 @@ def command_from_row(r: Row, d: Dialect) -> CommandRecord:
         last_rejection=r[20],
         last_rejected_at=d.opt_instant(r[21]),
         components_json=r[22],
+        order_b64=r[23],
+        order_sha256=r[24],
+        batch_id=r[25],
     )

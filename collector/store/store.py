@@ -10,6 +10,7 @@ from collector.store.heartbeats import Heartbeats
 from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
 from collector.store.machines import Machines
+from collector.store.orders import Orders
 from collector.store.sql import Engine
 from collector.store.views import Views
 
@@ -19,6 +20,7 @@ class SQLStore(
     Enrollment,
     Heartbeats,
     Commands,
+    Orders,
     Audit,
     Views,
     Inventory,

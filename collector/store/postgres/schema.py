@@ -232,4 +232,34 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE state IN ('awaiting_approval', 'offboard_pending');
         """,
     ),
+    (
+        "0006_two_person",
+        """
+        -- What the machine's agent last said it requires of an offboard order (NULL: an agent
+        -- that predates orders) and which operator keys it pins.
+        ALTER TABLE machines ADD COLUMN offboard_approvals integer;
+        ALTER TABLE machines ADD COLUMN operator_key_ids text;
+        -- The order operators sign (base64 of its exact bytes), its digest, and a bulk batch.
+        ALTER TABLE commands ADD COLUMN order_b64 text;
+        ALTER TABLE commands ADD COLUMN order_sha256 text;
+        ALTER TABLE commands ADD COLUMN batch_id text;
+        CREATE INDEX commands_batch ON commands (batch_id) WHERE batch_id IS NOT NULL;
+        -- Operators the collector can name when they sign (display only: agents pin keys).
+        CREATE TABLE operators (
+            key_id text COLLATE "C" PRIMARY KEY,
+            name text NOT NULL,
+            public_key text NOT NULL,
+            added_at timestamptz NOT NULL,
+            added_by text NOT NULL
+        );
+        CREATE TABLE command_approvals (
+            command_id text COLLATE "C" NOT NULL REFERENCES commands (command_id),
+            key_id text NOT NULL,
+            signature text NOT NULL,
+            actor text NOT NULL,
+            approved_at timestamptz NOT NULL,
+            PRIMARY KEY (command_id, key_id)
+        );
+        """,
+    ),
 )

@@ -215,4 +215,34 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE state IN ('awaiting_approval', 'offboard_pending');
         """,
     ),
+    (
+        "0006_two_person",
+        """
+        -- What the machine's agent last said it requires of an offboard order (NULL: an agent
+        -- that predates orders) and which operator keys it pins.
+        ALTER TABLE machines ADD COLUMN offboard_approvals INTEGER;
+        ALTER TABLE machines ADD COLUMN operator_key_ids TEXT;
+        -- The order operators sign (base64 of its exact bytes), its digest, and a bulk batch.
+        ALTER TABLE commands ADD COLUMN order_b64 TEXT;
+        ALTER TABLE commands ADD COLUMN order_sha256 TEXT;
+        ALTER TABLE commands ADD COLUMN batch_id TEXT;
+        CREATE INDEX commands_batch ON commands (batch_id) WHERE batch_id IS NOT NULL;
+        -- Operators the collector can name when they sign (display only: agents pin keys).
+        CREATE TABLE operators (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            added_at INTEGER NOT NULL,
+            added_by TEXT NOT NULL
+        );
+        CREATE TABLE command_approvals (
+            command_id TEXT NOT NULL REFERENCES commands (command_id),
+            key_id TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            approved_at INTEGER NOT NULL,
+            PRIMARY KEY (command_id, key_id)
+        );
+        """,
+    ),
 )
