@@ -22,6 +22,7 @@ from wire.text import printable
 TOKEN_ENV = "RMM_API_TOKEN"
 URL_ENV = "RMM_API_URL"
 FINAL_STATES = ("offboarded", "offboard_failed")
+OPEN_STATES = ("awaiting_approval", "offboard_pending")
 
 
 class RemoteError(Exception):
@@ -213,7 +214,7 @@ async def _offboard_client(api: Api, args: argparse.Namespace, key: Any) -> int:
     if key is not None:
         orders = []
         for command in batch["commands"]:
-            if command.get("order") and command["state"] == "awaiting_approval":
+            if command.get("order") and command["state"] in OPEN_STATES:
                 data, _ = remote_orders.read_order(command)
                 orders.append((command["command_id"], data))
         status = await remote_orders.send_batch(api, orders, key)

@@ -24,6 +24,9 @@ from wire.signing import pin_line
 from wire.text import printable
 
 
+OPEN_STATES = ("awaiting_approval", "offboard_pending")
+
+
 class OrderCheckFailed(Exception):
     """The order the collector gave is not the one asked for: nothing is signed."""
 
@@ -129,12 +132,13 @@ async def cmd_approve(api: Any, args: argparse.Namespace) -> int:
 
 async def _approve_batch(api: Any, args: argparse.Namespace, key: Ed25519PrivateKey) -> int:
     batch = await api.call("GET", f"/v1/batches/{quote(args.batch)}")
-    commands = [c for c in batch["commands"] if c["state"] in ("awaiting_approval",)]
+    # Pending ones too: an agent that has not said what it requires may require them.
+    commands = [c for c in batch["commands"] if c["state"] in OPEN_STATES]
     orders = [(c, *read_order(c)) for c in commands]
     clients = sorted({order.client_id for _, _, order in orders})
     reasons = sorted({order.reason for _, _, order in orders})
     print(
-        f"bulk offboard {args.batch}: {len(orders)} order(s) awaiting approval, client(s) "
+        f"bulk offboard {args.batch}: {len(orders)} open order(s), client(s) "
         f"{', '.join(clients) or '-'}, reason {printable('; '.join(reasons)) or '-'}",
         file=sys.stderr,
     )
