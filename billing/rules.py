@@ -177,3 +177,8 @@ def invoice_lines(counts: Mapping[Kind, int], price: Price, currency: str) -> tu
 def invoice_total(lines: Iterable[Line], currency: str) -> Decimal:
     """The total is the sum of the lines, never recomputed from unrounded amounts."""
     return sum((line.amount for line in lines), Decimal(0).quantize(minor_unit(currency)))
+
+
+def tax_amount(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """Subtotal times the client's tax rate, rounded half up to the currency's minor unit."""
+    return (subtotal * rate).quantize(minor_unit(currency), rounding=ROUND_HALF_UP)

@@ -294,7 +294,7 @@ def _refusal_cases(ws: Workspace) -> dict[str, tuple[list[object], str]]:
         ),
         "bad price book": (
             [*month, "--prices", bad_prices, *utc, *new_york],
-            "client 'acme': currency: 'US$' is not an ISO 4217",
+            "client 'Acme Dental' (acme): currency: 'US$' is not an ISO 4217",
         ),
     }
 
