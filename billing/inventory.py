@@ -42,6 +42,10 @@ class Machine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     last_seen: Instant
     offboarded_at: Instant | None = None
     components: tuple[Component, ...] = ()
+    # The same hardware enrolled under another client: this row's record ends at `moved_at`.
+    moved_at: Instant | None = None
+    moved_to_client_id: str | None = None
+    pending_kind: Kind | None = None  # reported by the agent, waiting for an admin; not billed
 
 
 class _Envelope(msgspec.Struct, gc=False):
