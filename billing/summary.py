@@ -101,6 +101,7 @@ class _PreviewInvoice(msgspec.Struct, frozen=True, kw_only=True):
     total: str
     machines: int
     expiring_before_cutoff: tuple[_Expiring, ...]
+    would_be_held: str | None
 
 
 def _as_of(month_bill: MonthBill) -> datetime | None:
@@ -120,7 +121,8 @@ def _expiring(bill: ClientBill) -> tuple[_Expiring, ...]:
     )
 
 
-def preview_json(month_bill: MonthBill) -> bytes:
+def preview_json(month_bill: MonthBill, held: dict[str, str] | None = None) -> bytes:
+    held = held or {}
     invoices = [
         _PreviewInvoice(
             client_id=bill.client.client_id,
@@ -131,6 +133,7 @@ def preview_json(month_bill: MonthBill) -> bytes:
             total=money(bill.total),
             machines=len(bill.machines),
             expiring_before_cutoff=_expiring(bill),
+            would_be_held=held.get(bill.client.client_id),
         )
         for bill in month_bill.bills
     ]
@@ -146,7 +149,8 @@ def preview_json(month_bill: MonthBill) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=2)
 
 
-def preview_text(month_bill: MonthBill) -> str:
+def preview_text(month_bill: MonthBill, held: dict[str, str] | None = None) -> str:
+    held = held or {}
     as_of = _as_of(month_bill)
     since = f" as it stands at {format_instant(as_of)}" if as_of else ""
     text = [f"Preview of {month_bill.month} if nothing changes (inventory{since}):"]
@@ -161,6 +165,8 @@ def preview_text(month_bill: MonthBill) -> str:
             f"  {bill.client.client_id} ({bill.client.name}): {parts or 'nothing to bill'}"
             f" = {money(bill.total)} {bill.client.currency}"
         )
+        if bill.client.client_id in held:
+            text.append(f"    would be held for review: {held[bill.client.client_id]}")
         if bill.expiring:
             text.append(
                 f"    {plural(len(bill.expiring), 'machine')} will expire before the cutoff "
