@@ -23,7 +23,7 @@ from billing.engine import (
     Reclassified,
     Removed,
 )
-from billing.inventory import Kind
+from billing.inventory import Kind, Unmanaged
 from billing.months import Month
 from billing.pricebook import ClientTerms, Seller
 from billing.rules import CoverageGap, tax_amount
@@ -324,6 +324,7 @@ class ClientReport(msgspec.Struct, frozen=True, kw_only=True):
     offline_7_days: tuple[OfflineMachine, ...]
     coverage_gaps: tuple[CoverageGap, ...]
     pending_kind: tuple[PendingKind, ...]
+    unmanaged: tuple[Unmanaged, ...]  # devices without an agent; empty when none are known
 
 
 class NotInvoiced(msgspec.Struct, frozen=True, kw_only=True):
@@ -374,6 +375,7 @@ def build_reports(
                 offline_7_days=bill.offline,
                 coverage_gaps=bill.coverage_gaps,
                 pending_kind=bill.pending_kind,
+                unmanaged=bill.unmanaged,
             )
             for bill in month_bill.bills
         ),

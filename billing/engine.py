@@ -17,7 +17,7 @@ from typing import Protocol
 import msgspec
 
 from billing.explain import Explained, explained
-from billing.inventory import Kind, Machine
+from billing.inventory import Kind, Machine, Unmanaged
 from billing.months import Month
 from billing.pricebook import ClientTerms, Price, PriceBook
 from billing.rules import (
@@ -151,9 +151,8 @@ class ClientBill:
     exposure: tuple[ExposedMachine, ...]
     expiring: tuple[BilledMachine, ...]  # previews: silent long enough to drop out by the cutoff
     pending_kind: tuple[PendingKind, ...] = ()
-    unbilled: tuple[
-        Explained, ...
-    ] = ()  # the client's other rows, with the rule that left them out
+    unbilled: tuple[Explained, ...] = ()  # the client's other rows, and the rule for each
+    unmanaged: tuple[Unmanaged, ...] = ()  # devices on its network without an agent
     rows_seen: int = 0  # rows of this client in the inventory, billed or not
 
     def quantity(self, kind: Kind) -> int:
@@ -225,6 +224,7 @@ class _ClientTally:
         self.pending_kind: list[PendingKind] = []
         self.seen = 0
         self.unbilled: list[Explained] = []
+        self.unmanaged: list[Unmanaged] = []
         self.removed: list[Removed] = []
 
     def take(self, machine: Machine) -> None:
@@ -365,6 +365,7 @@ class _ClientTally:
             pending_kind=tuple(sorted(self.pending_kind, key=_by_host)),
             rows_seen=self.seen,
             unbilled=tuple(sorted(self.unbilled, key=_by_host)),
+            unmanaged=tuple(sorted(self.unmanaged, key=lambda d: d.mac)),
         )
 
 
@@ -406,7 +407,13 @@ class MonthRun:
             )
         return role
 
-    def take(self, as_of: datetime, machines: Iterable[Machine], source: str) -> None:
+    def take(
+        self,
+        as_of: datetime,
+        machines: Iterable[Machine],
+        source: str,
+        unmanaged: Iterable[Unmanaged] = (),
+    ) -> None:
         role = self.expect(as_of, source)
         if as_of in self._sources:
             raise BillingError(
@@ -419,6 +426,10 @@ class MonthRun:
             self._take_previous(as_of, rows)
         else:
             self._take_current(as_of, rows)
+            for device in unmanaged:
+                tally = self._tallies.get(device.client_id)
+                if tally is not None and tally.at == as_of:
+                    tally.unmanaged.append(device)
 
     def _take_previous(self, as_of: datetime, machines: Iterable[Machine]) -> None:
         clients = {cid for cid, moment in self.previous_cutoffs.items() if moment == as_of}

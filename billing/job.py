@@ -202,7 +202,7 @@ def _gather_from_files(
             document, kept = kept, None
         else:
             document = decode_inventory(read_inventory_file(path), str(path))
-        run.take(document.as_of, document.machines(), document.source)
+        run.take(document.as_of, document.machines(), document.source, document.unmanaged)
         del document
 
 
@@ -224,7 +224,7 @@ async def _gather_from_collector(
                 raise InventoryError(
                     f"{source}: the collector answered as of {format_instant(document.as_of)}"
                 )
-            run.take(as_of, document.machines(), source)
+            run.take(as_of, document.machines(), source, document.unmanaged)
             del document
 
 

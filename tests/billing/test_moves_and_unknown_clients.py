@@ -3,7 +3,10 @@ warned about by name."""
 
 from __future__ import annotations
 
-from billing.engine import bill_month
+import msgspec
+
+from billing.documents import build_reports
+from billing.engine import MonthRun, bill_month
 from billing.inventory import Machine, decode_inventory
 from tests.billing.factories import MARCH, at, client, inventory_bytes, machine, price_book
 
@@ -80,3 +83,39 @@ def test_a_price_book_client_the_inventory_never_lists_is_warned_about_by_name()
         "client 'Acme Dental' (acme-typo) is in the price book but the inventory has no machine "
         "of it at all: check its id against `rmm-collector client list`",
     )
+
+
+def test_unmanaged_devices_in_the_inventory_are_listed_per_client() -> None:
+    envelope = {
+        "as_of": "2026-03-01T00:00:00Z",
+        "machines": [machine()],
+        "unmanaged": [
+            {
+                "client_id": "acme",
+                "mac": "aa:bb:cc:00:00:02",
+                "ip": "10.0.0.9",
+                "first_seen": "2026-02-01T10:00:00Z",
+                "last_seen": "2026-02-28T10:00:00Z",
+            },
+            {
+                "client_id": "bayside",
+                "mac": "aa:bb:cc:00:00:03",
+                "ip": "10.1.0.9",
+                "first_seen": "2026-02-01T10:00:00Z",
+                "last_seen": "2026-02-28T10:00:00Z",
+            },
+        ],
+    }
+    document = decode_inventory(msgspec.json.encode(envelope), "f")
+    run = MonthRun(price_book(client("acme"), client("bayside")), MARCH)
+    run.take(document.as_of, document.machines(), "f", document.unmanaged)
+    acme, bayside = run.finish().bills
+    assert [(d.mac, d.ip) for d in acme.unmanaged] == [("aa:bb:cc:00:00:02", "10.0.0.9")]
+    assert [d.mac for d in bayside.unmanaged] == ["aa:bb:cc:00:00:03"]
+    reports = build_reports(run.finish())
+    assert [d.mac for d in reports.clients[0].unmanaged] == ["aa:bb:cc:00:00:02"]
+
+
+def test_an_inventory_without_the_unmanaged_key_has_none() -> None:
+    document = decode_inventory(inventory_bytes("2026-03-01T00:00:00Z", [machine()]), "f")
+    assert document.unmanaged == []
