@@ -1,4 +1,4 @@
-"""`rmm-billing`: the monthly billing job and the account manager's preview."""
+"""`rmm-billing`: the monthly billing job, review and approval, explanations, the preview."""
 
 from __future__ import annotations
 
@@ -7,15 +7,28 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from billing.approval import approve, would_hold
 from billing.engine import BillingError
+from billing.explaining import ExplainRequest, explain_client, explanation_json, explanation_text
 from billing.inventory import InventoryError
-from billing.job import PreviewRequest, RunRequest, preview, run_month
+from billing.job import (
+    DEFAULT_LEDGER,
+    LEDGER_ENV,
+    PreviewRequest,
+    Progress,
+    RunRequest,
+    ledger_path,
+    preview,
+    run_month,
+)
 from billing.ledger import LedgerError
 from billing.months import Month, MonthError
 from billing.pricebook import PriceBookError
 from billing.remote import CollectorError, CollectorSettings
+from billing.review import ReviewBounds
 from billing.summary import preview_json, preview_text, run_summary
 from wire.times import InstantError, parse_instant
 
@@ -24,7 +37,9 @@ TOKEN_ENV = "RMM_BILLING_TOKEN"
 _RUN_EPILOG = """\
 Each client is billed from the inventory as of its cutoff (00:00 on the 1st in its time zone) at
 the price in force then; the inventory as of the previous cutoff feeds the change report. Reruns
-return the invoices already issued; --supersede issues new versions and keeps the old ones.
+return the invoices already issued; --supersede issues new versions, keeps the old ones marked
+superseded and issues a credit note for each. A client whose machine count swings past the review
+bound against its previous invoice is held as a draft until `rmm-billing approve`.
 A refused run writes nothing. Exit status: 0 done, 1 refused or failed, 2 bad usage.
 """
 
@@ -35,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "approve":
+            return _approve(args)
+        if args.command == "explain":
+            return _explain(args, parser)
         return _preview(args, parser)
     except (
         BillingError,
@@ -73,12 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prices", required=True, type=Path, metavar="FILE", help="price book (TOML)")
     run.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
     _add_sources(run, repeatable=True)
-    run.add_argument(
-        "--ledger",
-        type=Path,
-        metavar="PATH",
-        help="SQLite ledger of issued invoices (default: DIR/ledger.sqlite3)",
-    )
+    _add_ledger(run)
+    _add_review(run)
     run.add_argument(
         "--supersede",
         action="store_true",
@@ -105,8 +120,79 @@ def _parser() -> argparse.ArgumentParser:
         "--month", type=_month, help="the month to preview, YYYY-MM (default: next month, UTC)"
     )
     ahead.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_ledger(ahead)
+    _add_review(ahead)
     _add_now(ahead)
+
+    approve = commands.add_parser(
+        "approve",
+        help="issue an invoice held for review",
+        description="Issue the draft invoice held for review for one client and month; it takes "
+        "the next invoice number. Rerun `rmm-billing run` to write it to --out.",
+    )
+    approve.add_argument("--month", required=True, type=_month, help="YYYY-MM")
+    approve.add_argument("--client", required=True, metavar="CLIENT_ID", help="the client's id")
+    _add_ledger(approve)
+    _add_now(approve)
+
+    why = commands.add_parser(
+        "explain",
+        help="why each machine of a client was billed or not",
+        description="For each machine of a client in the inventory as of its cutoff: billed or "
+        "not, the rule that decided (billed, not_enrolled_yet, offboarded, moved, expired) and the "
+        "sentence the client is told.",
+    )
+    why.add_argument("--month", required=True, type=_month, help="YYYY-MM")
+    why.add_argument("--prices", required=True, type=Path, metavar="FILE", help="price book")
+    why.add_argument("--client", required=True, metavar="CLIENT_ID", help="the client's id")
+    why.add_argument("--machine", metavar="MACHINE_ID", help="only this machine")
+    why.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_sources(why, repeatable=True)
     return parser
+
+
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="PATH",
+        help=f"the installation's SQLite ledger of invoices (default: ${LEDGER_ENV} or "
+        f"./{DEFAULT_LEDGER})",
+    )
+
+
+def _add_review(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--review-percent",
+        type=_percent,
+        default=ReviewBounds().percent,
+        metavar="P",
+        help="hold an invoice whose machine count changed by more than P%% against the "
+        "client's previous invoice (default 25) ...",
+    )
+    parser.add_argument(
+        "--review-machines",
+        type=_count,
+        default=ReviewBounds().machines,
+        metavar="N",
+        help="... and by at least N machines (default 5)",
+    )
+
+
+def _percent(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a percentage of 0 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of 0 or more")
+    return int(text)
 
 
 def _add_sources(parser: argparse.ArgumentParser, *, repeatable: bool) -> None:
@@ -189,9 +275,22 @@ def _now(args: argparse.Namespace) -> datetime:
     return args.now if args.now is not None else datetime.now(UTC)
 
 
+def _one_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.collector is not None and args.inventory:
+        parser.error("give either --collector URL or --inventory FILE, not both")
+    if args.collector is None and not args.inventory:
+        parser.error("no inventory source: give --collector URL or --inventory FILE")
+
+
+def _progress() -> Progress | None:
+    """Progress lines on a terminal only: logs and scripts get the summary alone."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda text: print(f"rmm-billing: {text} ...", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if (args.collector is None) == (not args.inventory):
-        parser.error("give either --collector URL or --inventory FILE (repeatable), not both")
+    _one_source(args, parser)
     request = RunRequest(
         month=args.month,
         prices=args.prices,
@@ -202,15 +301,47 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ledger=args.ledger,
         supersede_all=args.supersede,
         supersede=frozenset(args.supersede_client),
+        review=ReviewBounds(args.review_percent, args.review_machines),
+        progress=_progress(),
     )
     outcome = run_month(request)
     print(run_summary(outcome, request))
     return 0
 
 
+def _approve(args: argparse.Namespace) -> int:
+    invoice = approve(ledger_path(args.ledger), args.month, args.client, _now(args))
+    print(
+        f"Issued {invoice.number} to {invoice.client_name!r} ({invoice.client_id}) for "
+        f"{invoice.month}: {invoice.total} {invoice.currency}. Run `rmm-billing run --month "
+        f"{invoice.month} ...` again to write it to the output folder."
+    )
+    return 0
+
+
+def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    _one_source(args, parser)
+    request = ExplainRequest(
+        month=args.month,
+        prices=args.prices,
+        client_id=args.client,
+        machine_id=args.machine,
+        inventories=tuple(args.inventory or ()),
+        collector=_collector(args, parser) if args.collector else None,
+    )
+    explanation = explain_client(request)
+    if args.json:
+        sys.stdout.buffer.write(explanation_json(explanation))
+    else:
+        print(explanation_text(explanation))
+    return 0
+
+
 def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if (args.collector is None) == (args.inventory is None):
+    if args.collector is not None and args.inventory is not None:
         parser.error("give either --collector URL or --inventory FILE, not both")
+    if args.collector is None and args.inventory is None:
+        parser.error("no inventory source: give --collector URL or --inventory FILE")
     now = _now(args)
     request = PreviewRequest(
         prices=args.prices,
@@ -220,10 +351,12 @@ def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         collector=_collector(args, parser) if args.collector else None,
     )
     month_bill = preview(request)
+    bounds = ReviewBounds(args.review_percent, args.review_machines)
+    held = would_hold(month_bill, ledger_path(args.ledger), bounds)
     if args.json:
-        sys.stdout.buffer.write(preview_json(month_bill) + b"\n")
+        sys.stdout.buffer.write(preview_json(month_bill, held) + b"\n")
     else:
-        print(preview_text(month_bill))
+        print(preview_text(month_bill, held))
     return 0
 
 

@@ -16,7 +16,8 @@ from typing import Protocol
 
 import msgspec
 
-from billing.inventory import Kind, Machine
+from billing.explain import Explained, explained
+from billing.inventory import Kind, Machine, Unmanaged
 from billing.months import Month
 from billing.pricebook import ClientTerms, Price, PriceBook
 from billing.rules import (
@@ -90,11 +91,30 @@ class Expired(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     expired_at: datetime
 
 
+class Moved(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """The same hardware was enrolled under another client: billed there from then on."""
+
+    machine_id: str
+    hostname: str
+    kind: Kind
+    moved_at: datetime | None
+    moved_to_client_id: str | None
+
+
 class Reclassified(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     machine_id: str
     hostname: str
     previous_kind: Kind = msgspec.field(name="from")
     kind: Kind = msgspec.field(name="to")
+
+
+class PendingKind(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """The agent reports another kind than the billed one; billed as `kind` until confirmed."""
+
+    machine_id: str
+    hostname: str
+    kind: Kind
+    pending_kind: Kind
 
 
 class Removed(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -110,6 +130,7 @@ class Changes(msgspec.Struct, frozen=True, kw_only=True):
     offboarded: tuple[Offboarded, ...]
     expired: tuple[Expired, ...]
     reclassified: tuple[Reclassified, ...]
+    moved: tuple[Moved, ...]
     removed: tuple[Removed, ...]
 
 
@@ -129,6 +150,10 @@ class ClientBill:
     coverage_gaps: tuple[CoverageGap, ...]
     exposure: tuple[ExposedMachine, ...]
     expiring: tuple[BilledMachine, ...]  # previews: silent long enough to drop out by the cutoff
+    pending_kind: tuple[PendingKind, ...] = ()
+    unbilled: tuple[Explained, ...] = ()  # the client's other rows, and the rule for each
+    unmanaged: tuple[Unmanaged, ...] = ()  # devices on its network without an agent
+    rows_seen: int = 0  # rows of this client in the inventory, billed or not
 
     def quantity(self, kind: Kind) -> int:
         return sum(line.quantity for line in self.lines if line.kind == kind)
@@ -139,6 +164,7 @@ class MonthBill:
     month: Month
     bills: tuple[ClientBill, ...]  # in client id order
     exposure: tuple[ExposedMachine, ...]  # every client's, for the MSP
+    warnings: tuple[str, ...] = ()
 
 
 class Role(enum.Enum):
@@ -194,12 +220,27 @@ class _ClientTally:
         self.offboarded: list[Offboarded] = []
         self.expired: list[Expired] = []
         self.reclassified: list[Reclassified] = []
+        self.moved: list[Moved] = []
+        self.pending_kind: list[PendingKind] = []
+        self.seen = 0
+        self.unbilled: list[Explained] = []
+        self.unmanaged: list[Unmanaged] = []
         self.removed: list[Removed] = []
 
     def take(self, machine: Machine) -> None:
         at = self.at
+        self.seen += 1
         standing = standing_at(machine, at)
         if standing is Standing.IN_INVENTORY:
+            if machine.pending_kind is not None and machine.pending_kind != machine.kind:
+                self.pending_kind.append(
+                    PendingKind(
+                        machine_id=machine.machine_id,
+                        hostname=machine.hostname,
+                        kind=machine.kind,
+                        pending_kind=machine.pending_kind,
+                    )
+                )
             self.billed.append(
                 BilledMachine(
                     machine_id=machine.machine_id,
@@ -222,8 +263,10 @@ class _ClientTally:
             gap = coverage_gap(machine)
             if gap is not None:
                 self.gaps.append(gap)
-        elif standing is Standing.EXPIRED:
-            self.exposure.append(_exposed(machine))
+        else:
+            self.unbilled.append(explained(machine, standing, at))
+            if standing is Standing.EXPIRED:
+                self.exposure.append(_exposed(machine))
         if self.previous is not None:
             before = self.previous.pop(machine.machine_id, None)
             before_kind = None if before is None else before[0]
@@ -246,6 +289,16 @@ class _ClientTally:
             self.offboarded.append(
                 Offboarded(
                     machine_id=mid, hostname=host, kind=kind, offboarded_at=machine.offboarded_at
+                )
+            )
+        elif change is Change.MOVED:
+            self.moved.append(
+                Moved(
+                    machine_id=mid,
+                    hostname=host,
+                    kind=kind,
+                    moved_at=machine.moved_at,
+                    moved_to_client_id=machine.moved_to_client_id,
                 )
             )
         elif change is Change.EXPIRED:
@@ -271,7 +324,7 @@ class _ClientTally:
         price = terms.price_in_force(month)
         if price is None and machines:
             problems.append(
-                f"client {terms.client_id!r}: {len(machines)} machine(s) to bill but no price in "
+                f"client {terms.label}: {len(machines)} machine(s) to bill but no price in "
                 f"force at its cutoff ({month.first_day}); its first price starts "
                 f"{terms.prices[0].starts}"
             )
@@ -288,6 +341,7 @@ class _ClientTally:
                 offboarded=tuple(sorted(self.offboarded, key=_by_host)),
                 expired=tuple(sorted(self.expired, key=_by_host)),
                 reclassified=tuple(sorted(self.reclassified, key=_by_host)),
+                moved=tuple(sorted(self.moved, key=_by_host)),
                 removed=tuple(sorted(self.removed, key=_by_host)),
             )
         expiring: tuple[BilledMachine, ...] = ()
@@ -308,6 +362,10 @@ class _ClientTally:
             coverage_gaps=tuple(sorted(self.gaps, key=_by_host)),
             exposure=tuple(sorted(self.exposure, key=_by_client)),
             expiring=expiring,
+            pending_kind=tuple(sorted(self.pending_kind, key=_by_host)),
+            rows_seen=self.seen,
+            unbilled=tuple(sorted(self.unbilled, key=_by_host)),
+            unmanaged=tuple(sorted(self.unmanaged, key=lambda d: d.mac)),
         )
 
 
@@ -349,7 +407,13 @@ class MonthRun:
             )
         return role
 
-    def take(self, as_of: datetime, machines: Iterable[Machine], source: str) -> None:
+    def take(
+        self,
+        as_of: datetime,
+        machines: Iterable[Machine],
+        source: str,
+        unmanaged: Iterable[Unmanaged] = (),
+    ) -> None:
         role = self.expect(as_of, source)
         if as_of in self._sources:
             raise BillingError(
@@ -362,6 +426,10 @@ class MonthRun:
             self._take_previous(as_of, rows)
         else:
             self._take_current(as_of, rows)
+            for device in unmanaged:
+                tally = self._tallies.get(device.client_id)
+                if tally is not None and tally.at == as_of:
+                    tally.unmanaged.append(device)
 
     def _take_previous(self, as_of: datetime, machines: Iterable[Machine]) -> None:
         clients = {cid for cid, moment in self.previous_cutoffs.items() if moment == as_of}
@@ -393,13 +461,24 @@ class MonthRun:
         problems = self._unpriced.problems()
         for cid in sorted(self.book.clients.keys() - self._tallies.keys()):
             problems.append(
-                f"client {cid!r}: no inventory as of its cutoff "
+                f"client {self.book.label(cid)}: no inventory as of its cutoff "
                 f"{format_instant(self.cutoffs[cid])} was given"
             )
         bills = _close_all(self._tallies, problems)
         if problems:
             raise BillingError("; ".join(problems))
-        return MonthBill(self.month, bills, _all_exposure(bills, self._unpriced.exposure))
+        return MonthBill(
+            self.month, bills, _all_exposure(bills, self._unpriced.exposure), _warnings(bills)
+        )
+
+
+def _warnings(bills: Iterable[ClientBill]) -> tuple[str, ...]:
+    return tuple(
+        f"client {bill.client.label} is in the price book but the inventory has no machine of "
+        "it at all: check its id against `rmm-collector client list`"
+        for bill in bills
+        if bill.rows_seen == 0
+    )
 
 
 class _Unpriced:
@@ -411,21 +490,23 @@ class _Unpriced:
     """
 
     def __init__(self) -> None:
-        self.in_inventory: dict[str, datetime] = {}
+        self.in_inventory: dict[str, list[int]] = {}
         self.exposure: dict[str, ExposedMachine] = {}
 
     def take(self, machine: Machine, as_of: datetime) -> None:
         standing = standing_at(machine, as_of)
         if standing is Standing.IN_INVENTORY:
-            self.in_inventory.setdefault(machine.client_id, as_of)
+            self.in_inventory.setdefault(machine.client_id, [0])[0] += 1
         elif standing is Standing.EXPIRED:
             self.exposure.setdefault(machine.machine_id, _exposed(machine))
 
     def problems(self) -> list[str]:
+        # Its own cutoff is unknown (its time zone is in the price book it is missing from), so
+        # the message quotes no instant: an inventory's `as_of` is some other client's cutoff.
         return [
-            f"client {cid!r} has machines in the inventory as of {format_instant(as_of)} but no "
-            "entry in the price book"
-            for cid, as_of in sorted(self.in_inventory.items())
+            f"client {cid!r} is not in the price book, yet {count[0]:,} of its machines are in "
+            "inventory; add it (with its time zone) so it is billed at its own cutoff"
+            for cid, count in sorted(self.in_inventory.items())
         ]
 
 

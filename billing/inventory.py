@@ -8,7 +8,7 @@ so only the rows billing keeps stay in memory. Unknown keys are ignored: the col
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,11 +42,26 @@ class Machine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     last_seen: Instant
     offboarded_at: Instant | None = None
     components: tuple[Component, ...] = ()
+    # The same hardware enrolled under another client: this row's record ends at `moved_at`.
+    moved_at: Instant | None = None
+    moved_to_client_id: str | None = None
+    pending_kind: Kind | None = None  # reported by the agent, waiting for an admin; not billed
+
+
+class Unmanaged(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A device on a client's network without an agent, as of the inventory's `as_of`."""
+
+    client_id: str
+    mac: str
+    ip: str | None = None
+    first_seen: Instant | None = None
+    last_seen: Instant | None = None
 
 
 class _Envelope(msgspec.Struct, gc=False):
     as_of: Instant
     machines: list[msgspec.Raw]
+    unmanaged: list[Unmanaged] = []
 
 
 class _AsOfOnly(msgspec.Struct):
@@ -63,6 +78,7 @@ class InventoryDocument:
     source: str
     as_of: datetime
     rows: list[msgspec.Raw]
+    unmanaged: list[Unmanaged] = field(default_factory=list)  # absent in older responses
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -84,7 +100,7 @@ def decode_inventory(buffer: bytes | bytearray, source: str) -> InventoryDocumen
         envelope = msgspec.json.decode(buffer, type=_Envelope)
     except msgspec.DecodeError as exc:
         raise InventoryError(f"{source}: not an inventory response ({exc})") from exc
-    return InventoryDocument(source, envelope.as_of, envelope.machines)
+    return InventoryDocument(source, envelope.as_of, envelope.machines, envelope.unmanaged)
 
 
 def peek_as_of(buffer: bytes | bytearray, source: str) -> datetime:

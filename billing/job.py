@@ -7,6 +7,9 @@ only after the ledger transaction has committed, so a refused run leaves no trac
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,15 +19,22 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from billing.documents import (
+    CreditNote,
+    HeldDraft,
     Invoice,
+    NotInvoiced,
     build_reports,
     content_digest,
+    credit_note_for,
+    decode_credit_note,
     decode_invoice,
     draft_invoice,
+    encode_credit_note,
     encode_invoice,
     encode_reports,
 )
 from billing.engine import BillingError, MonthBill, MonthRun, Role, preview_month
+from billing.explain import billed_rows
 from billing.inventory import (
     InventoryDocument,
     InventoryError,
@@ -32,11 +42,20 @@ from billing.inventory import (
     peek_as_of,
     read_inventory_file,
 )
-from billing.ledger import Ledger, NewInvoice
+from billing.ledger import Draft, Ledger, NewInvoice
 from billing.months import Month
 from billing.pricebook import PriceBook, load_price_book
 from billing.remote import CollectorRefused, CollectorSettings
-from billing.render import html_file_name, invoice_html, invoices_csv
+from billing.render import (
+    appendix_rows,
+    credit_note_html,
+    evidence_csv,
+    evidence_file_name,
+    html_file_name,
+    invoice_html,
+    invoices_csv,
+)
+from billing.review import ReviewBounds, swing_reason
 from billing.staging import Staging
 from wire.times import format_instant
 
@@ -58,33 +77,74 @@ class RunRequest:
     ledger: Path | None = None
     supersede_all: bool = False
     supersede: frozenset[str] = frozenset()
+    review: ReviewBounds = field(default_factory=ReviewBounds)
+    progress: Progress | None = None
 
     @property
     def ledger_path(self) -> Path:
-        return self.ledger if self.ledger is not None else self.out / "ledger.sqlite3"
+        return ledger_path(self.ledger)
+
+
+LEDGER_ENV = "RMM_BILLING_LEDGER"
+DEFAULT_LEDGER = Path("data") / "billing-ledger.sqlite3"
+
+Progress = Callable[[str], None]
+
+
+def ledger_path(given: Path | None) -> Path:
+    """One ledger per installation: `--ledger`, else RMM_BILLING_LEDGER, else ./data/."""
+    if given is not None:
+        return given
+    return Path(os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER)
 
 
 @dataclass(slots=True)
 class RunOutcome:
     month_bill: MonthBill
     invoices: list[Invoice] = field(default_factory=list)  # as written, without machine lists
+    notes: list[CreditNote] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
+    credit_notes: list[str] = field(default_factory=list)
+    not_invoiced: list[NotInvoiced] = field(default_factory=list)
+    held: list[HeldDraft] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    _mark: float = field(default_factory=time.monotonic)
     unchanged: list[str] = field(default_factory=list)
     superseded: list[tuple[str, str]] = field(default_factory=list)  # (old, new)
     differing: list[str] = field(default_factory=list)  # issued numbers the data no longer matches
     written: list[str] = field(default_factory=list)
 
+    def phase(self, name: str) -> None:
+        """Close the phase `name`: its time is shown in the summary."""
+        now = time.monotonic()
+        self.timings.append((name, now - self._mark))
+        self._mark = now
+
+    @property
+    def current(self) -> list[Invoice]:
+        return [invoice for invoice in self.invoices if invoice.status == "issued"]
+
 
 def run_month(request: RunRequest, *, sleep: Sleep = asyncio.sleep) -> RunOutcome:
+    started = time.monotonic()
     book = load_price_book(request.prices)
     _refuse_unbillable(book, request)
     run = MonthRun(book, request.month)
     if request.collector is not None:
-        asyncio.run(_gather_from_collector(run, request.collector, sleep))
+        asyncio.run(_gather_from_collector(run, request.collector, sleep, request.progress))
     else:
-        _gather_from_files(run, request.inventories)
+        _gather_from_files(run, request.inventories, request.progress)
+    gathered = time.monotonic()
     month_bill = run.finish()
-    return _issue_and_write(month_bill, book, request)
+    _say(request.progress, "issuing and writing invoices")
+    outcome = _issue_and_write(month_bill, book, request)
+    outcome.timings[:0] = [("read and bill", gathered - started)]
+    return outcome
+
+
+def _say(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        progress(text)
 
 
 def _refuse_unbillable(book: PriceBook, request: RunRequest) -> None:
@@ -109,7 +169,9 @@ def _refuse_unbillable(book: PriceBook, request: RunRequest) -> None:
         raise BillingError(f"--out {request.out}: exists and is not a directory")
 
 
-def _gather_from_files(run: MonthRun, paths: Sequence[Path]) -> None:
+def _gather_from_files(
+    run: MonthRun, paths: Sequence[Path], progress: Progress | None = None
+) -> None:
     """Read each file's `as_of` first, then feed previous-cutoff files before current ones.
 
     Only one file's buffer is held at a time; the last one read is kept for processing when it
@@ -134,30 +196,35 @@ def _gather_from_files(run: MonthRun, paths: Sequence[Path]) -> None:
     else:
         order.append(roles[-1])
         kept = None
-    for _, path in order:
+    for step, (_, path) in enumerate(order, start=1):
+        _say(progress, f"billing from {path} ({step}/{len(order)})")
         if kept is not None and path == last_path:
             document, kept = kept, None
         else:
             document = decode_inventory(read_inventory_file(path), str(path))
-        run.take(document.as_of, document.machines(), document.source)
+        run.take(document.as_of, document.machines(), document.source, document.unmanaged)
         del document
 
 
-async def _gather_from_collector(run: MonthRun, settings: CollectorSettings, sleep: Sleep) -> None:
+async def _gather_from_collector(
+    run: MonthRun, settings: CollectorSettings, sleep: Sleep, progress: Progress | None = None
+) -> None:
     from billing.collector_client import InventoryClient, new_session
 
     previous = sorted(set(run.previous_cutoffs.values()))
     current = sorted(set(run.cutoffs.values()))
     async with new_session(settings) as session:
         client = InventoryClient(session, settings, sleep=sleep)
-        for as_of in [*previous, *current]:
+        wanted = [*previous, *current]
+        for step, as_of in enumerate(wanted, start=1):
             source = client.describe(as_of)
+            _say(progress, f"asking for {source} ({step}/{len(wanted)})")
             document = decode_inventory(await client.inventory(as_of), source)
             if document.as_of != as_of:
                 raise InventoryError(
                     f"{source}: the collector answered as of {format_instant(document.as_of)}"
                 )
-            run.take(as_of, document.machines(), source)
+            run.take(as_of, document.machines(), source, document.unmanaged)
             del document
 
 
@@ -168,70 +235,184 @@ def _issue_and_write(month_bill: MonthBill, book: PriceBook, request: RunRequest
         staging = Staging(request.out)
         try:
             with ledger.transaction():
-                _issue(ledger, staging, month_bill, book, request, outcome)
+                fresh = _issue(ledger, month_bill, book, request, outcome)
+                outcome.phase("issue")
+                _write(ledger, staging, month_bill, fresh, outcome)
             staging.commit()
+            _remove_stale(request.out, set(outcome.written))
+            outcome.phase("write")
         finally:
             staging.abort()
     return outcome
 
 
 def _issue(
+    ledger: Ledger, month_bill: MonthBill, book: PriceBook, request: RunRequest, outcome: RunOutcome
+) -> dict[str, Invoice]:
+    """Issue what is due, inside the ledger transaction; returns the invoices issued now."""
+    month = str(month_bill.month)
+    seller = book.seller
+    latest = ledger.latest(month)
+    previous = ledger.previous_invoices(month)
+    fresh: dict[str, Invoice] = {}
+    for bill in month_bill.bills:
+        terms = bill.client
+        client_id = terms.client_id
+        prior = latest.get(client_id)
+        digest = content_digest(bill)
+        replace = request.supersede_all or client_id in request.supersede
+        if prior is not None and not replace:
+            outcome.unchanged.append(prior.number)
+            if prior.digest != digest:
+                outcome.differing.append(prior.number)
+            continue
+        if not bill.machines:
+            if prior is None:
+                ledger.drop_draft(client_id, month)
+                outcome.not_invoiced.append(
+                    NotInvoiced(
+                        client_id=client_id,
+                        client_name=terms.name,
+                        reason=f"nothing billable at its cutoff {format_instant(bill.cutoff)}",
+                    )
+                )
+            else:  # an issued invoice is replaced by a correction, never by nothing
+                outcome.unchanged.append(prior.number)
+                outcome.differing.append(prior.number)
+            continue
+        if prior is None and client_id in previous:
+            before = previous[client_id]
+            why = swing_reason(before.machines, len(bill.machines), before.number, request.review)
+            if why is not None:
+                held = draft_invoice(
+                    bill, seller, number="", version=1, issued_at=request.now, supersedes=None
+                )
+                ledger.hold(
+                    Draft(
+                        client_id=client_id,
+                        month=month,
+                        reason=why,
+                        machines=len(bill.machines),
+                        previous_invoice=before.number,
+                        previous_machines=before.machines,
+                        prefix=seller.invoice_prefix,
+                        digest=digest,
+                        document=encode_invoice(held),
+                    ),
+                    request.now,
+                )
+                outcome.held.append(
+                    HeldDraft(
+                        client_id=client_id,
+                        client_name=terms.name,
+                        reason=why,
+                        machines=len(bill.machines),
+                        previous_invoice=before.number,
+                        previous_machines=before.machines,
+                    )
+                )
+                continue
+        credit_number = None
+        if prior is not None:
+            credit_number = seller.number(ledger.next_number(seller.invoice_prefix))
+        number = seller.number(ledger.next_number(seller.invoice_prefix))
+        invoice = draft_invoice(
+            bill,
+            seller,
+            number=number,
+            version=1 if prior is None else prior.version + 1,
+            issued_at=request.now,
+            supersedes=None if prior is None else prior.number,
+        )
+        _record(ledger, invoice, digest)
+        if prior is not None and credit_number is not None:
+            old = decode_invoice(ledger.document(prior.number))
+            note = credit_note_for(old, number=credit_number, replaced_by=number, now=request.now)
+            ledger.record_credit_note(
+                credit_number, prior.number, client_id, month, request.now, encode_credit_note(note)
+            )
+            outcome.superseded.append((prior.number, number))
+            outcome.credit_notes.append(credit_number)
+        else:
+            outcome.issued.append(number)
+        ledger.drop_draft(client_id, month)
+        fresh[number] = invoice
+    return fresh
+
+
+def _record(ledger: Ledger, invoice: Invoice, digest: str) -> None:
+    ledger.record(
+        NewInvoice(
+            number=invoice.number,
+            client_id=invoice.client_id,
+            month=invoice.month,
+            version=invoice.version,
+            currency=invoice.currency,
+            total=invoice.total,
+            issued_at=invoice.issued_at,
+            digest=digest,
+            document=encode_invoice(invoice),
+            machines=len(invoice.machines),
+        ),
+        supersedes=invoice.supersedes,
+    )
+
+
+def _write(
     ledger: Ledger,
     staging: Staging,
     month_bill: MonthBill,
-    book: PriceBook,
-    request: RunRequest,
+    fresh: dict[str, Invoice],
     outcome: RunOutcome,
 ) -> None:
+    """Every invoice issued for the month, current or superseded, whoever is in the price book
+    now; the credit notes beside them; and the evidence behind each client's bill."""
     month = str(month_bill.month)
-    latest = ledger.latest(month)
+    bills = {bill.client.client_id: bill for bill in month_bill.bills}
+    evidenced: set[str] = set()
     with staging.open("invoices.json") as handle:
         handle.write(b'{"month":' + msgspec.json.encode(month) + b',"invoices":[')
-        for position, bill in enumerate(month_bill.bills):
-            client_id = bill.client.client_id
-            prior = latest.get(client_id)
-            digest = content_digest(bill)
-            replace = request.supersede_all or client_id in request.supersede
-            if prior is not None and not replace:
-                document = ledger.document(prior.number)
-                invoice = decode_invoice(document)
-                outcome.unchanged.append(invoice.number)
-                if prior.digest != digest:
-                    outcome.differing.append(invoice.number)
-            else:
-                invoice = draft_invoice(
-                    bill,
-                    version=1 if prior is None else prior.version + 1,
-                    issued_at=request.now,
-                    supersedes=None if prior is None else prior.number,
-                )
-                document = encode_invoice(invoice)
-                ledger.record(
-                    NewInvoice(
-                        number=invoice.number,
-                        client_id=client_id,
-                        month=month,
-                        version=invoice.version,
-                        currency=invoice.currency,
-                        total=invoice.total,
-                        issued_at=request.now,
-                        digest=digest,
-                        document=document,
-                    ),
-                    supersedes=invoice.supersedes,
-                )
-                if prior is None:
-                    outcome.issued.append(invoice.number)
-                else:
-                    outcome.superseded.append((prior.number, invoice.number))
-            handle.write(b"," + document if position else document)
-            html = invoice_html(invoice, book.clients[client_id].zone)
-            staging.write(html_file_name(invoice.number), html.encode())
+        for position, issued in enumerate(ledger.month_invoices(month)):
+            invoice = fresh.get(issued.number) or decode_invoice(ledger.document(issued.number))
+            if invoice.status != issued.status:
+                invoice = msgspec.structs.replace(invoice, status=issued.status)
+            handle.write((b"," if position else b"") + encode_invoice(invoice))
+            bill = bills.get(invoice.client_id) if issued.status == "issued" else None
+            rows = appendix_rows(invoice, bill)
+            staging.write(html_file_name(invoice.number), invoice_html(invoice, rows).encode())
+            if bill is not None:
+                name = evidence_file_name(invoice.client_id)
+                staging.write(name, evidence_csv(invoice.client_id, rows).encode())
+                evidenced.add(invoice.client_id)
             outcome.invoices.append(msgspec.structs.replace(invoice, machines=()))
+        handle.write(b'],"credit_notes":[')
+        for position, (number, document) in enumerate(ledger.credit_notes(month)):
+            note = decode_credit_note(document)
+            handle.write((b"," if position else b"") + document)
+            staging.write(html_file_name(number), credit_note_html(note).encode())
+            outcome.notes.append(note)
         handle.write(b"]}\n")
-    staging.write("invoices.csv", invoices_csv(outcome.invoices).encode())
-    staging.write("reports.json", encode_reports(build_reports(month_bill)))
+    for bill in month_bill.bills:  # clients without a current invoice: why nothing was billed
+        client_id = bill.client.client_id
+        if client_id not in evidenced:
+            rows = billed_rows(bill.machines, bill.cutoff) + list(bill.unbilled)
+            staging.write(evidence_file_name(client_id), evidence_csv(client_id, rows).encode())
+    staging.write("invoices.csv", invoices_csv(outcome.invoices, outcome.notes).encode())
+    reports = build_reports(
+        month_bill, not_invoiced=tuple(outcome.not_invoiced), held=tuple(outcome.held)
+    )
+    staging.write("reports.json", encode_reports(reports))
     outcome.written = sorted(staging.names)
+
+
+_OURS = re.compile(r"(invoice-.*\.html|evidence-.*\.csv)")
+
+
+def _remove_stale(out: Path, written: set[str]) -> None:
+    """Documents an earlier run wrote that this one did not (a renamed client's evidence)."""
+    for path in out.iterdir():
+        if _OURS.fullmatch(path.name) and path.name not in written:
+            path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)

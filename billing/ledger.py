@@ -1,7 +1,12 @@
-"""The ledger of issued invoices: one SQLite file, so a rerun returns what was issued.
+"""The ledger of issued invoices: one SQLite file per installation, so a rerun returns what was
+issued and numbering runs on across months.
 
-Invoices are never changed or deleted. Replacing one adds a new version and marks the old one as
-superseded by it; numbering is a function of (client, month, version) and the table enforces it.
+Invoices are never changed or deleted. Numbers come from one gapless sequence per invoice prefix
+(the seller's), taken inside the issuing transaction, so a rolled-back run leaves no gap and two
+runs at once cannot take the same number: each transaction starts with BEGIN IMMEDIATE, so the
+second run waits for the first and then finds its invoices. Replacing an invoice adds a new
+version, marks the old one superseded and issues a credit note for it. Invoices held for review
+are drafts without a number until approved.
 """
 
 from __future__ import annotations
@@ -34,6 +39,38 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0002_numbers_credit_notes_drafts",
+        """
+        CREATE TABLE series (
+            prefix        TEXT PRIMARY KEY,
+            last_sequence INTEGER NOT NULL CHECK (last_sequence >= 0)
+        );
+        ALTER TABLE invoice ADD COLUMN machines INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX invoice_client_month ON invoice (client_id, month);
+        CREATE TABLE credit_note (
+            number    TEXT PRIMARY KEY,
+            credits   TEXT NOT NULL UNIQUE REFERENCES invoice (number),
+            client_id TEXT NOT NULL,
+            month     TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            document  BLOB NOT NULL
+        );
+        CREATE TABLE draft (
+            client_id         TEXT NOT NULL,
+            month             TEXT NOT NULL,
+            reason            TEXT NOT NULL,
+            machines          INTEGER NOT NULL,
+            previous_invoice  TEXT NOT NULL,
+            previous_machines INTEGER NOT NULL,
+            prefix            TEXT NOT NULL,
+            digest            TEXT NOT NULL,
+            held_at           TEXT NOT NULL,
+            document          BLOB NOT NULL,
+            PRIMARY KEY (client_id, month)
+        );
+        """,
+    ),
 )
 
 
@@ -49,6 +86,27 @@ class IssuedInvoice:
     version: int
     digest: str
     superseded_by: str | None
+    machines: int = 0
+
+    @property
+    def status(self) -> str:
+        return "issued" if self.superseded_by is None else "superseded"
+
+
+_ISSUED = "number, client_id, month, version, digest, superseded_by, machines"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    client_id: str
+    month: str
+    reason: str
+    machines: int
+    previous_invoice: str
+    previous_machines: int
+    prefix: str
+    digest: str
+    document: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +120,7 @@ class NewInvoice:
     issued_at: datetime
     digest: str
     document: bytes
+    machines: int = 0
 
 
 class Ledger:
@@ -122,23 +181,120 @@ class Ledger:
     def latest(self, month: str) -> dict[str, IssuedInvoice]:
         """The current (highest) version of each client's invoice for `month`."""
         rows = self._db.execute(
-            """
-            SELECT number, client_id, month, version, digest, superseded_by FROM invoice
-            WHERE month = ? AND superseded_by IS NULL
+            f"SELECT {_ISSUED} FROM invoice WHERE month = ? AND superseded_by IS NULL",
+            (month,),
+        )
+        return {row[1]: IssuedInvoice(*row) for row in rows}
+
+    def month_invoices(self, month: str) -> list[IssuedInvoice]:
+        """Every invoice issued for `month`, current and superseded, by client and version."""
+        rows = self._db.execute(
+            f"SELECT {_ISSUED} FROM invoice WHERE month = ? ORDER BY client_id, version",
+            (month,),
+        )
+        return [IssuedInvoice(*row) for row in rows]
+
+    def history(self, client_id: str, month: str) -> list[IssuedInvoice]:
+        rows = self._db.execute(
+            f"SELECT {_ISSUED} FROM invoice WHERE client_id = ? AND month = ? ORDER BY version",
+            (client_id, month),
+        )
+        return [IssuedInvoice(*row) for row in rows]
+
+    def previous_invoices(self, month: str) -> dict[str, IssuedInvoice]:
+        """Per client, its current invoice of the latest month before `month` that has one."""
+        rows = self._db.execute(
+            f"""
+            SELECT {_ISSUED} FROM invoice AS i
+            WHERE superseded_by IS NULL AND month = (
+                SELECT max(month) FROM invoice AS p
+                WHERE p.client_id = i.client_id AND p.month < ? AND p.superseded_by IS NULL
+            )
             """,
             (month,),
         )
         return {row[1]: IssuedInvoice(*row) for row in rows}
 
-    def history(self, client_id: str, month: str) -> list[IssuedInvoice]:
-        rows = self._db.execute(
-            """
-            SELECT number, client_id, month, version, digest, superseded_by FROM invoice
-            WHERE client_id = ? AND month = ? ORDER BY version
-            """,
-            (client_id, month),
+    def next_number(self, prefix: str) -> int:
+        """The next sequence number of `prefix`'s series; call inside a transaction."""
+        self._db.execute(
+            "INSERT INTO series (prefix, last_sequence) VALUES (?, 0) ON CONFLICT DO NOTHING",
+            (prefix,),
         )
-        return [IssuedInvoice(*row) for row in rows]
+        row = self._db.execute(
+            "UPDATE series SET last_sequence = last_sequence + 1 WHERE prefix = ? "
+            "RETURNING last_sequence",
+            (prefix,),
+        ).fetchone()
+        return int(row[0])
+
+    def record_credit_note(
+        self, number: str, credits: str, client_id: str, month: str, at: datetime, document: bytes
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO credit_note (number, credits, client_id, month, issued_at, document) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (number, credits, client_id, month, format_instant(at), document),
+        )
+
+    def credit_notes(self, month: str) -> list[tuple[str, bytes]]:
+        rows = self._db.execute(
+            "SELECT number, document FROM credit_note WHERE month = ? ORDER BY client_id, number",
+            (month,),
+        )
+        return [(row[0], bytes(row[1])) for row in rows]
+
+    def hold(self, draft: Draft, at: datetime) -> None:
+        """Keep (or refresh) the draft of a client-month held for review."""
+        self._db.execute(
+            """
+            INSERT INTO draft (client_id, month, reason, machines, previous_invoice,
+                               previous_machines, prefix, digest, held_at, document)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (client_id, month) DO UPDATE SET
+                reason = excluded.reason, machines = excluded.machines,
+                previous_invoice = excluded.previous_invoice,
+                previous_machines = excluded.previous_machines, prefix = excluded.prefix,
+                digest = excluded.digest,
+                held_at = excluded.held_at, document = excluded.document
+            """,
+            (
+                draft.client_id,
+                draft.month,
+                draft.reason,
+                draft.machines,
+                draft.previous_invoice,
+                draft.previous_machines,
+                draft.prefix,
+                draft.digest,
+                format_instant(at),
+                draft.document,
+            ),
+        )
+
+    def drafts(self, month: str) -> list[Draft]:
+        rows = self._db.execute(
+            "SELECT client_id, month, reason, machines, previous_invoice, previous_machines, "
+            "prefix, digest, document FROM draft WHERE month = ? ORDER BY client_id",
+            (month,),
+        )
+        return [
+            Draft(
+                client_id=row[0],
+                month=row[1],
+                reason=row[2],
+                machines=row[3],
+                previous_invoice=row[4],
+                previous_machines=row[5],
+                prefix=row[6],
+                digest=row[7],
+                document=bytes(row[8]),
+            )
+            for row in rows
+        ]
+
+    def drop_draft(self, client_id: str, month: str) -> None:
+        self._db.execute("DELETE FROM draft WHERE client_id = ? AND month = ?", (client_id, month))
 
     def document(self, number: str) -> bytes:
         row = self._db.execute(
@@ -152,8 +308,9 @@ class Ledger:
         self._db.execute(
             """
             INSERT INTO invoice
-                (number, client_id, month, version, currency, total, issued_at, digest, document)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                (number, client_id, month, version, currency, total, issued_at, digest, document,
+                 machines)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             (
                 invoice.number,
@@ -165,6 +322,7 @@ class Ledger:
                 format_instant(invoice.issued_at),
                 invoice.digest,
                 invoice.document,
+                invoice.machines,
             ),
         )
         if supersedes is not None:

@@ -1,16 +1,19 @@
-"""The price book: one TOML table per client, validated with errors that name the client and key."""
+"""The price book: the seller, then one TOML table per client, validated with errors that name the
+client and key. Amounts are `Decimal`s held at the currency's minor unit: a price with more decimals
+than its currency has (JPY "4999.5", USD "33.335") is refused, never rounded silently."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.currencies import MINOR_UNITS
+from billing.currencies import MINOR_UNITS, minor_unit
 from billing.months import Month
 
 
@@ -30,6 +33,26 @@ class Price:
         return self.pc if kind == "pc" else self.server
 
 
+# Invoice number: the prefix, then a sequence of at least this many digits; 20 characters at most.
+SEQUENCE_DIGITS = 6
+MAX_NUMBER_LENGTH = 20
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.-]*|")
+
+
+@dataclass(frozen=True, slots=True)
+class Seller:
+    """Who the invoices are from: the MSP."""
+
+    name: str
+    address: str = ""
+    tax_id: str = ""
+    invoice_prefix: str = "INV-"
+    payment_terms_days: int = 30
+
+    def number(self, sequence: int) -> str:
+        return f"{self.invoice_prefix}{sequence:0{SEQUENCE_DIGITS}d}"
+
+
 @dataclass(frozen=True, slots=True)
 class ClientTerms:
     client_id: str
@@ -37,6 +60,15 @@ class ClientTerms:
     currency: str
     zone: ZoneInfo
     prices: tuple[Price, ...]  # in order of `starts`
+    billing_address: str = ""
+    tax_rate: Decimal = Decimal(0)
+    tax_label: str = "Tax"
+    po_number: str = ""
+
+    @property
+    def label(self) -> str:
+        """How errors and reports name the client: `'Acme Dental' (acme)`."""
+        return f"{self.name!r} ({self.client_id})"
 
     def cutoff(self, month: Month) -> datetime:
         return month.cutoff(self.zone)
@@ -50,12 +82,31 @@ class ClientTerms:
         return in_force
 
 
+DEFAULT_SELLER = Seller(name="")
+
+
 @dataclass(frozen=True, slots=True)
 class PriceBook:
     clients: dict[str, ClientTerms]
+    seller: Seller = DEFAULT_SELLER
+
+    def label(self, client_id: str) -> str:
+        terms = self.clients.get(client_id)
+        return repr(client_id) if terms is None else terms.label
 
 
-_CLIENT_KEYS = {"id", "name", "currency", "timezone", "price"}
+_CLIENT_KEYS = {
+    "id",
+    "name",
+    "currency",
+    "timezone",
+    "price",
+    "billing_address",
+    "tax_rate",
+    "tax_label",
+    "po_number",
+}
+_SELLER_KEYS = {"name", "address", "tax_id", "invoice_prefix", "payment_terms_days"}
 _PRICE_KEYS = {"from", "pc", "server"}
 
 
@@ -74,23 +125,64 @@ def parse_price_book(document: dict[str, Any], *, source: str = "price book") ->
     problems: list[str] = []
     clients: dict[str, ClientTerms] = {}
     for key in document:
-        if key != "client":
+        if key not in ("client", "seller"):
             problems.append(f"unknown key {key!r} (clients are [[client]] tables)")
+    seller = _seller(document.get("seller"), problems)
     tables = document.get("client", [])
     if not isinstance(tables, list):
         problems.append("`client` must be an array of tables, written [[client]]")
         tables = []
+    if isinstance(document.get("seller"), list):
+        problems.append("`seller` is one table, written [seller]")
     for position, table in enumerate(tables, start=1):
         terms = _client(table, position, problems)
         if terms is None:
             continue
         if terms.client_id in clients:
-            problems.append(f"client {terms.client_id!r}: appears twice")
+            problems.append(f"client {terms.label}: appears twice")
             continue
         clients[terms.client_id] = terms
     if problems:
         raise PriceBookError(f"{source}: " + "; ".join(problems))
-    return PriceBook(clients)
+    return PriceBook(clients, seller)
+
+
+def _seller(table: Any, problems: list[str]) -> Seller:
+    if table is None or isinstance(table, list):
+        return DEFAULT_SELLER
+    if not isinstance(table, dict):
+        problems.append("seller: must be a table, written [seller]")
+        return DEFAULT_SELLER
+    for key in table:
+        if key not in _SELLER_KEYS:
+            problems.append(f"seller: unknown key {key!r}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("seller: name: a non-empty string is required")
+        name = ""
+    texts = {key: _text(table, key, "seller", problems) for key in ("address", "tax_id")}
+    prefix = table.get("invoice_prefix", DEFAULT_SELLER.invoice_prefix)
+    longest = MAX_NUMBER_LENGTH - SEQUENCE_DIGITS
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix) or len(prefix) > longest:
+        problems.append(
+            f"seller: invoice_prefix: {prefix!r} must be at most {longest} letters, digits or "
+            "/_.- (the sequence follows it; invoice numbers are at most "
+            f"{MAX_NUMBER_LENGTH} characters)"
+        )
+        prefix = DEFAULT_SELLER.invoice_prefix
+    terms = table.get("payment_terms_days", DEFAULT_SELLER.payment_terms_days)
+    if isinstance(terms, bool) or not isinstance(terms, int) or not 0 <= terms <= 365:
+        problems.append(f"seller: payment_terms_days: {terms!r} must be a whole number 0-365")
+        terms = DEFAULT_SELLER.payment_terms_days
+    return Seller(name, texts["address"], texts["tax_id"], prefix, terms)
+
+
+def _text(table: dict[str, Any], key: str, where: str, problems: list[str]) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str) or "\x00" in value:
+        problems.append(f"{where}: {key}: must be a string")
+        return ""
+    return value
 
 
 def _client(table: Any, position: int, problems: list[str]) -> ClientTerms | None:
@@ -101,7 +193,9 @@ def _client(table: Any, position: int, problems: list[str]) -> ClientTerms | Non
     if not isinstance(client_id, str) or not client_id.strip():
         problems.append(f"client #{position}: id: a non-empty string is required")
         return None
-    where = f"client {client_id!r}"
+    raw_name = table.get("name")
+    shown = f"{raw_name!r} ({client_id})" if isinstance(raw_name, str) else repr(client_id)
+    where = f"client {shown}"
     before = len(problems)
     for key in table:
         if key not in _CLIENT_KEYS:
@@ -115,11 +209,44 @@ def _client(table: Any, position: int, problems: list[str]) -> ClientTerms | Non
     elif currency not in MINOR_UNITS:
         problems.append(f"{where}: currency: {currency!r} is not an ISO 4217 currency code")
     zone = _zone(table.get("timezone", "UTC"), where, problems)
-    prices = _prices(table.get("price"), where, problems)
-    if len(problems) > before or zone is None:
+    known = currency if isinstance(currency, str) and currency in MINOR_UNITS else None
+    prices = _prices(table.get("price"), where, known, problems)
+    details = {k: _text(table, k, where, problems) for k in ("billing_address", "po_number")}
+    label = table.get("tax_label", "Tax")
+    if not isinstance(label, str) or not label.strip():
+        problems.append(f'{where}: tax_label: must be a non-empty string such as "VAT"')
+    rate = _tax_rate(table.get("tax_rate", "0"), f"{where}: tax_rate", problems)
+    if len(problems) > before or zone is None or rate is None:
         return None
-    assert isinstance(name, str) and isinstance(currency, str)
-    return ClientTerms(client_id, name, currency, zone, prices)
+    assert isinstance(name, str) and isinstance(currency, str) and isinstance(label, str)
+    return ClientTerms(
+        client_id,
+        name,
+        currency,
+        zone,
+        prices,
+        billing_address=details["billing_address"],
+        tax_rate=rate,
+        tax_label=label,
+        po_number=details["po_number"],
+    )
+
+
+def _tax_rate(value: Any, at: str, problems: list[str]) -> Decimal | None:
+    if not isinstance(value, str):
+        problems.append(
+            f'{at}: {value!r} is not a string; write the rate as a string such as "0.19"'
+        )
+        return None
+    try:
+        rate = Decimal(value.strip())
+    except InvalidOperation:
+        problems.append(f"{at}: {value!r} is not a decimal number")
+        return None
+    if not rate.is_finite() or rate.is_signed() or rate >= 1:
+        problems.append(f'{at}: {value!r} must be a fraction from 0 up to 1 ("0.19" for 19%)')
+        return None
+    return rate
 
 
 def _zone(value: Any, where: str, problems: list[str]) -> ZoneInfo | None:
@@ -133,7 +260,7 @@ def _zone(value: Any, where: str, problems: list[str]) -> ZoneInfo | None:
         return None
 
 
-def _prices(value: Any, where: str, problems: list[str]) -> tuple[Price, ...]:
+def _prices(value: Any, where: str, currency: str | None, problems: list[str]) -> tuple[Price, ...]:
     if not isinstance(value, list) or not value:
         problems.append(f"{where}: price: at least one [[client.price]] entry is required")
         return ()
@@ -147,8 +274,8 @@ def _prices(value: Any, where: str, problems: list[str]) -> tuple[Price, ...]:
             if key not in _PRICE_KEYS:
                 problems.append(f"{at}: unknown key {key!r}")
         starts = _date(entry.get("from"), f"{at}: from", problems)
-        pc = _amount(entry.get("pc"), f"{at}: pc", problems)
-        server = _amount(entry.get("server"), f"{at}: server", problems)
+        pc = _amount(entry.get("pc"), f"{at}: pc", currency, problems)
+        server = _amount(entry.get("server"), f"{at}: server", currency, problems)
         if starts is None or pc is None or server is None:
             continue
         if prices and starts <= prices[-1].starts:
@@ -173,7 +300,7 @@ def _date(value: Any, at: str, problems: list[str]) -> date | None:
     return None
 
 
-def _amount(value: Any, at: str, problems: list[str]) -> Decimal | None:
+def _amount(value: Any, at: str, currency: str | None, problems: list[str]) -> Decimal | None:
     if not isinstance(value, str):
         shown = "missing" if value is None else f"{value!r} is not a string"
         problems.append(f'{at}: {shown}; write the price as a string such as "45.00"')
@@ -183,7 +310,18 @@ def _amount(value: Any, at: str, problems: list[str]) -> Decimal | None:
     except InvalidOperation:
         problems.append(f"{at}: {value!r} is not a decimal number")
         return None
-    if not amount.is_finite() or amount < 0:
-        problems.append(f"{at}: {value!r} must be a finite amount of zero or more")
+    if not amount.is_finite() or amount.is_signed():
+        problems.append(f"{at}: {value!r} must be a finite amount of zero or more, unsigned")
         return None
-    return amount
+    if currency is None:
+        return amount
+    unit = minor_unit(currency)
+    if amount != amount.quantize(unit, rounding=ROUND_HALF_UP):
+        digits = MINOR_UNITS[currency]
+        problems.append(
+            f"{at}: {value!r} has more decimals than {currency} allows ({digits}); "
+            f"write it as {format(amount.quantize(unit, rounding=ROUND_HALF_UP), 'f')!r} "
+            "or another amount"
+        )
+        return None
+    return amount.quantize(unit)

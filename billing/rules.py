@@ -2,7 +2,7 @@
 
 A machine is in inventory at instant T iff all hold:
   1. it was first seen (enrolled) before T;
-  2. it was not offboarded (offboard completed) at or before T;
+  2. it was not offboarded (offboard completed) at or before T, nor moved to another client then;
   3. its last heartbeat at or before T is less than 30 days (720 hours) before T.
 The invoice for a month bills, in advance like rent, every machine in inventory at its cutoff.
 """
@@ -33,6 +33,7 @@ class Standing(enum.Enum):
 
     NOT_YET_ENROLLED = "not_yet_enrolled"
     OFFBOARDED = "offboarded"
+    MOVED = "moved"
     EXPIRED = "expired"
     IN_INVENTORY = "in_inventory"
 
@@ -44,6 +45,7 @@ class Change(enum.Enum):
     OFFBOARDED = "offboarded"
     EXPIRED = "expired"
     RECLASSIFIED = "reclassified"
+    MOVED = "moved"
     REMOVED = "removed"
 
 
@@ -54,6 +56,11 @@ def first_seen_before(machine: Machine, instant: datetime) -> bool:
 def offboarded_by(machine: Machine, instant: datetime) -> bool:
     """An offboard counts once it completed; one requested but not completed changes nothing."""
     return machine.offboarded_at is not None and machine.offboarded_at <= instant
+
+
+def moved_by(machine: Machine, instant: datetime) -> bool:
+    """Enrolled under another client at or before the instant: billed there, not here."""
+    return machine.moved_at is not None and machine.moved_at <= instant
 
 
 def silent_for_30_days(machine: Machine, instant: datetime) -> bool:
@@ -69,6 +76,8 @@ def standing_at(machine: Machine, instant: datetime) -> Standing:
         return Standing.NOT_YET_ENROLLED
     if offboarded_by(machine, instant):
         return Standing.OFFBOARDED
+    if moved_by(machine, instant):
+        return Standing.MOVED
     if silent_for_30_days(machine, instant):
         return Standing.EXPIRED
     return Standing.IN_INVENTORY
@@ -143,6 +152,8 @@ def change_between(before: Kind | None, now: Standing | None, kind: Kind) -> Cha
         return Change.RECLASSIFIED if kind != before else None
     if now is Standing.OFFBOARDED:
         return Change.OFFBOARDED
+    if now is Standing.MOVED:
+        return Change.MOVED
     if now is Standing.EXPIRED:
         return Change.EXPIRED
     return Change.REMOVED
@@ -177,3 +188,8 @@ def invoice_lines(counts: Mapping[Kind, int], price: Price, currency: str) -> tu
 def invoice_total(lines: Iterable[Line], currency: str) -> Decimal:
     """The total is the sum of the lines, never recomputed from unrounded amounts."""
     return sum((line.amount for line in lines), Decimal(0).quantize(minor_unit(currency)))
+
+
+def tax_amount(subtotal: Decimal, rate: Decimal, currency: str) -> Decimal:
+    """Subtotal times the client's tax rate, rounded half up to the currency's minor unit."""
+    return (subtotal * rate).quantize(minor_unit(currency), rounding=ROUND_HALF_UP)

@@ -16,7 +16,7 @@ from wire.times import format_instant
 
 
 def run_summary(outcome: RunOutcome, request: RunRequest) -> str:
-    invoices = outcome.invoices
+    invoices = outcome.current
     pcs = sum(line.quantity for i in invoices for line in i.lines if line.kind == "pc")
     servers = sum(line.quantity for i in invoices for line in i.lines if line.kind == "server")
     text = [
@@ -26,7 +26,9 @@ def run_summary(outcome: RunOutcome, request: RunRequest) -> str:
     text += _totals_lines(totals_by_currency(invoices), "invoice")
     text.append(
         f"Invoices: {len(outcome.issued):,} issued now, {len(outcome.unchanged):,} already "
-        f"issued, {len(outcome.superseded):,} superseded."
+        f"issued, {len(outcome.superseded):,} superseded (each with a credit note), "
+        f"{len(outcome.held):,} held for review, {len(outcome.not_invoiced):,} not invoiced "
+        "(nothing billable)."
     )
     bills = outcome.month_bill.bills
     changes = sum(
@@ -41,16 +43,30 @@ def run_summary(outcome: RunOutcome, request: RunRequest) -> str:
         f"{plural(len(outcome.month_bill.exposure), 'machine')} expired without offboard."
     )
     html = sum(1 for name in outcome.written if name.endswith(".html"))
+    evidence = sum(1 for name in outcome.written if name.startswith("evidence-"))
     text.append(
-        f"Wrote invoices.json, invoices.csv, reports.json and {plural(html, 'HTML invoice')} "
-        f"to {request.out} (ledger {request.ledger_path})."
+        f"Wrote invoices.json, invoices.csv, reports.json, {plural(html, 'HTML document')} and "
+        f"{plural(evidence, 'evidence file')} to {request.out} (ledger {request.ledger_path})."
     )
+    for draft in outcome.held:
+        text.append(
+            f"Held for review: {draft.client_name!r} ({draft.client_id}): {draft.reason}; "
+            f"issue it with rmm-billing approve --month {request.month} --client "
+            f"{draft.client_id}"
+        )
+    for warning in outcome.month_bill.warnings:
+        text.append(f"Warning: {warning}")
     for old, new in outcome.superseded:
         text.append(f"Note: {new} supersedes {old}, which is kept in the ledger.")
     for number in outcome.differing:
         text.append(
             f"Note: {number} was issued earlier and stands, but the inventory and prices now give "
             "a different invoice; rerun with --supersede-client to replace it."
+        )
+    if outcome.timings:
+        text.append(
+            "Timings: "
+            + ", ".join(f"{phase} {seconds:.2f} s" for phase, seconds in outcome.timings)
         )
     missing = [b.client.client_id for b in bills if b.changes is None]
     if missing:
@@ -85,6 +101,7 @@ class _PreviewInvoice(msgspec.Struct, frozen=True, kw_only=True):
     total: str
     machines: int
     expiring_before_cutoff: tuple[_Expiring, ...]
+    would_be_held: str | None
 
 
 def _as_of(month_bill: MonthBill) -> datetime | None:
@@ -104,7 +121,8 @@ def _expiring(bill: ClientBill) -> tuple[_Expiring, ...]:
     )
 
 
-def preview_json(month_bill: MonthBill) -> bytes:
+def preview_json(month_bill: MonthBill, held: dict[str, str] | None = None) -> bytes:
+    held = held or {}
     invoices = [
         _PreviewInvoice(
             client_id=bill.client.client_id,
@@ -115,6 +133,7 @@ def preview_json(month_bill: MonthBill) -> bytes:
             total=money(bill.total),
             machines=len(bill.machines),
             expiring_before_cutoff=_expiring(bill),
+            would_be_held=held.get(bill.client.client_id),
         )
         for bill in month_bill.bills
     ]
@@ -130,7 +149,8 @@ def preview_json(month_bill: MonthBill) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=2)
 
 
-def preview_text(month_bill: MonthBill) -> str:
+def preview_text(month_bill: MonthBill, held: dict[str, str] | None = None) -> str:
+    held = held or {}
     as_of = _as_of(month_bill)
     since = f" as it stands at {format_instant(as_of)}" if as_of else ""
     text = [f"Preview of {month_bill.month} if nothing changes (inventory{since}):"]
@@ -145,6 +165,8 @@ def preview_text(month_bill: MonthBill) -> str:
             f"  {bill.client.client_id} ({bill.client.name}): {parts or 'nothing to bill'}"
             f" = {money(bill.total)} {bill.client.currency}"
         )
+        if bill.client.client_id in held:
+            text.append(f"    would be held for review: {held[bill.client.client_id]}")
         if bill.expiring:
             text.append(
                 f"    {plural(len(bill.expiring), 'machine')} will expire before the cutoff "

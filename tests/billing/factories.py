@@ -42,6 +42,9 @@ def machine(
     last_seen: str = "2026-02-27T18:00:00Z",
     offboarded_at: str | None = None,
     components: Sequence[Component] = HEALTHY,
+    moved_at: str | None = None,
+    moved_to: str | None = None,
+    pending_kind: Kind | None = None,
 ) -> Machine:
     return Machine(
         machine_id=machine_id,
@@ -52,6 +55,9 @@ def machine(
         last_seen=at(last_seen),
         offboarded_at=None if offboarded_at is None else at(offboarded_at),
         components=tuple(components),
+        moved_at=None if moved_at is None else at(moved_at),
+        moved_to_client_id=moved_to,
+        pending_kind=pending_kind,
     )
 
 
@@ -78,8 +84,20 @@ def price_book(*clients: dict[str, Any]) -> PriceBook:
     return parse_price_book({"client": list(clients or (client(),))})
 
 
-def price_book_toml(*clients: dict[str, Any]) -> str:
+SELLER: dict[str, Any] = {
+    "name": "Northwind IT Services",
+    "address": "1 Harbour Road\nSpringfield 12345",
+    "tax_id": "NW-TAX-778899",
+    "invoice_prefix": "NW-",
+    "payment_terms_days": 14,
+}
+
+
+def price_book_toml(*clients: dict[str, Any], seller: dict[str, Any] | None = None) -> str:
     out = []
+    if seller is not None:
+        out.append("[seller]")
+        out += [f"{key} = {_toml(value)}" for key, value in seller.items()]
     for table in clients or (client(),):
         out.append("[[client]]")
         out += [f"{key} = {_toml(value)}" for key, value in table.items() if key != "price"]

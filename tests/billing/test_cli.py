@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.billing.factories import client, machine, price_book_toml, run_cli, write_inventory
+from tests.billing.factories import (
+    SELLER,
+    client,
+    machine,
+    price_book_toml,
+    run_cli,
+    write_inventory,
+)
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "rmm-billing"
 
@@ -60,7 +67,9 @@ def workspace(tmp_path: Path) -> Workspace:
                 currency="EUR",
                 timezone="America/New_York",
                 prices=[("2025-01-01", "39.90", "99.00")],
-            ),
+            )
+            | {"tax_rate": "0.19", "tax_label": "VAT", "po_number": "PO-4411"},
+            seller=SELLER,
         )
     )
     acme_march = [
@@ -114,37 +123,86 @@ def test_run_writes_invoices_csv_html_and_reports(workspace: Workspace) -> None:
     assert document["month"] == "2026-03"
     acme, bayside = document["invoices"]
     assert {k: acme[k] for k in ("number", "client_id", "currency", "cutoff", "total")} == {
-        "number": "202603-acme-1",
+        "number": "NW-000001",
         "client_id": "acme",
         "currency": "USD",
         "cutoff": "2026-03-01T00:00:00Z",
         "total": "165.00",
     }
+    assert (acme["issue_date"], acme["due_date"], acme["status"]) == (
+        "2026-03-01",
+        "2026-03-15",
+        "issued",
+    )
+    assert acme["service_period"]["text"] == "1-31 March 2026"
+    assert acme["seller"]["name"] == "Northwind IT Services"
     assert acme["lines"] == [
-        {"kind": "pc", "quantity": 1, "unit_price": "45.00", "amount": "45.00"},
-        {"kind": "server", "quantity": 1, "unit_price": "120.00", "amount": "120.00"},
+        {
+            "kind": "pc",
+            "description": "Managed PC, March 2026",
+            "quantity": 1,
+            "unit_price": "45.00",
+            "amount": "45.00",
+        },
+        {
+            "kind": "server",
+            "description": "Managed server, March 2026",
+            "quantity": 1,
+            "unit_price": "120.00",
+            "amount": "120.00",
+        },
     ]
     assert [m["machine_id"] for m in acme["machines"]] == ["a-srv", "a-desk"]  # by hostname
-    assert (bayside["cutoff"], bayside["total"]) == ("2026-03-01T05:00:00Z", "119.70")
+    # 3 PCs at 39.90 = 119.70, VAT 19% = 22.743 -> 22.74, total 142.44; issued in New York.
+    assert (bayside["cutoff"], bayside["subtotal"], bayside["tax"], bayside["total"]) == (
+        "2026-03-01T05:00:00Z",
+        "119.70",
+        "22.74",
+        "142.44",
+    )
+    assert (bayside["number"], bayside["issue_date"]) == ("NW-000002", "2026-03-01")
+    assert bayside["buyer"]["po_number"] == "PO-4411"
 
     rows = list(csv.DictReader(io.StringIO((out / "invoices.csv").read_text())))
     assert rows[0] == {
-        "invoice_number": "202603-acme-1",
+        "document_type": "invoice",
+        "invoice_number": "NW-000001",
+        "status": "issued",
+        "supersedes": "",
         "client_id": "acme",
         "client_name": "Acme Dental",
+        "po_number": "",
         "month": "2026-03",
+        "issue_date": "2026-03-01",
+        "due_date": "2026-03-15",
+        "service_period_start": "2026-03-01",
+        "service_period_end": "2026-03-31",
         "kind": "pc",
+        "description": "Managed PC, March 2026",
         "quantity": "1",
         "unit_price": "45.00",
         "amount": "45.00",
         "currency": "USD",
+        "subtotal": "165.00",
+        "tax_label": "Tax",
+        "tax_rate": "0",
+        "tax": "0.00",
+        "total": "165.00",
     }
     assert len(rows) == 3
 
-    html = (out / "invoice-202603-bayside-1.html").read_text()
+    html = (out / "invoice-NW-000002.html").read_text()
     assert "Bayside &lt;Law&gt; &amp; Co" in html
     assert all(f"b-{n}" in html for n in range(3))
-    assert "119.70 EUR" in html
+    assert "142.44 EUR" in html and "VAT (19%)" in html
+
+    evidence = list(csv.DictReader(io.StringIO((out / "evidence-acme.csv").read_text())))
+    assert {row["machine_id"]: row["rule"] for row in evidence} == {
+        "a-desk": "billed",
+        "a-srv": "billed",
+        "a-new": "not_enrolled_yet",
+        "a-gone": "expired",
+    }
 
     reports = json.loads((out / "reports.json").read_text())
     acme_report = next(r for r in reports["clients"] if r["client_id"] == "acme")
@@ -157,7 +215,7 @@ def test_run_writes_invoices_csv_html_and_reports(workspace: Workspace) -> None:
 def test_stdout_summarises_clients_machines_and_totals_per_currency(workspace: Workspace) -> None:
     summary = workspace.run().stdout
     assert "Billed 2026-03 for 2 clients: 5 machines (4 PCs, 1 server)." in summary
-    assert "EUR" in summary and "119.70" in summary
+    assert "EUR" in summary and "142.44" in summary
     assert "USD" in summary and "165.00" in summary
     assert "2 issued now" in summary
 
@@ -185,7 +243,7 @@ def test_rerun_after_the_data_changed_keeps_the_issued_invoice_and_says_so(
     again = workspace.run()
 
     assert invoices(workspace.out) == first
-    assert "202603-acme-1 was issued earlier and stands" in again.stdout
+    assert "NW-000001 was issued earlier and stands" in again.stdout
 
 
 def test_a_run_on_the_9th_gives_the_same_invoices_as_a_run_on_the_1st(
@@ -200,39 +258,65 @@ def test_a_run_on_the_9th_gives_the_same_invoices_as_a_run_on_the_1st(
     assert (on_the_1st / "reports.json").read_text() == (on_the_9th / "reports.json").read_text()
 
 
-def test_supersede_issues_a_new_version_and_keeps_the_old_one(workspace: Workspace) -> None:
+def test_supersede_issues_a_new_version_with_a_credit_note_and_keeps_the_old_one(
+    workspace: Workspace,
+) -> None:
     assert workspace.run().returncode == 0
     workspace.prices.write_text(workspace.prices.read_text().replace('"45.00"', '"47.00"'))
 
     replaced = workspace.run("--supersede-client", "acme")
 
     assert replaced.returncode == 0, replaced.stderr
-    acme, bayside = invoices(workspace.out)["invoices"]
-    assert (acme["number"], acme["supersedes"], acme["total"]) == (
-        "202603-acme-2",
-        "202603-acme-1",
-        "167.00",
+    document = invoices(workspace.out)
+    listed = [(i["number"], i["client_id"], i["status"]) for i in document["invoices"]]
+    assert listed == [
+        ("NW-000001", "acme", "superseded"),
+        ("NW-000004", "acme", "issued"),
+        ("NW-000002", "bayside", "issued"),
+    ]
+    new = document["invoices"][1]
+    assert (new["supersedes"], new["total"], new["version"]) == ("NW-000001", "167.00", 2)
+    (note,) = document["credit_notes"]
+    assert (note["number"], note["credits"], note["replaced_by"], note["total"]) == (
+        "NW-000003",
+        "NW-000001",
+        "NW-000004",
+        "-165.00",
     )
-    assert bayside["number"] == "202603-bayside-1"
-    assert (workspace.out / "invoice-202603-acme-1.html").exists()
-    with sqlite3.connect(workspace.out / "ledger.sqlite3") as db:
+    assert "Superseded" in (workspace.out / "invoice-NW-000001.html").read_text()
+    assert "Credit note" in (workspace.out / "invoice-NW-000003.html").read_text()
+    rows = list(csv.DictReader(io.StringIO((workspace.out / "invoices.csv").read_text())))
+    credit_rows = [r for r in rows if r["document_type"] == "credit_note"]
+    assert {r["supersedes"] for r in credit_rows} == {"NW-000001"}
+    assert [r["amount"] for r in credit_rows] == ["-45.00", "-120.00"]
+    with sqlite3.connect(workspace.root / "data" / "billing-ledger.sqlite3") as db:
         kept = db.execute("SELECT number, superseded_by, total FROM invoice ORDER BY number")
         assert kept.fetchall() == [
-            ("202603-acme-1", "202603-acme-2", "165.00"),
-            ("202603-acme-2", None, "167.00"),
-            ("202603-bayside-1", None, "119.70"),
+            ("NW-000001", "NW-000004", "165.00"),
+            ("NW-000002", None, "142.44"),
+            ("NW-000004", None, "167.00"),
         ]
 
     everything = workspace.run("--supersede")
-    numbers = [i["number"] for i in invoices(workspace.out)["invoices"]]
-    assert numbers == ["202603-acme-3", "202603-bayside-2"], everything.stderr
+    current = [i["number"] for i in invoices(workspace.out)["invoices"] if i["status"] == "issued"]
+    assert current == ["NW-000006", "NW-000008"], everything.stderr
+
+
+def test_the_ledger_is_one_per_installation_so_numbering_runs_on_across_out_folders(
+    workspace: Workspace,
+) -> None:
+    assert workspace.run(out=workspace.root / "invoices" / "2026-03").returncode == 0
+    again = workspace.run(out=workspace.root / "elsewhere")
+    assert "0 issued now, 2 already issued" in again.stdout
+    assert (workspace.root / "data" / "billing-ledger.sqlite3").exists()
+    assert not (workspace.root / "elsewhere" / "ledger.sqlite3").exists()
 
 
 def test_ledger_path_can_be_set(workspace: Workspace) -> None:
     ledger = workspace.root / "books" / "billing.sqlite3"
     assert workspace.run("--ledger", ledger).returncode == 0
     assert ledger.exists()
-    assert not (workspace.out / "ledger.sqlite3").exists()
+    assert not (workspace.root / "data" / "billing-ledger.sqlite3").exists()
 
 
 def test_without_the_previous_inventory_the_run_succeeds_and_the_change_report_says_so(
@@ -266,7 +350,7 @@ def _refusal_cases(ws: Workspace) -> dict[str, tuple[list[object], str]]:
     return {
         "client with no price": (
             [*month, *prices, "--inventory", stranger, *new_york],
-            "client 'stranger' has machines in the inventory as of 2026-03-01T00:00:00Z",
+            "client 'stranger' is not in the price book, yet 1 of its machines are in inventory",
         ),
         "inventory as of neither cutoff": (
             [*month, *prices, *utc, *new_york, "--inventory", mid_month],
@@ -290,11 +374,11 @@ def _refusal_cases(ws: Workspace) -> dict[str, tuple[list[object], str]]:
         ),
         "client without its cutoff inventory": (
             [*month, *prices, *utc],
-            "client 'bayside': no inventory as of its cutoff 2026-03-01T05:00:00Z",
+            "(bayside): no inventory as of its cutoff 2026-03-01T05:00:00Z",
         ),
         "bad price book": (
             [*month, "--prices", bad_prices, *utc, *new_york],
-            "client 'acme': currency: 'US$' is not an ISO 4217",
+            "client 'Acme Dental' (acme): currency: 'US$' is not an ISO 4217",
         ),
     }
 
@@ -393,3 +477,89 @@ def test_preview_shows_next_months_invoices_if_nothing_changes(workspace: Worksp
     assert [m["machine_id"] for m in acme["expiring_before_cutoff"]] == ["a-dark"]
     assert preview["totals"] == {"EUR": "39.90", "USD": "210.00"}
     assert not workspace.out.exists()
+
+
+def test_two_runs_started_at_once_for_the_same_month_issue_once_and_agree(
+    workspace: Workspace,
+) -> None:
+    # Two real processes on one ledger: BEGIN IMMEDIATE lets one issue; the other waits, then
+    # finds those invoices and returns them.
+    args: list[str] = ["-m", "billing.cli", "run", "--month", "2026-03"]
+    args += ["--prices", str(workspace.prices), "--now", "2026-03-09T10:00:00Z"]
+    for path in (workspace.march_utc, workspace.march_new_york, workspace.february_utc):
+        args += ["--inventory", str(path)]
+    outs = [workspace.root / "first", workspace.root / "second"]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, *args, "--out", str(out)],
+            cwd=workspace.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for out in outs
+    ]
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    first, second = (invoices(out) for out in outs)
+    assert first == second
+    assert [i["number"] for i in first["invoices"]] == ["NW-000001", "NW-000002"]
+    summaries = sorted(stdout for stdout, _ in results)
+    assert "0 issued now, 2 already issued" in summaries[0] + summaries[1]
+    assert "2 issued now, 0 already issued" in summaries[0] + summaries[1]
+    with sqlite3.connect(workspace.root / "data" / "billing-ledger.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM invoice").fetchone() == (2,)
+        assert db.execute("SELECT last_sequence FROM series").fetchone() == (2,)
+
+
+def test_a_client_with_nothing_billable_gets_no_invoice_and_is_listed_not_invoiced(
+    workspace: Workspace,
+) -> None:
+    quiet = [machine("b-gone", client_id="bayside", offboarded_at="2026-02-10T00:00:00Z")]
+    write_inventory(workspace.march_new_york, "2026-03-01T05:00:00Z", quiet)
+
+    completed = workspace.run()
+
+    assert completed.returncode == 0, completed.stderr
+    assert [i["client_id"] for i in invoices(workspace.out)["invoices"]] == ["acme"]
+    reports = json.loads((workspace.out / "reports.json").read_text())
+    assert [(n["client_id"], n["client_name"]) for n in reports["not_invoiced"]] == [
+        ("bayside", "Bayside <Law> & Co")
+    ]
+    assert "1 not invoiced" in completed.stdout
+    evidence = (workspace.out / "evidence-bayside.csv").read_text()
+    assert "b-gone" in evidence and "offboarded" in evidence
+
+
+def test_a_rerun_after_a_client_left_the_price_book_still_lists_its_issued_invoice(
+    workspace: Workspace,
+) -> None:
+    assert workspace.run().returncode == 0
+    workspace.prices.write_text(
+        price_book_toml(client("acme", name="Acme Dental", currency="USD"), seller=SELLER)
+    )
+    write_inventory(workspace.march_new_york, "2026-03-01T05:00:00Z", [])
+
+    again = workspace.run(files=(workspace.march_utc, workspace.february_utc))
+
+    assert again.returncode == 0, again.stderr
+    listed = [(i["number"], i["client_id"]) for i in invoices(workspace.out)["invoices"]]
+    assert listed == [("NW-000001", "acme"), ("NW-000002", "bayside")]
+    rows = list(csv.DictReader(io.StringIO((workspace.out / "invoices.csv").read_text())))
+    assert {r["invoice_number"] for r in rows} == {"NW-000001", "NW-000002"}
+    assert (workspace.out / "invoice-NW-000002.html").exists()
+
+
+def test_documents_an_earlier_run_wrote_but_this_one_does_not_are_removed(
+    workspace: Workspace,
+) -> None:
+    workspace.out.mkdir()
+    stale = workspace.out / "invoice-202603-acme-1.html"
+    stale.write_text("an old numbering's invoice")
+    keep = workspace.out / "notes.txt"
+    keep.write_text("the bookkeeper's own file")
+
+    assert workspace.run().returncode == 0
+
+    assert not stale.exists()
+    assert keep.exists()
