@@ -1,8 +1,10 @@
 """Command-signing keys: Ed25519 private keys in files (mode 0600) in one folder.
 
 Every collector instance that signs is given the same folder. Active keys sit at the top level,
-named `<created>_<key_id>.pem` so that the newest sorts last; `retire` moves a key to `retired/`,
-where it signs nothing more. Private keys never leave these files: not in responses, not in logs.
+named `<created>_<key_id>.pem` so that the newest sorts last; `retire` keeps only the public
+line of a key, in `retired/<created>_<key_id>.pub`, and destroys its private half, so a retired
+key can sign nothing more, even for someone who reads the folder. Private keys never leave these
+files: not in responses, not in logs.
 """
 
 from __future__ import annotations
@@ -53,12 +55,17 @@ class KeyRing:
         self.folder = folder
         self._keys: list[SigningKey] = []
         self._listing: tuple[str, ...] = ()
+        self._retired_checked = False
 
     def load(self) -> list[SigningKey]:
         """Read the active keys again if the folder changed; oldest first."""
         if not self.folder.is_dir():
             self._keys, self._listing = [], ()
             return self._keys
+        if not self._retired_checked:
+            self._retired_checked = True
+            if self.retire_old_private_files():
+                log.warning("retired keys in %s now keep only their public halves", self.folder)
         listing = tuple(sorted(p.name for p in self.folder.glob("*.pem")))
         if listing == self._listing:
             return self._keys
@@ -108,11 +115,44 @@ class KeyRing:
         self.load()
         for key in self._keys:
             if key.key_id == key_id:
-                retired = self.folder / "retired"
-                retired.mkdir(mode=0o700, exist_ok=True)
-                name = f"{key.created}_{key.key_id}.pem"
-                os.replace(self.folder / name, retired / name)
+                self._keep_public_half(
+                    key.created, key.private_key, self.folder / f"{key.created}_{key.key_id}.pem"
+                )
                 self._listing = ()
                 self.load()
                 return key
         raise KeyFileError(f"no active key {key_id!r} (see `rmm-collector keys show`)")
+
+    def _keep_public_half(self, created: str, private: Ed25519PrivateKey, pem: Path) -> None:
+        """Write the public line to `retired/`, durably, then destroy the private file."""
+        retired = self.folder / "retired"
+        retired.mkdir(mode=0o700, exist_ok=True)
+        public = retired / f"{created}_{key_id_for(private.public_key())}.pub"
+        partial = public.with_suffix(".pub.partial")
+        with open(partial, "w") as handle:
+            handle.write(pin_line(private.public_key()) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, public)
+        size = pem.stat().st_size
+        with open(pem, "r+b") as handle:  # overwrite before unlinking: no copy left on disk
+            handle.write(b"\0" * size)
+            handle.flush()
+            os.fsync(handle.fileno())
+        pem.unlink()
+
+    def retire_old_private_files(self) -> int:
+        """Private files an earlier version left in `retired/` lose their private half."""
+        count = 0
+        for pem in sorted((self.folder / "retired").glob("*.pem")):
+            _check_private(pem)
+            private = load_pem_private_key(pem.read_bytes(), password=None)
+            if isinstance(private, Ed25519PrivateKey):
+                self._keep_public_half(pem.stem.partition("_")[0], private, pem)
+                count += 1
+        return count
+
+    def retired(self) -> list[str]:
+        """Public lines of retired keys, oldest first."""
+        folder = self.folder / "retired"
+        return [p.read_text().strip() for p in sorted(folder.glob("*.pub"))]

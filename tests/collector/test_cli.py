@@ -138,6 +138,9 @@ def test_signing_keys_are_generated_shown_and_retired_as_files_only_the_owner_re
         assert public not in pem.read_text()
     assert run("keys", "retire", key_id, db=db).returncode == 0
     assert run("keys", "show", db=db).stdout.split() == [shown[1]]
+    # Only the public half of a retired key is kept: it can sign nothing more.
+    (kept,) = (folder / "retired").iterdir()
+    assert kept.suffix == ".pub" and kept.read_text().strip() == shown[0]
     assert run("keys", "retire", key_id, db=db).returncode == 2
     with sqlite3.connect(db) as conn:
         audited = conn.execute(
@@ -148,6 +151,20 @@ def test_signing_keys_are_generated_shown_and_retired_as_files_only_the_owner_re
         ("key.generated", shown[1].partition(":")[0]),
         ("key.retired", key_id),
     ]
+
+
+def test_a_retired_private_key_left_by_an_earlier_version_loses_its_private_half(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "state.sqlite3"
+    run("keys", "generate", db=db)
+    line = run("keys", "show", db=db).stdout.strip()
+    (pem,) = (tmp_path / "keys").glob("*.pem")
+    (tmp_path / "keys" / "retired").mkdir(mode=0o700)
+    pem.rename(tmp_path / "keys" / "retired" / pem.name)
+    assert run("keys", "show", db=db).stdout.strip() == ""
+    (kept,) = (tmp_path / "keys" / "retired").iterdir()
+    assert kept.suffix == ".pub" and kept.read_text().strip() == line
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
