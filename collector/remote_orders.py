@@ -23,7 +23,6 @@ from wire.orders import OffboardOrder, OrderRefused, decode_order, order_digest,
 from wire.signing import pin_line
 from wire.text import printable
 
-
 OPEN_STATES = ("awaiting_approval", "offboard_pending")
 
 

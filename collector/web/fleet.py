@@ -207,11 +207,12 @@ async def machine(request: web.Request) -> web.Response:
             return []
         return await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
 
-    client, commands, history, audit = await asyncio.gather(
+    client, commands, history, audit, held = await asyncio.gather(
         store.find_client(record.client_id),
         store.list_commands(CommandFilter(machine_id=record.machine_id, limit=200)),
         store.presence_history(record.machine_id, since=since),
         audit_trail(),
+        store.held_enrollments(record.machine_id),
     )
     commands.sort(key=lambda c: c.created_at, reverse=True)
     record = with_buffered(record, request.app[BUFFER])
@@ -228,10 +229,22 @@ async def machine(request: web.Request) -> web.Response:
             "pending": next((c for c in commands if c.state == "offboard_pending"), None),
             "timeline": views.timeline(history, windows.now),
             "audit": audit,
+            "held": held,
             "expires_at": record.last_seen + EXPIRY,
         },
         person=person,
     )
+
+
+@routes.post("/machines/{machine_id}/approve-reenroll")
+async def approve_reenroll(request: web.Request) -> web.Response:
+    """A technician lets this machine's hardware enroll again without its credential (24 h)."""
+    person, _ = await require_form(request, "machines.approve")
+    record = await machine_or_404(request, request.match_info["machine_id"])
+    await request.app[STORE].approve_reenroll(
+        record.machine_id, now=request.app[CLOCK].now(), actor=person.name
+    )
+    raise Redirect(f"/machines/{record.machine_id}")
 
 
 @routes.post("/machines/{machine_id}/kind")

@@ -121,3 +121,35 @@ async def test_the_follow_page_shows_the_step_running_and_the_latest_refusal(
     live = await (await b.client.get(f"/commands/{command_id}/live")).json()
     assert live["running_text"].startswith("dns_protection: purge dnsmasq")
     assert live["last_rejection_text"].startswith("expired:")
+
+
+async def test_a_held_enrollment_is_shown_and_a_technician_approves_it_on_the_machine_page(
+    browser: BrowserFactory, site: Harness
+) -> None:
+    _, token = await site.add_client()
+    agent = await site.enroll(token, "hw-secret-1", hostname="front-desk")
+    resp = await site.client.post(
+        "/v1/enroll",
+        json={
+            "enrollment_token": token,
+            "hardware_id": "hw-secret-1",
+            "hostname": "intruder",
+            "os": "Linux",
+            "kind": "pc",
+        },
+    )
+    assert resp.status == 202
+    path = f"/machines/{agent['machine_id']}"
+
+    viewer = await (await browser()).sign_in("viewer")
+    seen = await viewer.get(path)
+    assert "Enrollment waiting for approval" in seen.text and "intruder" in seen.text
+    assert "hw-secret-1" not in seen.text  # viewers never see the hardware id
+    assert "Approve: let it enroll again" not in seen.text
+    await viewer.post(f"{path}/approve-reenroll", {"csrf": viewer.csrf}, status=403)
+
+    tech = await (await browser()).sign_in("technician", name="tina")
+    assert "hw-secret-1" in (await tech.get(path)).text
+    await tech.post(f"{path}/approve-reenroll", {"csrf": tech.csrf}, status=303)
+    ((_, entry),) = await site.store.list_audit(AuditFilter(action="machine.reenroll_approved"))
+    assert entry.actor == "tina"
