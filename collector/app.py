@@ -10,6 +10,7 @@ from aiohttp import web
 from collector import (
     handlers_agent,
     handlers_commands,
+    handlers_coverage,
     handlers_machines,
     handlers_ops,
     handlers_people,
@@ -22,6 +23,7 @@ from collector.appkeys import (
     ENROLLMENT_PACE,
     HEALTH,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
@@ -37,6 +39,7 @@ from collector.fallback import add_fallback
 from collector.health import WriteHealth
 from collector.keys import KeyRing
 from collector.metrics import Metrics
+from collector.network_buffer import NetworkBuffer
 from collector.pace import EnrollmentPace
 from collector.settings import Settings, parse_networks
 from collector.store.base import Store
@@ -63,6 +66,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
+    app[NETWORK] = NetworkBuffer()
     app[HEALTH] = health or WriteHealth(settings.flush_interval_s)
     app[ENROLLMENT_PACE] = EnrollmentPace(settings.enrollment_rate_per_minute)
     app[AGENT_TOKENS] = AgentTokenCache(store)
@@ -76,6 +80,7 @@ def create_app(
     app.add_routes(handlers_people.routes)
     app.add_routes(handlers_machines.routes)
     app.add_routes(handlers_ops.routes)
+    app.add_routes(handlers_coverage.routes)
     app[ON_REJECTED] = count_rejection
     add_fallback(app, setup_pages(app))
     app.cleanup_ctx.append(background_tasks)

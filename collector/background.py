@@ -21,11 +21,13 @@ from collector.appkeys import (
     CLOCK,
     HEALTH,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
     STORE,
 )
+from collector.network_buffer import flush_network
 from collector.rules.presence import retention_horizon
 from collector.store.base import StateWindows
 from wire.clock import Clock
@@ -50,6 +52,7 @@ async def flush_heartbeats(app: web.Application) -> int:
     batch = app[BUFFER].take()
     if not batch:
         app[BUFFER].committed()
+        await flush_network(app[STORE], app[NETWORK])
         if health.wants_probe:
             try:
                 await app[STORE].probe_write(app[CLOCK].now())
@@ -71,6 +74,8 @@ async def flush_heartbeats(app: web.Application) -> int:
     health.ok()
     app[METRICS].flush_seconds.observe(time.perf_counter() - started)
     app[METRICS].flush_batch.set(len(batch))
+    # Network sections (coverage) follow in a transaction of their own, once per flush.
+    await flush_network(app[STORE], app[NETWORK])
     return len(batch)
 
 

@@ -19,6 +19,7 @@ from collector.appkeys import (
     CLOCK,
     ENROLLMENT_PACE,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
@@ -188,6 +189,8 @@ async def heartbeat(request: web.Request) -> web.Response:
         components_json=components_json(body.components),
         clock_offset_ms=None if body.agent_time is None else clock_offset_ms(body.agent_time, now),
     )
+    if body.network is not None:
+        app[NETWORK].add(identity.machine_id, identity.client_id, now, body.network)
     metrics = app[METRICS]
     metrics.heartbeats_total += 1
     next_s = next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id)

@@ -102,6 +102,12 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/InventoryMachine"},
             },
+            "unmanaged": {
+                "type": "array",
+                "description": "devices seen in the 30 days before as_of that carry no agent "
+                "and were not dismissed by then",
+                "items": {"$ref": "#/components/schemas/InventoryDevice"},
+            },
         },
     },
     "AuditLog": {
@@ -263,7 +269,7 @@ def build_spec() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         _STRUCTS, ref_template="#/components/schemas/{name}"
     )
-    schemas = {**components, **_EXTRA_SCHEMAS}
+    schemas = {**components, **_EXTRA_SCHEMAS, **_COVERAGE_SCHEMAS}
     paths: dict[str, Any] = {
         "/v1/enroll": {
             "post": _op(
@@ -438,6 +444,7 @@ def build_spec() -> dict[str, Any]:
         },
         "/metrics": {"get": _op("Prometheus metrics (text format)", "200", None, security=None)},
         "/v1/openapi.json": {"get": _op("This document", "200", None, security=None)},
+        **_coverage_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -457,5 +464,91 @@ def build_spec() -> dict[str, Any]:
                     "description": "agent token from /v1/enroll",
                 },
             },
+        },
+    }
+
+
+# Coverage (issue 20): unmanaged devices, clones, the monthly coverage statement.
+_CLIENT_ID = {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_MAC = {
+    "name": "mac",
+    "in": "path",
+    "required": True,
+    "description": "a unicast MAC; aa:bb:cc:dd:ee:ff, dashes or any case",
+    "schema": {"type": "string"},
+}
+_DEVICE_FIELDS: dict[str, Any] = {
+    "mac": {"type": "string"},
+    "ip": {"type": "string"},
+    "first_seen": _INSTANT,
+    "last_seen": _INSTANT,
+}
+_COVERAGE_SCHEMAS: dict[str, Any] = {
+    "UnmanagedDevice": {
+        "type": "object",
+        "properties": {
+            **_DEVICE_FIELDS,
+            "seen_by": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "InventoryDevice": {
+        "type": "object",
+        "properties": {"client_id": {"type": "string"}, **_DEVICE_FIELDS},
+    },
+    "DismissedDevice": {
+        "type": "object",
+        "properties": {
+            "mac": {"type": "string"},
+            "ip": {"type": ["string", "null"]},
+            "reason": {"type": "string"},
+            "dismissed_by": {"type": "string"},
+            "dismissed_at": _INSTANT,
+            "last_seen": {"anyOf": [_INSTANT, {"type": "null"}]},
+        },
+    },
+    "UnmanagedDevices": {
+        "type": "object",
+        "properties": {
+            "devices": {"type": "array", "items": _ref("UnmanagedDevice")},
+            "dismissed": {"type": "array", "items": _ref("DismissedDevice")},
+        },
+    },
+    "DeviceRestored": {
+        "type": "object",
+        "properties": {"mac": {"type": "string"}, "state": {"enum": ["restored"]}},
+    },
+}
+
+
+def _coverage_paths() -> dict[str, Any]:
+    return {
+        "/v1/clients/{client_id}/unmanaged": {
+            "get": _op(
+                "Devices the client's agents saw in the last 30 days that carry no agent "
+                "(viewer and up); dismissed=1 adds the dismissed ones",
+                "200",
+                "UnmanagedDevices",
+                params=[_CLIENT_ID, _query("dismissed", "0 or 1")],
+            )
+        },
+        "/v1/clients/{client_id}/unmanaged/{mac}/dismiss": {
+            "post": _op(
+                "Hide a device that needs no agent, audited with who and why (technician, "
+                "admin); 409 if dismissed already",
+                "200",
+                "DismissedDevice",
+                body="DismissRequest",
+                params=[_CLIENT_ID, _MAC],
+            )
+        },
+        "/v1/clients/{client_id}/unmanaged/{mac}/restore": {
+            "post": _op(
+                "List a dismissed device again, audited (technician, admin); 409 if it is not "
+                "dismissed",
+                "200",
+                "DeviceRestored",
+                body="RestoreRequest",
+                params=[_CLIENT_ID, _MAC],
+            )
         },
     }

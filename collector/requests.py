@@ -23,4 +23,14 @@ class KindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     kind: Literal["pc", "server"]
 
 
-PEOPLE_BODIES = (OffboardRequest, KindRequest)
+class DismissRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why the device needs no agent (a printer, a phone); kept in the audit log."""
+
+    reason: Reason
+
+
+class RestoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+PEOPLE_BODIES = (OffboardRequest, KindRequest, DismissRequest, RestoreRequest)

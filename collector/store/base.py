@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from collector.rules.network import NetworkReport
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
 from collector.store.records import (
     AgentEvent,
@@ -22,6 +23,7 @@ from collector.store.records import (
     CommandRecord,
     CommandResultRecord,
     Compaction,
+    DismissedDevice,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
@@ -39,6 +41,7 @@ from collector.store.records import (
     PresenceHistory,
     Role,
     StateWindows,
+    UnmanagedDevice,
 )
 
 
@@ -189,3 +192,20 @@ class Store(Protocol):
         """Offboards pending since `pending_before` or earlier (oldest first), and failed
         offboards not asked again since (newest first); at most `limit` of each."""
         ...
+
+    # coverage: network sections, unmanaged devices (see `collector.rules.network`)
+    async def apply_network(self, batch: Sequence[NetworkReport]) -> None: ...
+    async def unmanaged_devices(
+        self, client_id: str, *, as_of: datetime
+    ) -> list[UnmanagedDevice]: ...
+    async def unmanaged_as_of(self, as_of: datetime) -> list[UnmanagedDevice]: ...
+    async def devices_in_month(
+        self, client_id: str, start: datetime, end: datetime
+    ) -> tuple[list[UnmanagedDevice], list[DismissedDevice]]: ...
+    async def dismissed_devices(self, client_id: str) -> list[DismissedDevice]: ...
+    async def dismiss_device(
+        self, client_id: str, mac: str, *, reason: str, now: datetime, actor: str
+    ) -> DismissedDevice: ...
+    async def restore_device(
+        self, client_id: str, mac: str, *, reason: str | None, now: datetime, actor: str
+    ) -> None: ...

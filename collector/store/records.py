@@ -434,3 +434,31 @@ class Compaction:
     @property
     def total(self) -> int:
         return self.presence + self.facts + self.coverage
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedDevice:
+    """A device a client's agents saw whose MAC no enrolled machine owns (see
+    `collector.rules.network`); `seen_by` is empty in inventories."""
+
+    client_id: str
+    mac: str
+    ip: str
+    first_seen: datetime
+    last_seen: datetime
+    seen_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DismissedDevice:
+    client_id: str
+    mac: str
+    ip: str | None
+    reason: str
+    actor: str
+    at: datetime
+    last_seen: datetime | None = None
+
+
+class DeviceNotFound(NotFound):
+    """No agent of the client has seen a device with that MAC."""

@@ -10,6 +10,7 @@ from collector.store.heartbeats import Heartbeats
 from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
 from collector.store.machines import Machines
+from collector.store.network import Network
 from collector.store.sql import Engine
 from collector.store.views import Views
 
@@ -24,6 +25,7 @@ class SQLStore(
     Inventory,
     Lifecycle,
     Machines,
+    Network,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 
