@@ -3,6 +3,9 @@ statement (see `collector.rules.network` and `collector.rules.coverage`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from aiohttp import web
 
 from collector.appkeys import CLOCK, STORE
@@ -10,12 +13,15 @@ from collector.bodies import check_query, json_response, read_json
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
 from collector.requests import DismissRequest, RestoreRequest
+from collector.rules.coverage import MonthError, Statement, coverage_statement, month_bounds
 from collector.rules.network import device_mac, normalize_mac
 from collector.store.base import (
+    Client,
     Conflict,
     DeviceNotFound,
     DismissedDevice,
     NotFound,
+    Store,
     UnmanagedDevice,
 )
 from wire.times import format_instant
@@ -124,3 +130,100 @@ async def restore(request: web.Request) -> web.Response:
     except Conflict as exc:
         raise ApiError(409, "not_dismissed", str(exc)) from exc
     return json_response({"mac": mac, "state": "restored"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatement:
+    """A coverage statement with what it says about the client's network."""
+
+    client: Client
+    month: str
+    statement: Statement
+    unmanaged: list[UnmanagedDevice]
+    dismissed: list[DismissedDevice]
+
+
+async def client_statement(
+    store: Store, client_id: str, month: str | None, now: datetime
+) -> ClientStatement:
+    """The statement of `month` (default: the current one); ApiError for bad input."""
+    month = month or now.strftime("%Y-%m")
+    try:
+        start, end = month_bounds(month, now)
+    except MonthError as exc:
+        raise ApiError(400, "invalid_month", str(exc)) from exc
+    client = await store.find_client(client_id)
+    if client is None or client.client_id != client_id:
+        raise ApiError(404, "client_not_found", "no client has that id")
+    until = min(end, now)
+    histories = await store.coverage_histories(client_id, start, until)
+    unmanaged, dismissed = await store.devices_in_month(client_id, start, until, now=now)
+    statement = coverage_statement(histories, start, end, now)
+    return ClientStatement(client, month, statement, unmanaged, dismissed)
+
+
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def statement_json(found: ClientStatement) -> dict[str, object]:
+    statement = found.statement
+    return {
+        "client_id": found.client.client_id,
+        "client_name": found.client.name,
+        "month": found.month,
+        "from": format_instant(statement.start),
+        "to": format_instant(statement.end),
+        "complete": statement.complete,
+        "summary": statement.summary,
+        "machines_total": len(statement.machines),
+        "machines_protected": statement.protected,
+        "machines": [
+            {
+                "machine_id": m.machine_id,
+                "hostname": m.hostname,
+                "kind": m.kind,
+                "protected": m.protected,
+                "heard_s": round(m.heard_s, 3),
+                "components": [
+                    {
+                        "name": c.name,
+                        "share": _share(c.share),
+                        "gaps": [
+                            {
+                                "component": g.component,
+                                "from": format_instant(g.start),
+                                "to": format_instant(g.end),
+                                "status": g.status,
+                            }
+                            for g in c.gaps
+                        ],
+                    }
+                    for c in m.components
+                ],
+                "silences": [
+                    {"from": format_instant(a), "to": format_instant(b)} for a, b in m.silences
+                ],
+            }
+            for m in statement.machines
+        ],
+        "unmanaged": [
+            {k: v for k, v in device_json(d).items() if k != "seen_by"} for d in found.unmanaged
+        ],
+        "dismissed": [dismissed_json(d) for d in found.dismissed],
+    }
+
+
+@routes.get("/v1/clients/{client_id}/coverage")
+async def coverage(request: web.Request) -> web.Response:
+    """The month's coverage statement of the client (viewer and up): see
+    `collector.rules.coverage` for what it counts."""
+    await person(request, "machines.read")
+    check_query(request, ("month",))
+    found = await client_statement(
+        request.app[STORE],
+        request.match_info["client_id"],
+        request.query.get("month"),
+        request.app[CLOCK].now(),
+    )
+    return json_response(statement_json(found))

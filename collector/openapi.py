@@ -513,6 +513,50 @@ _COVERAGE_SCHEMAS: dict[str, Any] = {
             "dismissed": {"type": "array", "items": _ref("DismissedDevice")},
         },
     },
+    "CoverageStatement": {
+        "type": "object",
+        "description": "share = heard time (inside runs of presence) in which the component's "
+        "latest report said running, over all heard time in the month (UTC); see "
+        "collector.rules.coverage",
+        "properties": {
+            "client_id": {"type": "string"},
+            "client_name": {"type": "string"},
+            "month": {"type": "string"},
+            "from": _INSTANT,
+            "to": _INSTANT,
+            "complete": {"type": "boolean"},
+            "summary": {"type": "string"},
+            "machines_total": {"type": "integer"},
+            "machines_protected": {"type": "integer"},
+            "machines": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "machine_id": {"type": "string"},
+                        "hostname": {"type": "string"},
+                        "kind": {"enum": ["pc", "server"]},
+                        "protected": {"type": "boolean"},
+                        "heard_s": {"type": "number"},
+                        "components": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "share": {"type": ["number", "null"]},
+                                    "gaps": {"type": "array", "items": {"type": "object"}},
+                                },
+                            },
+                        },
+                        "silences": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+            "unmanaged": {"type": "array", "items": _ref("InventoryDevice")},
+            "dismissed": {"type": "array", "items": _ref("DismissedDevice")},
+        },
+    },
     "DeviceRestored": {
         "type": "object",
         "properties": {"mac": {"type": "string"}, "state": {"enum": ["restored"]}},
@@ -529,6 +573,16 @@ def _coverage_paths() -> dict[str, Any]:
                 "200",
                 "UnmanagedDevices",
                 params=[_CLIENT_ID, _query("dismissed", "0 or 1")],
+            )
+        },
+        "/v1/clients/{client_id}/coverage": {
+            "get": _op(
+                "The client's coverage statement for a month: per machine and required "
+                "component the share of heartbeats it ran in, gaps, silences, unmanaged and "
+                "dismissed devices, a summary line (viewer and up)",
+                "200",
+                "CoverageStatement",
+                params=[_CLIENT_ID, _query("month", "YYYY-MM (UTC); default the current month")],
             )
         },
         "/v1/clients/{client_id}/unmanaged/{mac}/dismiss": {

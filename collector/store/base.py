@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from collector.rules.coverage import MachineHistory
 from collector.rules.network import NetworkReport
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
 from collector.store.records import (
@@ -200,7 +201,7 @@ class Store(Protocol):
     ) -> list[UnmanagedDevice]: ...
     async def unmanaged_as_of(self, as_of: datetime) -> list[UnmanagedDevice]: ...
     async def devices_in_month(
-        self, client_id: str, start: datetime, end: datetime
+        self, client_id: str, start: datetime, end: datetime, *, now: datetime
     ) -> tuple[list[UnmanagedDevice], list[DismissedDevice]]: ...
     async def dismissed_devices(self, client_id: str) -> list[DismissedDevice]: ...
     async def dismiss_device(
@@ -209,3 +210,8 @@ class Store(Protocol):
     async def restore_device(
         self, client_id: str, mac: str, *, reason: str | None, now: datetime, actor: str
     ) -> None: ...
+    async def coverage_histories(
+        self, client_id: str, start: datetime, end: datetime
+    ) -> list[MachineHistory]:
+        """The client's machines whose record overlaps [start, end), with their history."""
+        ...

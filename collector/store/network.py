@@ -78,7 +78,9 @@ def _devices_sql(client_filter: str, *, dismissed: bool) -> str:
     )
 
 
-def _devices_args(window: SightingWindow, client_id: str | None) -> list[object]:
+def _devices_args(
+    window: SightingWindow, client_id: str | None, *, dismissed_as_of: datetime | None = None
+) -> list[object]:
     until = window.until
     return [
         until,
@@ -90,7 +92,7 @@ def _devices_args(window: SightingWindow, client_id: str | None) -> list[object]
         until,
         until,
         until,
-        until,
+        dismissed_as_of or until,
     ]
 
 
@@ -173,15 +175,16 @@ class Network(StorePart):
         return [self._device(r, {}) for r in rows]
 
     async def devices_in_month(
-        self, client_id: str, start: datetime, end: datetime
+        self, client_id: str, start: datetime, end: datetime, *, now: datetime
     ) -> tuple[list[UnmanagedDevice], list[DismissedDevice]]:
         """Devices the client's agents saw in [start, end) that no machine owned at its end:
-        those still unmanaged then, and those dismissed by then."""
+        those not dismissed, and those dismissed (by `now`: a reason given after the month
+        still explains the device)."""
         window = month_window(start, end)
 
         async def run(tx: Tx) -> tuple[list[UnmanagedDevice], list[DismissedDevice]]:
             await self._require_client(tx, client_id)
-            args = _devices_args(window, client_id)
+            args = _devices_args(window, client_id, dismissed_as_of=now)
             unmanaged = await tx.fetch(_devices_sql("n.client_id = ? AND", dismissed=False), *args)
             dismissed = await tx.fetch(_devices_sql("n.client_id = ? AND", dismissed=True), *args)
             reasons = await self._dismissals(tx, client_id)

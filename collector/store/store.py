@@ -5,6 +5,7 @@ from __future__ import annotations
 from collector.store.audit import Audit
 from collector.store.clients import ClientsAndTokens
 from collector.store.commands import Commands
+from collector.store.coverage import CoverageHistory
 from collector.store.enrollment import Enrollment
 from collector.store.heartbeats import Heartbeats
 from collector.store.inventory import Inventory
@@ -26,6 +27,7 @@ class SQLStore(
     Lifecycle,
     Machines,
     Network,
+    CoverageHistory,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 
