@@ -33,6 +33,7 @@ from collector.auth import AgentTokenCache, FailedAuthLimiter
 from collector.background import background_tasks
 from collector.bodies import MAX_BODY
 from collector.buffer import HeartbeatBuffer
+from collector.clones import CLONE_SPLITS
 from collector.commands import CommandSigner, OpenCommands
 from collector.errors import ON_REJECTED
 from collector.fallback import add_fallback
@@ -67,6 +68,7 @@ def create_app(
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
     app[NETWORK] = NetworkBuffer()
+    app[CLONE_SPLITS] = {}
     app[HEALTH] = health or WriteHealth(settings.flush_interval_s)
     app[ENROLLMENT_PACE] = EnrollmentPace(settings.enrollment_rate_per_minute)
     app[AGENT_TOKENS] = AgentTokenCache(store)

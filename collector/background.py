@@ -27,6 +27,7 @@ from collector.appkeys import (
     SIGNER,
     STORE,
 )
+from collector.clones import detect_clones, refresh_splits
 from collector.network_buffer import flush_network
 from collector.rules.presence import retention_horizon
 from collector.store.base import StateWindows
@@ -109,6 +110,7 @@ async def refresh_commands_and_keys(app: web.Application) -> None:
     """Commands requested and keys generated through other instances show up here too."""
     await app[OPEN_COMMANDS].refresh()
     app[SIGNER].keyring.load()
+    await refresh_splits(app)
 
 
 async def every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
@@ -141,6 +143,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
             every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))
         ),
         asyncio.create_task(every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
+        asyncio.create_task(every(settings.sweep_interval_s, "clones", lambda: detect_clones(app))),
         asyncio.create_task(
             every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
         ),

@@ -27,6 +27,7 @@ from collector.appkeys import (
 )
 from collector.auth import authenticate_agent, cached_agent
 from collector.bodies import json_response, read_json
+from collector.clones import CLONE_SPLITS, after_enrollment, prepare_enrollment, refuse_split_copy
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
 from collector.store.base import (
@@ -115,13 +116,17 @@ async def enroll(request: web.Request) -> web.Response:
         else hash_token(body.previous_agent_token),
         address=app[AUTH_LIMITER].address(request),
     )
+    prep = await prepare_enrollment(app, record, now=now)  # clones (coverage)
     try:
-        outcome = await app[STORE].enroll(record, now=now, gap_s=app[SETTINGS].online_window_s)
+        outcome = await app[STORE].enroll(
+            prep.request, now=now, gap_s=app[SETTINGS].online_window_s
+        )
     except NotFound as exc:
         error = ApiError(401, "invalid_enrollment_token", str(exc))
         raise app[AUTH_LIMITER].fail(request, error) from exc
     except TokenUsedUp as exc:
         raise ApiError(403, "enrollment_token_used_up", str(exc)) from exc
+    await after_enrollment(app, prep, outcome, now=now)
     if outcome.held:
         app[METRICS].security_events.labels(kind="reenroll_held").inc()
         return json_response(
@@ -180,6 +185,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
     body = await read_json(request, HeartbeatRequest)
     now = app[CLOCK].now()
+    split = app[CLONE_SPLITS].get(identity.machine_id)
+    if split is not None and body.hostname is not None and body.hostname.lower() == split:
+        raise refuse_split_copy(identity.machine_id)
     app[BUFFER].add(
         identity.machine_id,
         now,

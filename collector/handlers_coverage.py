@@ -10,13 +10,16 @@ from aiohttp import web
 
 from collector.appkeys import CLOCK, STORE
 from collector.bodies import check_query, json_response, read_json
+from collector.clones import CLONE_SPLITS
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
-from collector.requests import DismissRequest, RestoreRequest
+from collector.requests import DismissRequest, ResolveCloneRequest, RestoreRequest
+from collector.rules.clones import ResolutionError
 from collector.rules.coverage import MonthError, Statement, coverage_statement, month_bounds
 from collector.rules.network import device_mac, normalize_mac
 from collector.store.base import (
     Client,
+    CloneSuspicion,
     Conflict,
     DeviceNotFound,
     DismissedDevice,
@@ -227,3 +230,57 @@ async def coverage(request: web.Request) -> web.Response:
         request.app[CLOCK].now(),
     )
     return json_response(statement_json(found))
+
+
+def suspicion_json(s: CloneSuspicion) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "machine_id": s.machine_id,
+        "kind": s.kind,
+        "detected_at": format_instant(s.detected_at),
+        "candidates": s.candidates,
+        "state": "open" if s.resolved_at is None else "resolved",
+        "resolved_at": None if s.resolved_at is None else format_instant(s.resolved_at),
+        "resolved_by": s.resolved_by,
+        "reason": s.reason,
+        "kept_hostname": s.kept_hostname,
+        "split_hostname": s.split_hostname,
+        "split_machine_id": s.split_machine_id,
+    }
+
+
+@routes.get("/v1/machines/{machine_id}/clones")
+async def list_clone_suspicions(request: web.Request) -> web.Response:
+    """The machine's clone suspicions, the open one first, with the two copies seen."""
+    await person(request, "machines.read")
+    check_query(request, ())
+    machine_id = request.match_info["machine_id"]
+    store = request.app[STORE]
+    if await store.get_machine(machine_id) is None:
+        raise ApiError(404, "machine_not_found", "no machine has that id")
+    suspicions = await store.clone_suspicions(machine_id)
+    return json_response({"suspicions": [suspicion_json(s) for s in suspicions]})
+
+
+@routes.post("/v1/machines/{machine_id}/clone/resolve")
+async def resolve_clone(request: web.Request) -> web.Response:
+    """A technician keeps one copy; the other gets its own machine record at its next
+    enrollment, and its heartbeats under the kept copy's credential are refused."""
+    token = await person(request, "machines.approve")
+    check_query(request, ())
+    body = await read_json(request, ResolveCloneRequest)
+    app = request.app
+    machine_id = request.match_info["machine_id"]
+    if await app[STORE].get_machine(machine_id) is None:
+        raise ApiError(404, "machine_not_found", "no machine has that id")
+    try:
+        resolved = await app[STORE].resolve_clone(
+            machine_id, body.keep, reason=body.reason, now=app[CLOCK].now(), actor=token.name
+        )
+    except NotFound as exc:
+        raise ApiError(409, "no_clone_suspected", str(exc)) from exc
+    except ResolutionError as exc:
+        raise ApiError(409, "clone_indistinct", str(exc)) from exc
+    if resolved.split_hostname is not None:
+        app[CLONE_SPLITS][machine_id] = resolved.split_hostname.lower()
+    return json_response(suspicion_json(resolved))

@@ -557,6 +557,40 @@ _COVERAGE_SCHEMAS: dict[str, Any] = {
             "dismissed": {"type": "array", "items": _ref("DismissedDevice")},
         },
     },
+    "CloneSuspicion": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "machine_id": {"type": "string"},
+            "kind": {"enum": ["heartbeats", "enrollment"]},
+            "detected_at": _INSTANT,
+            "candidates": {
+                "type": "array",
+                "description": "the two copies seen; id 1 is the identity the record had first",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"enum": ["1", "2"]},
+                        "hostname": {"type": ["string", "null"]},
+                        "macs": {"type": "array", "items": {"type": "string"}},
+                        "held": {"type": "boolean"},
+                        "address": {"type": ["string", "null"]},
+                    },
+                },
+            },
+            "state": {"enum": ["open", "resolved"]},
+            "resolved_at": {"anyOf": [_INSTANT, {"type": "null"}]},
+            "resolved_by": {"type": ["string", "null"]},
+            "reason": {"type": ["string", "null"]},
+            "kept_hostname": {"type": ["string", "null"]},
+            "split_hostname": {"type": ["string", "null"]},
+            "split_machine_id": {"type": ["string", "null"]},
+        },
+    },
+    "CloneSuspicions": {
+        "type": "object",
+        "properties": {"suspicions": {"type": "array", "items": _ref("CloneSuspicion")}},
+    },
     "DeviceRestored": {
         "type": "object",
         "properties": {"mac": {"type": "string"}, "state": {"enum": ["restored"]}},
@@ -573,6 +607,25 @@ def _coverage_paths() -> dict[str, Any]:
                 "200",
                 "UnmanagedDevices",
                 params=[_CLIENT_ID, _query("dismissed", "0 or 1")],
+            )
+        },
+        "/v1/machines/{machine_id}/clones": {
+            "get": _op(
+                "The machine's clone suspicions, the open one first (viewer and up)",
+                "200",
+                "CloneSuspicions",
+                params=[_MACHINE_ID],
+            )
+        },
+        "/v1/machines/{machine_id}/clone/resolve": {
+            "post": _op(
+                "Keep one copy of a suspected clone; the other gets its own machine record at "
+                "its next enrollment (technician, admin); 409 without an open suspicion or "
+                "when both copies report one hostname",
+                "200",
+                "CloneSuspicion",
+                body="ResolveCloneRequest",
+                params=[_MACHINE_ID],
             )
         },
         "/v1/clients/{client_id}/coverage": {

@@ -33,4 +33,12 @@ class RestoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     reason: Reason | None = None
 
 
-PEOPLE_BODIES = (OffboardRequest, KindRequest, DismissRequest, RestoreRequest)
+class ResolveCloneRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which copy keeps the machine record ("1" or "2" of the suspicion's candidates); the other
+    gets its own record at its next enrollment. "both": not a clone, nothing is split."""
+
+    keep: Literal["1", "2", "both"]
+    reason: Reason
+
+
+PEOPLE_BODIES = (OffboardRequest, KindRequest, DismissRequest, RestoreRequest, ResolveCloneRequest)

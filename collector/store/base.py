@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from collector.rules.clones import Candidate, KnownMachine
 from collector.rules.coverage import MachineHistory
 from collector.rules.network import NetworkReport
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
@@ -20,6 +21,7 @@ from collector.store.records import (
     AuditFilter,
     Client,
     ClientOverview,
+    CloneSuspicion,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
@@ -215,3 +217,21 @@ class Store(Protocol):
     ) -> list[MachineHistory]:
         """The client's machines whose record overlaps [start, end), with their history."""
         ...
+
+    # clones (see `collector.rules.clones`)
+    async def suspect_clone(
+        self, machine_id: str, kind: str, candidates: list[Candidate], *, now: datetime
+    ) -> bool: ...
+    async def detect_hostname_clones(self, now: datetime) -> list[str]: ...
+    async def clone_suspicions(self, machine_id: str) -> list[CloneSuspicion]: ...
+    async def open_clone_suspicions(self) -> list[CloneSuspicion]: ...
+    async def resolve_clone(
+        self, machine_id: str, keep: str, *, reason: str, now: datetime, actor: str
+    ) -> CloneSuspicion: ...
+    async def pending_splits(self) -> dict[str, str]: ...
+    async def enrolling_machine(
+        self, enrollment_token_hash: str, hardware_id: str, *, now: datetime
+    ) -> tuple[KnownMachine | None, str | None]: ...
+    async def record_split(
+        self, machine_id: str, split_machine_id: str, *, hostname: str, now: datetime
+    ) -> None: ...

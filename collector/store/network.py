@@ -9,15 +9,18 @@ exactly, and a row per machine that saw it (`neighbor_seen_by`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
+from collector.rules.clones import MacSwitch, clue_candidates, mac_switch
 from collector.rules.network import (
     NetworkReport,
     SightingWindow,
     month_window,
     unmanaged_window,
 )
+from collector.store.clones import insert_suspicion
 from collector.store.part import StorePart
 from collector.store.records import (
     AuditEntry,
@@ -29,6 +32,7 @@ from collector.store.records import (
 )
 from collector.store.sql import Row, Tx
 
+_IN_CHUNK = 500
 _DAY_UPSERT = (
     "INSERT INTO neighbor_days (client_id, mac, day, ip, first_at, last_at) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client_id, mac, day) DO UPDATE SET "
@@ -103,6 +107,7 @@ class Network(StorePart):
             return
 
         async def run(tx: Tx) -> None:
+            await self._watch_mac_switches(tx, batch)
             await tx.executemany(
                 "DELETE FROM machine_macs WHERE machine_id = ?", [(r.machine_id,) for r in batch]
             )
@@ -125,6 +130,49 @@ class Network(StorePart):
             )
 
         await self._engine.write(run)
+
+    async def _watch_mac_switches(self, tx: Tx, batch: Sequence[NetworkReport]) -> None:
+        """A machine whose own MACs switch back to those of before (two hosts behind one
+        credential taking turns) is flagged `clone_suspected` (`collector.rules.clones`)."""
+        d = self.dialect
+        before: dict[str, set[str]] = {}
+        switches: dict[str, MacSwitch] = {}
+        ids = [r.machine_id for r in batch if r.own_macs]
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for machine_id, mac in await tx.fetch(
+                f"SELECT machine_id, mac FROM machine_macs WHERE machine_id IN ({marks})", *chunk
+            ):
+                before.setdefault(machine_id, set()).add(mac)
+            for machine_id, at, from_macs, to_macs in await tx.fetch(
+                "SELECT machine_id, at, from_macs, to_macs FROM mac_switches "
+                f"WHERE machine_id IN ({marks})",
+                *chunk,
+            ):
+                switches[machine_id] = MacSwitch(
+                    d.instant(at), frozenset(json.loads(from_macs)), frozenset(json.loads(to_macs))
+                )
+        for r in batch:
+            switch, clue = mac_switch(
+                switches.get(r.machine_id),
+                frozenset(before.get(r.machine_id, ())),
+                frozenset(r.own_macs),
+                r.at,
+            )
+            if switch is None:
+                continue
+            await tx.execute(
+                "INSERT INTO mac_switches (machine_id, at, from_macs, to_macs) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (machine_id) DO UPDATE SET at = excluded.at, "
+                "from_macs = excluded.from_macs, to_macs = excluded.to_macs",
+                r.machine_id,
+                switch.at,
+                json.dumps(sorted(switch.before)),
+                json.dumps(sorted(switch.after)),
+            )
+            if clue is not None:
+                await insert_suspicion(tx, r.machine_id, "heartbeats", clue_candidates(clue), r.at)
 
     def _device(self, r: Row, seen_by: dict[tuple[str, str], list[str]]) -> UnmanagedDevice:
         d = self.dialect

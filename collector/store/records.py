@@ -175,6 +175,8 @@ class MachineRecord:
     clock_offset_ms: int | None = None
     # A kind the agent reported that differs from the billed `kind`, until an admin confirms.
     pending_kind: str | None = None
+    # Two live copies are suspected behind this record (see `collector.rules.clones`).
+    clone_suspected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,3 +464,22 @@ class DismissedDevice:
 
 class DeviceNotFound(NotFound):
     """No agent of the client has seen a device with that MAC."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloneSuspicion:
+    """Two copies suspected behind one machine (see `collector.rules.clones`), and how a
+    technician resolved it."""
+
+    id: int
+    machine_id: str
+    kind: Literal["heartbeats", "enrollment"]
+    detected_at: datetime
+    # The two identities seen: [{"id", "hostname", "macs", "held", "address"}, ...].
+    candidates: list[dict[str, Any]]
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    reason: str | None = None
+    kept_hostname: str | None = None
+    split_hostname: str | None = None
+    split_machine_id: str | None = None

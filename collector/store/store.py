@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collector.store.audit import Audit
 from collector.store.clients import ClientsAndTokens
+from collector.store.clones import Clones
 from collector.store.commands import Commands
 from collector.store.coverage import CoverageHistory
 from collector.store.enrollment import Enrollment
@@ -28,6 +29,7 @@ class SQLStore(
     Machines,
     Network,
     CoverageHistory,
+    Clones,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 

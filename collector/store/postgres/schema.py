@@ -280,10 +280,20 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             detail text NOT NULL,
             resolved_at timestamptz,
             resolved_by text,
+            reason text,
             kept_hostname text,
             split_hostname text,
             split_machine_id text
         );
+        -- The last time a machine's own MACs changed to a set sharing none with the one before.
+        CREATE TABLE mac_switches (
+            machine_id text COLLATE "C" PRIMARY KEY REFERENCES machines (machine_id),
+            at timestamptz NOT NULL,
+            from_macs text NOT NULL,
+            to_macs text NOT NULL
+        );
+        -- Clone detection reads the facts of the last day (hostnames alternating).
+        CREATE INDEX facts_valid_from ON facts (valid_from);
         -- Set while a clone suspicion of the machine is open (its `flags` say clone_suspected).
         ALTER TABLE machines ADD COLUMN clone_suspected_at timestamptz;
         CREATE INDEX clone_suspicions_machine ON clone_suspicions (machine_id, id);

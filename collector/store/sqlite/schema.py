@@ -263,10 +263,20 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             detail TEXT NOT NULL,
             resolved_at INTEGER,
             resolved_by TEXT,
+            reason TEXT,
             kept_hostname TEXT,
             split_hostname TEXT,
             split_machine_id TEXT
         );
+        -- The last time a machine's own MACs changed to a set sharing none with the one before.
+        CREATE TABLE mac_switches (
+            machine_id TEXT PRIMARY KEY REFERENCES machines (machine_id),
+            at INTEGER NOT NULL,
+            from_macs TEXT NOT NULL,
+            to_macs TEXT NOT NULL
+        );
+        -- Clone detection reads the facts of the last day (hostnames alternating).
+        CREATE INDEX facts_valid_from ON facts (valid_from);
         -- Set while a clone suspicion of the machine is open (its `flags` say clone_suspected).
         ALTER TABLE machines ADD COLUMN clone_suspected_at INTEGER;
         CREATE INDEX clone_suspicions_machine ON clone_suspicions (machine_id, id);
