@@ -10,6 +10,7 @@ from aiohttp import web
 from collector import (
     handlers_agent,
     handlers_commands,
+    handlers_coverage,
     handlers_machines,
     handlers_ops,
     handlers_orders,
@@ -23,6 +24,7 @@ from collector.appkeys import (
     ENROLLMENT_PACE,
     HEALTH,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
@@ -32,12 +34,14 @@ from collector.auth import AgentTokenCache, FailedAuthLimiter
 from collector.background import background_tasks
 from collector.bodies import MAX_BODY
 from collector.buffer import HeartbeatBuffer
+from collector.clones import CLONE_SPLITS
 from collector.commands import CommandSigner, OpenCommands
 from collector.errors import ON_REJECTED
 from collector.fallback import add_fallback
 from collector.health import WriteHealth
 from collector.keys import KeyRing
 from collector.metrics import Metrics
+from collector.network_buffer import NetworkBuffer
 from collector.pace import EnrollmentPace
 from collector.settings import Settings, parse_networks
 from collector.store.base import Store
@@ -64,6 +68,8 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = metrics
     app[BUFFER] = HeartbeatBuffer()
+    app[NETWORK] = NetworkBuffer()
+    app[CLONE_SPLITS] = {}
     app[HEALTH] = health or WriteHealth(settings.flush_interval_s)
     app[ENROLLMENT_PACE] = EnrollmentPace(settings.enrollment_rate_per_minute)
     app[AGENT_TOKENS] = AgentTokenCache(store)
@@ -78,6 +84,7 @@ def create_app(
     app.add_routes(handlers_machines.routes)
     app.add_routes(handlers_orders.routes)
     app.add_routes(handlers_ops.routes)
+    app.add_routes(handlers_coverage.routes)
     app[ON_REJECTED] = count_rejection
     add_fallback(app, setup_pages(app))
     app.cleanup_ctx.append(background_tasks)

@@ -9,6 +9,7 @@ from collector.buffer import HeartbeatBuffer
 from collector.commands import CommandSigner, OpenCommands
 from collector.health import WriteHealth
 from collector.metrics import Metrics
+from collector.network_buffer import NetworkBuffer
 from collector.pace import EnrollmentPace
 from collector.settings import Settings
 from collector.store.base import Store
@@ -25,3 +26,4 @@ OPEN_COMMANDS = web.AppKey("open_commands", OpenCommands)
 SIGNER = web.AppKey("signer", CommandSigner)
 HEALTH = web.AppKey("health", WriteHealth)
 ENROLLMENT_PACE = web.AppKey("enrollment_pace", EnrollmentPace)
+NETWORK = web.AppKey("network", NetworkBuffer)

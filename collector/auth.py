@@ -28,12 +28,13 @@ Permission = Literal[
     "clients.manage",
     "machines.approve",  # let known hardware enroll again (a re-image, a move)
     "machines.reprice",  # confirm the billed kind of a machine
+    "devices.dismiss",  # hide an unmanaged device that needs no agent (and restore it)
 ]
 
 _VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": _VIEWER,
-    "technician": _VIEWER | {"offboard.request", "machines.approve"},
+    "technician": _VIEWER | {"offboard.request", "machines.approve", "devices.dismiss"},
     "billing": _VIEWER | {"inventory.read"},
     "admin": _VIEWER
     | {
@@ -43,6 +44,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         "clients.manage",
         "machines.approve",
         "machines.reprice",
+        "devices.dismiss",
     },
 }
 

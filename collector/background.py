@@ -21,11 +21,14 @@ from collector.appkeys import (
     CLOCK,
     HEALTH,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
     STORE,
 )
+from collector.clones import detect_clones, refresh_splits
+from collector.network_buffer import flush_network
 from collector.rules.presence import retention_horizon
 from collector.store.base import StateWindows
 from wire.clock import Clock
@@ -50,6 +53,7 @@ async def flush_heartbeats(app: web.Application) -> int:
     batch = app[BUFFER].take()
     if not batch:
         app[BUFFER].committed()
+        await flush_network(app[STORE], app[NETWORK])
         if health.wants_probe:
             try:
                 await app[STORE].probe_write(app[CLOCK].now())
@@ -71,6 +75,8 @@ async def flush_heartbeats(app: web.Application) -> int:
     health.ok()
     app[METRICS].flush_seconds.observe(time.perf_counter() - started)
     app[METRICS].flush_batch.set(len(batch))
+    # Network sections (coverage) follow in a transaction of their own, once per flush.
+    await flush_network(app[STORE], app[NETWORK])
     return len(batch)
 
 
@@ -104,6 +110,7 @@ async def refresh_commands_and_keys(app: web.Application) -> None:
     """Commands requested and keys generated through other instances show up here too."""
     await app[OPEN_COMMANDS].refresh()
     app[SIGNER].keyring.load()
+    await refresh_splits(app)
 
 
 async def every(seconds: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
@@ -136,6 +143,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
             every(settings.flush_interval_s, "flush", lambda: flush_heartbeats(app))
         ),
         asyncio.create_task(every(settings.sweep_interval_s, "sweep", lambda: sweep_expired(app))),
+        asyncio.create_task(every(settings.sweep_interval_s, "clones", lambda: detect_clones(app))),
         asyncio.create_task(
             every(settings.auth_cache_s, "revocations", app[AGENT_TOKENS].apply_revocations)
         ),

@@ -19,6 +19,7 @@ from collector.appkeys import (
     CLOCK,
     ENROLLMENT_PACE,
     METRICS,
+    NETWORK,
     OPEN_COMMANDS,
     SETTINGS,
     SIGNER,
@@ -26,6 +27,7 @@ from collector.appkeys import (
 )
 from collector.auth import authenticate_agent, bearer_token, cached_agent
 from collector.bodies import json_response, read_json
+from collector.clones import CLONE_SPLITS, after_enrollment, prepare_enrollment, refuse_split_copy
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
 from collector.rules.orders import policy_text
@@ -116,13 +118,17 @@ async def enroll(request: web.Request) -> web.Response:
         else hash_token(body.previous_agent_token),
         address=app[AUTH_LIMITER].address(request),
     )
+    prep = await prepare_enrollment(app, record, now=now)  # clones (coverage)
     try:
-        outcome = await app[STORE].enroll(record, now=now, gap_s=app[SETTINGS].online_window_s)
+        outcome = await app[STORE].enroll(
+            prep.request, now=now, gap_s=app[SETTINGS].online_window_s
+        )
     except NotFound as exc:
         error = ApiError(401, "invalid_enrollment_token", str(exc))
         raise app[AUTH_LIMITER].fail(request, error) from exc
     except TokenUsedUp as exc:
         raise ApiError(403, "enrollment_token_used_up", str(exc)) from exc
+    await after_enrollment(app, prep, outcome, now=now)
     if outcome.held:
         app[METRICS].security_events.labels(kind="reenroll_held").inc()
         return json_response(
@@ -181,6 +187,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
     body = await read_json(request, HeartbeatRequest)
     now = app[CLOCK].now()
+    split = app[CLONE_SPLITS].get(identity.machine_id)
+    if split is not None and body.hostname is not None and body.hostname.lower() == split:
+        raise refuse_split_copy(identity.machine_id)
     app[BUFFER].add(
         identity.machine_id,
         now,
@@ -192,6 +201,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
     if body.offboard_approvals is not None:
         await _follow_approval_policy(request, identity, body, now)
+    if body.network is not None:
+        app[NETWORK].add(identity.machine_id, identity.client_id, now, body.network)
     metrics = app[METRICS]
     metrics.heartbeats_total += 1
     next_s = next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id)

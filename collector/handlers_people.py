@@ -12,7 +12,13 @@ from collector.auth import Permission, authenticate_person
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_instant, query_int
 from collector.errors import ApiError, json_routes
-from collector.store.base import MACHINE_STATES, ApiTokenInfo, AuditFilter, MachineFilter
+from collector.store.base import (
+    MACHINE_STATES,
+    ApiTokenInfo,
+    AuditFilter,
+    MachineFilter,
+    UnmanagedDevice,
+)
 from collector.views import audit_view, machine_view, with_buffered
 from wire.messages import Kind
 from wire.times import format_instant
@@ -97,6 +103,16 @@ async def machine_events(request: web.Request) -> web.Response:
     )
 
 
+def inventory_device(device: UnmanagedDevice) -> dict[str, str]:
+    return {
+        "client_id": device.client_id,
+        "mac": device.mac,
+        "ip": device.ip,
+        "first_seen": format_instant(device.first_seen),
+        "last_seen": format_instant(device.last_seen),
+    }
+
+
 @routes.get("/v1/inventory")
 async def inventory(request: web.Request) -> web.StreamResponse:
     """Every machine enrolled before `as_of`, each field as it stood then; streamed in batches."""
@@ -120,7 +136,10 @@ async def inventory(request: web.Request) -> web.StreamResponse:
             await response.write(b",")
         await response.write(chunk)
         first = False
-    await response.write(b"]}")
+    # Devices without an agent as of `as_of`, for billing's reports (coverage): one query.
+    unmanaged = await request.app[STORE].unmanaged_as_of(as_of)
+    await response.write(b'],"unmanaged":' + _encode([inventory_device(d) for d in unmanaged]))
+    await response.write(b"}")
     await response.write_eof()
     return response
 

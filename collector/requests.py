@@ -63,6 +63,24 @@ class BulkOffboardRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     expected_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+class DismissRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why the device needs no agent (a printer, a phone); kept in the audit log."""
+
+    reason: Reason
+
+
+class RestoreRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+class ResolveCloneRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which copy keeps the machine record ("1" or "2" of the suspicion's candidates); the other
+    gets its own record at its next enrollment. "both": not a clone, nothing is split."""
+
+    keep: Literal["1", "2", "both"]
+    reason: Reason
+
+
 PEOPLE_BODIES = (
     OffboardRequest,
     KindRequest,
@@ -71,4 +89,7 @@ PEOPLE_BODIES = (
     BatchApproval,
     OperatorRequest,
     BulkOffboardRequest,
+    DismissRequest,
+    RestoreRequest,
+    ResolveCloneRequest,
 )

@@ -61,6 +61,8 @@ def machine_flags(record: MachineRecord) -> list[str]:
         flags.append("clock_skew")
     if record.pending_kind is not None:
         flags.append("kind_change_pending")
+    if record.clone_suspected:
+        flags.append("clone_suspected")
     return flags
 
 

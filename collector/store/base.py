@@ -9,6 +9,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from collector.rules.clones import Candidate, KnownMachine
+from collector.rules.coverage import MachineHistory
+from collector.rules.network import NetworkReport
 from collector.rules.orders import ApprovalPolicy
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
 from collector.store.records import (
@@ -20,10 +23,12 @@ from collector.store.records import (
     AuditFilter,
     Client,
     ClientOverview,
+    CloneSuspicion,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
     Compaction,
+    DismissedDevice,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
@@ -42,6 +47,7 @@ from collector.store.records import (
     PresenceHistory,
     Role,
     StateWindows,
+    UnmanagedDevice,
 )
 from wire.messages import Approval
 
@@ -230,3 +236,43 @@ class Store(Protocol):
         """Offboards pending since `pending_before` or earlier (oldest first), and failed
         offboards not asked again since (newest first); at most `limit` of each."""
         ...
+
+    # coverage: network sections, unmanaged devices (see `collector.rules.network`)
+    async def apply_network(self, batch: Sequence[NetworkReport]) -> None: ...
+    async def unmanaged_devices(
+        self, client_id: str, *, as_of: datetime
+    ) -> list[UnmanagedDevice]: ...
+    async def unmanaged_as_of(self, as_of: datetime) -> list[UnmanagedDevice]: ...
+    async def devices_in_month(
+        self, client_id: str, start: datetime, end: datetime, *, now: datetime
+    ) -> tuple[list[UnmanagedDevice], list[DismissedDevice]]: ...
+    async def dismissed_devices(self, client_id: str) -> list[DismissedDevice]: ...
+    async def dismiss_device(
+        self, client_id: str, mac: str, *, reason: str, now: datetime, actor: str
+    ) -> DismissedDevice: ...
+    async def restore_device(
+        self, client_id: str, mac: str, *, reason: str | None, now: datetime, actor: str
+    ) -> None: ...
+    async def coverage_histories(
+        self, client_id: str, start: datetime, end: datetime
+    ) -> list[MachineHistory]:
+        """The client's machines whose record overlaps [start, end), with their history."""
+        ...
+
+    # clones (see `collector.rules.clones`)
+    async def suspect_clone(
+        self, machine_id: str, kind: str, candidates: list[Candidate], *, now: datetime
+    ) -> bool: ...
+    async def detect_hostname_clones(self, now: datetime) -> list[str]: ...
+    async def clone_suspicions(self, machine_id: str) -> list[CloneSuspicion]: ...
+    async def open_clone_suspicions(self) -> list[CloneSuspicion]: ...
+    async def resolve_clone(
+        self, machine_id: str, keep: str, *, reason: str, now: datetime, actor: str
+    ) -> CloneSuspicion: ...
+    async def pending_splits(self) -> dict[str, str]: ...
+    async def enrolling_machine(
+        self, enrollment_token_hash: str, hardware_id: str, *, now: datetime
+    ) -> tuple[KnownMachine | None, str | None]: ...
+    async def record_split(
+        self, machine_id: str, split_machine_id: str, *, hostname: str, now: datetime
+    ) -> None: ...

@@ -10,7 +10,7 @@ from collector.store.sql import Dialect, Row
 MACHINE_COLUMNS = (
     "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
     "components, offboard_state, offboarded_at, agent_id, clock_offset_ms, "
-    "pending_kind"
+    "pending_kind, clone_suspected_at"
 )
 
 COMMAND_COLUMNS = (
@@ -42,6 +42,7 @@ def machine_from_row(r: Row, d: Dialect) -> MachineRecord:
         agent_id=r[11],
         clock_offset_ms=r[12],
         pending_kind=r[13],
+        clone_suspected=r[14] is not None,
     )
 
 

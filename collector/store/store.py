@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collector.store.audit import Audit
 from collector.store.clients import ClientsAndTokens
+from collector.store.clones import Clones
 from collector.store.commands import Commands
+from collector.store.coverage import CoverageHistory
 from collector.store.enrollment import Enrollment
 from collector.store.heartbeats import Heartbeats
 from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
 from collector.store.machines import Machines
+from collector.store.network import Network
 from collector.store.orders import Orders
 from collector.store.sql import Engine
 from collector.store.views import Views
@@ -26,6 +29,9 @@ class SQLStore(
     Inventory,
     Lifecycle,
     Machines,
+    Network,
+    CoverageHistory,
+    Clones,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 

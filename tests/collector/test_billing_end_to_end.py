@@ -33,6 +33,8 @@ async def bill(harness: Harness, month: str, token: str, tmp_path: Path) -> dict
         str(prices),
         "--out",
         str(out),
+        "--ledger",
+        str(tmp_path / "billing-ledger.sqlite3"),
         "--collector",
         str(harness.client.make_url("")).rstrip("/"),
         "--token",

@@ -262,4 +262,73 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0008_coverage",
+        """
+        -- Each machine's own MACs (lower case, colons), as its latest network section said.
+        CREATE TABLE machine_macs (
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            mac text COLLATE "C" NOT NULL,
+            PRIMARY KEY (machine_id, mac)
+        );
+        CREATE INDEX machine_macs_mac ON machine_macs (mac);
+        -- LAN neighbours a client's agents saw, one row per device and UTC day (day = days since
+        -- the Unix epoch): the first and last sighting that day and the latest address.
+        CREATE TABLE neighbor_days (
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            mac text COLLATE "C" NOT NULL,
+            day integer NOT NULL,
+            ip text NOT NULL,
+            first_at timestamptz NOT NULL,
+            last_at timestamptz NOT NULL,
+            PRIMARY KEY (client_id, mac, day)
+        );
+        CREATE INDEX neighbor_days_day ON neighbor_days (day, client_id);
+        -- Which of the client's machines saw the device, and when last.
+        CREATE TABLE neighbor_seen_by (
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            mac text COLLATE "C" NOT NULL,
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            last_at timestamptz NOT NULL,
+            PRIMARY KEY (client_id, mac, machine_id)
+        );
+        -- Devices a technician said need no agent (printers, phones), with who and why.
+        CREATE TABLE dismissed_devices (
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            mac text COLLATE "C" NOT NULL,
+            reason text NOT NULL,
+            actor text NOT NULL,
+            at timestamptz NOT NULL,
+            PRIMARY KEY (client_id, mac)
+        );
+        -- Two live copies suspected behind one machine record, and how a technician resolved it.
+        CREATE TABLE clone_suspicions (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            kind text NOT NULL,
+            detected_at timestamptz NOT NULL,
+            detail text NOT NULL,
+            resolved_at timestamptz,
+            resolved_by text,
+            reason text,
+            kept_hostname text,
+            split_hostname text,
+            split_machine_id text
+        );
+        -- The last time a machine's own MACs changed to a set sharing none with the one before.
+        CREATE TABLE mac_switches (
+            machine_id text COLLATE "C" PRIMARY KEY REFERENCES machines (machine_id),
+            at timestamptz NOT NULL,
+            from_macs text NOT NULL,
+            to_macs text NOT NULL
+        );
+        -- Clone detection reads the facts of the last day (hostnames alternating).
+        CREATE INDEX facts_valid_from ON facts (valid_from);
+        -- Set while a clone suspicion of the machine is open (its `flags` say clone_suspected).
+        ALTER TABLE machines ADD COLUMN clone_suspected_at timestamptz;
+        CREATE INDEX clone_suspicions_machine ON clone_suspicions (machine_id, id);
+        CREATE UNIQUE INDEX clone_suspicions_open ON clone_suspicions (machine_id)
+            WHERE resolved_at IS NULL;
+        """,
+    ),
 )

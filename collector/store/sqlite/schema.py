@@ -245,4 +245,73 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0008_coverage",
+        """
+        -- Each machine's own MACs (lower case, colons), as its latest network section said.
+        CREATE TABLE machine_macs (
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            mac TEXT NOT NULL,
+            PRIMARY KEY (machine_id, mac)
+        ) WITHOUT ROWID;
+        CREATE INDEX machine_macs_mac ON machine_macs (mac);
+        -- LAN neighbours a client's agents saw, one row per device and UTC day (day = days since
+        -- the Unix epoch): the first and last sighting that day and the latest address.
+        CREATE TABLE neighbor_days (
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            mac TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            ip TEXT NOT NULL,
+            first_at INTEGER NOT NULL,
+            last_at INTEGER NOT NULL,
+            PRIMARY KEY (client_id, mac, day)
+        ) WITHOUT ROWID;
+        CREATE INDEX neighbor_days_day ON neighbor_days (day, client_id);
+        -- Which of the client's machines saw the device, and when last.
+        CREATE TABLE neighbor_seen_by (
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            mac TEXT NOT NULL,
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            last_at INTEGER NOT NULL,
+            PRIMARY KEY (client_id, mac, machine_id)
+        ) WITHOUT ROWID;
+        -- Devices a technician said need no agent (printers, phones), with who and why.
+        CREATE TABLE dismissed_devices (
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            mac TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (client_id, mac)
+        ) WITHOUT ROWID;
+        -- Two live copies suspected behind one machine record, and how a technician resolved it.
+        CREATE TABLE clone_suspicions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            kind TEXT NOT NULL,
+            detected_at INTEGER NOT NULL,
+            detail TEXT NOT NULL,
+            resolved_at INTEGER,
+            resolved_by TEXT,
+            reason TEXT,
+            kept_hostname TEXT,
+            split_hostname TEXT,
+            split_machine_id TEXT
+        );
+        -- The last time a machine's own MACs changed to a set sharing none with the one before.
+        CREATE TABLE mac_switches (
+            machine_id TEXT PRIMARY KEY REFERENCES machines (machine_id),
+            at INTEGER NOT NULL,
+            from_macs TEXT NOT NULL,
+            to_macs TEXT NOT NULL
+        );
+        -- Clone detection reads the facts of the last day (hostnames alternating).
+        CREATE INDEX facts_valid_from ON facts (valid_from);
+        -- Set while a clone suspicion of the machine is open (its `flags` say clone_suspected).
+        ALTER TABLE machines ADD COLUMN clone_suspected_at INTEGER;
+        CREATE INDEX clone_suspicions_machine ON clone_suspicions (machine_id, id);
+        CREATE UNIQUE INDEX clone_suspicions_open ON clone_suspicions (machine_id)
+            WHERE resolved_at IS NULL;
+        """,
+    ),
 )
