@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable
 
 from collector import __version__, remote
-from collector.cli import clients, keys, machines, serving
+from collector.cli import clients, keys, machines, serving, users
 from collector.cli.common import CliError
 from collector.settings import Settings, SettingsError, load
 from collector.store import open_store
 from collector.store.base import StoreError
 
-FAMILIES = (serving, clients, keys, machines)
+FAMILIES = (serving, clients, keys, machines, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
 from collector.store.machines import Machines
 from collector.store.sql import Engine
+from collector.store.users import Users
 from collector.store.views import Views
 
 
@@ -24,6 +25,7 @@ class SQLStore(
     Inventory,
     Lifecycle,
     Machines,
+    Users,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 

@@ -38,10 +38,14 @@ async def test_known_hardware_without_proof_is_held_and_the_genuine_agent_keeps_
     status, answer = await enroll_raw(fleet, token, "hw-1")
 
     assert status == 202
-    assert answer == {
-        "state": "awaiting_approval",
-        "detail": answer["detail"],
-    } or answer["state"] == "awaiting_approval"
+    assert (
+        answer
+        == {
+            "state": "awaiting_approval",
+            "detail": answer["detail"],
+        }
+        or answer["state"] == "awaiting_approval"
+    )
     assert "agent_token" not in answer and "machine_id" not in answer
     await fleet.heartbeat(genuine["agent_token"])
     machine = await fleet.get(f"/v1/machines/{genuine['machine_id']}", admin)
