@@ -40,6 +40,7 @@ class Settings:
     trusted_proxies: str = ""
     access_log: bool = False
     log_level: str = "INFO"
+    web_token_signin: bool = False
 
     @property
     def online_window_s(self) -> int:
@@ -88,6 +89,8 @@ _HELP: dict[str, str] = {
     "X-Forwarded-For names the client (e.g. 127.0.0.1 for nginx on this host)",
     "access_log": "log every request (off by default: it costs throughput)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "web_token_signin": "break-glass: also let the pages be signed in to with an API token "
+    "(no second factor); off by default, audited at every start and every such sign-in",
 }
 
 

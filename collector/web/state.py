@@ -1,4 +1,5 @@
-"""What the web pages keep in the app: the templates and the session sealer (made on first use)."""
+"""What the web pages keep in the app: the templates, the session sealer (made on first use) and
+the sign-in throttle."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import jinja2
 from aiohttp import web
 
 from collector.web.sessions import SessionSealer, load_or_create_secret
+from collector.web.throttle import SignInThrottle
 
 
 class WebState:
@@ -15,6 +17,7 @@ class WebState:
         self.templates = templates
         self.keys_folder = keys_folder
         self._sealer: SessionSealer | None = None
+        self.throttle = SignInThrottle()
 
     def sealer(self) -> SessionSealer:
         """The sealer, from the secret beside the signing keys (created by the first instance)."""
