@@ -28,6 +28,7 @@ Permission = Literal[
     "clients.manage",
     "machines.approve",  # let known hardware enroll again (a re-image, a move)
     "machines.reprice",  # confirm the billed kind of a machine
+    "users.manage",  # add people, disable them, reset their second factor
 ]
 
 _VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
@@ -43,6 +44,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         "clients.manage",
         "machines.approve",
         "machines.reprice",
+        "users.manage",
     },
 }
 
