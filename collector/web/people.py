@@ -22,7 +22,7 @@ from multidict import MultiDict, MultiDictProxy
 from collector import accounts
 from collector.appkeys import CLOCK, SETTINGS, STORE
 from collector.auth import PERMISSIONS, Permission
-from collector.store.base import AuditEntry, AuditFilter, Role
+from collector.store.base import ROLES, AuditEntry, AuditFilter, Role
 from collector.web.security import Answer, PageError, Redirect
 from collector.web.sessions import SESSION_COOKIE, SessionKind, session_target
 from collector.web.state import WEB
@@ -73,6 +73,21 @@ async def signed_in(request: web.Request) -> Person | None:
         AuditFilter(target=session_target(claims.session_id), action=SIGNED_OUT, limit=1)
     )
     csrf = sealer.csrf_token("session", claims.session_id)
+    if claims.kind == "oidc":
+        role = next((r for r in ROLES if r == claims.role), None)
+        if not app[SETTINGS].oidc_issuer or role is None or await signed_out:
+            return None
+        return Person(
+            name=claims.name,
+            role=role,
+            clients=None,
+            kind="oidc",
+            user_id=None,
+            session_id=claims.session_id,
+            csrf=csrf,
+            authenticated_at=claims.authenticated_at,
+            expires_at=claims.expires_at,
+        )
     if claims.kind == "token":
         if not app[SETTINGS].web_token_signin:
             return None
@@ -193,6 +208,8 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
         return
     if await _recently_reauthenticated(request, person, now):
         return
+    if person.kind == "oidc":  # the identity provider asks again; the action is repeated after
+        raise Answer(oidc_reauth_page(request, person))
     code = form.get("reauth_code", "").strip()
     error = None
     if code:
@@ -226,6 +243,23 @@ def reauth_page(
         {"action": request.path_qs, "fields": fields, "error": error},
         person=person,
         status=401 if error else 200,
+    )
+
+
+def oidc_reauth_page(request: web.Request, person: Person) -> web.Response:
+    from collector.web.render import render
+
+    # Back to the page the form was on (the pages send no Referer): the form's own path, less
+    # the action segments that only take posts.
+    back = request.path
+    for action in ("/revoke", "/enrollment-tokens", "/disable", "/reset-mfa"):
+        back = back.removesuffix(action)
+    return render(
+        request,
+        "reauth_oidc.html",
+        {"signin_url": "/signin/oidc?" + urlencode({"next": back, "again": "1"})},
+        person=person,
+        status=401,
     )
 
 

@@ -42,7 +42,7 @@ SECRET_FILE = "web-session.secret"
 PENDING_LIFETIME = timedelta(minutes=10)
 PENDING_PURPOSE = "rmm web pending sign-in"
 
-SessionKind = Literal["user", "token"]
+SessionKind = Literal["user", "token", "oidc"]
 
 _NONCE_BYTES = 12
 
@@ -59,6 +59,9 @@ class SessionClaims:
     epoch: int  # the person's session epoch when signed in (0 for a token)
     authenticated_at: datetime  # the last code given (sign-in), for re-authentication
     expires_at: datetime
+    # Only for single sign-on ("oidc"), where the identity provider, not the store, knows them.
+    name: str = ""
+    role: str = ""
 
 
 def _b64encode(data: bytes) -> str:
@@ -139,6 +142,8 @@ class SessionSealer:
                 "epo": claims.epoch,
                 "aat": int(claims.authenticated_at.timestamp()),
                 "exp": int(claims.expires_at.timestamp()),
+                "nam": claims.name,
+                "rol": claims.role,
             },
             SESSION_COOKIE,
         )
@@ -149,22 +154,45 @@ class SessionSealer:
         if data is None:
             return None
         try:
-            kind = data["knd"]
-            if kind not in ("user", "token"):
+            kind: SessionKind
+            if data["knd"] == "user":
+                kind = "user"
+            elif data["knd"] == "token":
+                kind = "token"
+            elif data["knd"] == "oidc":
+                kind = "oidc"
+            else:
                 return None
             claims = SessionClaims(
                 session_id=str(data["sid"]),
-                kind="user" if kind == "user" else "token",
+                kind=kind,
                 subject=str(data["sub"]),
                 epoch=int(str(data["epo"])),
                 authenticated_at=datetime.fromtimestamp(int(str(data["aat"])), UTC),
                 expires_at=datetime.fromtimestamp(int(str(data["exp"])), UTC),
+                name=str(data.get("nam", "")),
+                role=str(data.get("rol", "")),
             )
         except (KeyError, ValueError, TypeError, OverflowError):
             return None
         if claims.expires_at <= now:
             return None
         return claims
+
+    def seal_value(self, purpose: str, data: dict[str, object], expires_at: datetime) -> str:
+        """Any small value sealed for `purpose`, good until `expires_at`."""
+        return self._seal({**data, "exp": int(expires_at.timestamp())}, purpose)
+
+    def open_value(self, purpose: str, sealed: str, now: datetime) -> dict[str, object] | None:
+        data = self._open(sealed, purpose) if sealed else None
+        if data is None:
+            return None
+        try:
+            if int(str(data["exp"])) <= now.timestamp():
+                return None
+        except (KeyError, ValueError):
+            return None
+        return data
 
     def seal_pending(self, user_id: str, epoch: int, now: datetime) -> str:
         """A ticket saying the password was right, carried while the person sets up their
@@ -192,14 +220,25 @@ class SessionSealer:
         return hmac.compare_digest(self.csrf_token(purpose, binding), given)
 
 
-def new_session(kind: SessionKind, subject: str, epoch: int, now: datetime) -> SessionClaims:
+def new_session(
+    kind: SessionKind,
+    subject: str,
+    epoch: int,
+    now: datetime,
+    *,
+    name: str = "",
+    role: str = "",
+    authenticated_at: datetime | None = None,
+) -> SessionClaims:
     return SessionClaims(
         session_id=secrets.token_urlsafe(18),
         kind=kind,
         subject=subject,
         epoch=epoch,
-        authenticated_at=now,
+        authenticated_at=authenticated_at or now,
         expires_at=now + SESSION_LIFETIME,
+        name=name,
+        role=role,
     )
 
 

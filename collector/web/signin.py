@@ -78,6 +78,7 @@ def _signin_context(request: web.Request) -> tuple[str, dict[str, Any]]:
     return nonce, {
         "csrf": request.app[WEB].sealer().csrf_token("signin", nonce),
         "token_signin": request.app[SETTINGS].web_token_signin,
+        "oidc": bool(request.app[SETTINGS].oidc_issuer),
     }
 
 

@@ -4,12 +4,16 @@ the sign-in throttle."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from aiohttp import web
 
 from collector.web.sessions import SessionSealer, load_or_create_secret
 from collector.web.throttle import SignInThrottle
+
+if TYPE_CHECKING:
+    from collector.oidc import OidcClient
 
 
 class WebState:
@@ -18,6 +22,7 @@ class WebState:
         self.keys_folder = keys_folder
         self._sealer: SessionSealer | None = None
         self.throttle = SignInThrottle()
+        self.oidc: OidcClient | None = None  # set while the app runs, if single sign-on is set up
 
     def sealer(self) -> SessionSealer:
         """The sealer, from the secret beside the signing keys (created by the first instance)."""
