@@ -29,6 +29,7 @@ Permission = Literal[
     "machines.approve",  # let known hardware enroll again (a re-image, a move)
     "machines.reprice",  # confirm the billed kind of a machine
     "devices.dismiss",  # hide an unmanaged device that needs no agent (and restore it)
+    "users.manage",  # add people, disable them, reset their second factor
 ]
 
 _VIEWER: frozenset[Permission] = frozenset({"machines.read", "commands.read"})
@@ -45,6 +46,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         "machines.approve",
         "machines.reprice",
         "devices.dismiss",
+        "users.manage",
     },
 }
 

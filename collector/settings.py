@@ -41,6 +41,14 @@ class Settings:
     trusted_proxies: str = ""
     access_log: bool = False
     log_level: str = "INFO"
+    web_token_signin: bool = False
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_redirect_url: str = ""
+    oidc_group_claim: str = "groups"
+    oidc_name_claim: str = "preferred_username"
+    oidc_roles: str = ""
 
     @property
     def online_window_s(self) -> int:
@@ -91,6 +99,18 @@ _HELP: dict[str, str] = {
     "X-Forwarded-For names the client (e.g. 127.0.0.1 for nginx on this host)",
     "access_log": "log every request (off by default: it costs throughput)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "web_token_signin": "break-glass: also let the pages be signed in to with an API token "
+    "(no second factor); off by default, audited at every start and every such sign-in",
+    "oidc_issuer": "OpenID Connect issuer URL (e.g. "
+    "https://login.microsoftonline.com/TENANT/v2.0); empty = no single sign-on",
+    "oidc_client_id": "the collector's client id at the identity provider",
+    "oidc_client_secret_file": "file holding the client secret (mode 0600)",
+    "oidc_redirect_url": "this collector's callback as the identity provider knows it, "
+    "https://HOST/signin/oidc/callback",
+    "oidc_group_claim": "ID token claim listing the person's groups",
+    "oidc_name_claim": "ID token claim naming the person (shown and audited)",
+    "oidc_roles": "comma-separated GROUP=ROLE pairs; a person in none of these groups is refused "
+    "(e.g. noc-admins=admin,techs=technician)",
 }
 
 
@@ -216,5 +236,19 @@ def validate(settings: Settings) -> None:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"trusted_proxies: {exc}") from exc
+    if settings.oidc_issuer:
+        missing = [
+            name
+            for name in ("oidc_client_id", "oidc_client_secret_file", "oidc_redirect_url")
+            if not getattr(settings, name)
+        ]
+        if missing:
+            raise SettingsError(f"oidc_issuer needs {', '.join(missing)} too")
+        try:
+            from collector.oidc import parse_roles
+
+            parse_roles(settings.oidc_roles)
+        except ValueError as exc:
+            raise SettingsError(f"oidc_roles: {exc}") from exc
     if not 0 < settings.port < 65536:
         raise SettingsError("port must be between 1 and 65535")

@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable
 
 from collector import __version__, remote
-from collector.cli import clients, keys, machines, operators, serving
+from collector.cli import clients, keys, machines, operators, serving, users
 from collector.cli.common import CliError
 from collector.settings import Settings, SettingsError, load
 from collector.store import open_store
 from collector.store.base import StoreError
 
-FAMILIES = (serving, clients, keys, machines, operators)
+FAMILIES = (serving, clients, keys, machines, operators, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

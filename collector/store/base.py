@@ -48,6 +48,8 @@ from collector.store.records import (
     Role,
     StateWindows,
     UnmanagedDevice,
+    UserInfo,
+    UserSecrets,
 )
 from wire.messages import Approval
 
@@ -276,3 +278,35 @@ class Store(Protocol):
     async def record_split(
         self, machine_id: str, split_machine_id: str, *, hostname: str, now: datetime
     ) -> None: ...
+    # people who sign in to the pages (`collector.store.users`)
+    async def add_user(
+        self,
+        name: str,
+        role: Role,
+        password_hash: str,
+        totp_secret: str,
+        *,
+        clients: Sequence[str] = (),
+        now: datetime,
+        actor: str,
+    ) -> UserInfo: ...
+    async def list_users(self) -> list[UserInfo]: ...
+    async def find_user(self, name: str) -> UserInfo | None: ...
+    async def get_user(self, user_id: str) -> UserInfo | None: ...
+    async def user_secrets(self, name: str) -> UserSecrets | None: ...
+    async def disable_user(self, name: str, *, now: datetime, actor: str) -> UserInfo: ...
+    async def reset_user_mfa(
+        self, name: str, totp_secret: str, *, now: datetime, actor: str
+    ) -> UserInfo: ...
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Accept the code of `step` once: False if it (or a later step) was used already."""
+        ...
+
+    async def confirm_mfa(
+        self, user_id: str, step: int, recovery_digests: Sequence[str], *, now: datetime
+    ) -> bool: ...
+    async def use_recovery_code(self, user_id: str, digest: str, *, now: datetime) -> bool: ...
+    async def recovery_codes_left(self, user_id: str) -> int: ...
+    async def set_password(
+        self, user_id: str, password_hash: str, *, now: datetime, actor: str
+    ) -> UserInfo: ...

@@ -15,6 +15,7 @@ from collector.store.machines import Machines
 from collector.store.network import Network
 from collector.store.orders import Orders
 from collector.store.sql import Engine
+from collector.store.users import Users
 from collector.store.views import Views
 
 
@@ -32,6 +33,7 @@ class SQLStore(
     Network,
     CoverageHistory,
     Clones,
+    Users,
 ):
     """Everything the collector keeps, on the engine given (`collector.store.open_store`)."""
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collector.appkeys import SIGNER
+from collector.appkeys import CLOCK, SETTINGS, SIGNER, STORE
 from collector.errors import Handler
-from collector.web import admin, fleet, offboarding, signin
+from collector.store.base import AuditEntry
+from collector.web import accounts, admin, fleet, offboarding, oidc, signin
 from collector.web.render import GUARD, STATIC, make_templates
 from collector.web.security import PageGuard, is_page_path
 from collector.web.state import WEB, WebState
@@ -31,12 +32,25 @@ def static_files(folder: Path) -> Handler:
     return static
 
 
+TOKEN_SIGNIN_ENABLED = "web.token_signin_enabled"
+
+
+async def _audit_break_glass(app: web.Application) -> None:
+    """Token sign-in to the pages has no second factor: each start with it on is recorded."""
+    if app[SETTINGS].web_token_signin:
+        await app[STORE].add_audit(
+            AuditEntry(app[CLOCK].now(), "system", TOKEN_SIGNIN_ENABLED, "web", {})
+        )
+
+
 def setup_pages(app: web.Application) -> PageGuard:
     """Pages live outside `/v1/`, `/healthz` and `/metrics`; the session secret sits beside the
     command-signing keys, so every instance given that folder shares sessions. The guard
     returned is what answers requests no route took on page paths."""
     app[WEB] = WebState(make_templates(), app[SIGNER].keyring.folder)
-    for family in (signin, fleet, offboarding, admin):
+    for family in (signin, oidc, fleet, offboarding, admin, accounts):
         app.add_routes(family.routes)
     app.router.add_get("/static/{name}", GUARD.wrap(static_files(STATIC)), name="static")
+    app.on_startup.append(_audit_break_glass)
+    app.cleanup_ctx.append(oidc.oidc_client_ctx)
     return GUARD

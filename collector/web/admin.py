@@ -77,7 +77,7 @@ async def _issue_token(request: web.Request, person: Person, client: Client) -> 
 
 @routes.post("/clients")
 async def add_client(request: web.Request) -> web.Response:
-    person, form = await require_form(request, "clients.manage")
+    person, form = await require_form(request, "clients.manage", fresh=True)
     name = form.get("name", "").strip()
     if not name or len(name) > MAX_CLIENT_NAME:
         return await _clients_page(
@@ -132,14 +132,14 @@ async def client_page(request: web.Request) -> web.Response:
 
 @routes.post("/clients/{client_id}/enrollment-tokens")
 async def new_enrollment_token(request: web.Request) -> web.Response:
-    person, _form = await require_form(request, "clients.manage")
+    person, _form = await require_form(request, "clients.manage", fresh=True)
     client = await _client_or_404(request)
     return await _issue_token(request, person, client)
 
 
 @routes.post("/clients/{client_id}/enrollment-tokens/revoke")
 async def revoke_enrollment_tokens(request: web.Request) -> web.Response:
-    person, form = await require_form(request, "clients.manage")
+    person, form = await require_form(request, "clients.manage", fresh=True)
     client = await _client_or_404(request)
     token_id = form.get("token_id", "").strip() or None
     try:

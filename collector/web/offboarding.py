@@ -91,7 +91,7 @@ async def offboard_form(request: web.Request) -> web.Response:
 
 @routes.post("/machines/{machine_id}/offboard")
 async def offboard(request: web.Request) -> web.Response:
-    person, form = await require_form(request, "offboard.request")
+    person, form = await require_form(request, "offboard.request", fresh=True)
     app = request.app
     record = await machine_or_404(request, request.match_info["machine_id"])
     reason = form.get("reason", "").strip()

@@ -52,6 +52,14 @@ class PageError(Exception):
         self.message = message
 
 
+class Answer(Exception):
+    """A page already made (a question to answer before the request can go on)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 class Redirect(Exception):
     """Send the browser elsewhere with 303 See Other (after a form, or to sign in)."""
 
@@ -93,6 +101,8 @@ class PageGuard:
 
     def answer(self, request: web.Request, exc: Exception) -> web.Response | None:
         """The page for a refusal raised while serving a page; None if it is not one."""
+        if isinstance(exc, Answer):
+            return exc.response
         if isinstance(exc, Redirect):
             return web.Response(status=303, headers={"Location": exc.location})
         if isinstance(exc, PageError):

@@ -1,13 +1,19 @@
-"""What the web pages keep in the app: the templates and the session sealer (made on first use)."""
+"""What the web pages keep in the app: the templates, the session sealer (made on first use) and
+the sign-in throttle."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 from aiohttp import web
 
 from collector.web.sessions import SessionSealer, load_or_create_secret
+from collector.web.throttle import SignInThrottle
+
+if TYPE_CHECKING:
+    from collector.oidc import OidcClient
 
 
 class WebState:
@@ -15,6 +21,8 @@ class WebState:
         self.templates = templates
         self.keys_folder = keys_folder
         self._sealer: SessionSealer | None = None
+        self.throttle = SignInThrottle()
+        self.oidc: OidcClient | None = None  # set while the app runs, if single sign-on is set up
 
     def sealer(self) -> SessionSealer:
         """The sealer, from the secret beside the signing keys (created by the first instance)."""

@@ -68,8 +68,17 @@ KNOWN_ACTIONS: tuple[str, ...] = (
     "offboard.completed",
     "offboard.failed",
     "offboard.requested",
+    "user.created",
+    "user.disabled",
+    "user.mfa_enrolled",
+    "user.mfa_reset",
+    "user.password_changed",
+    "web.reauth_failed",
+    "web.reauthenticated",
+    "web.sign_in_failed",
     "web.signed_in",
     "web.signed_out",
+    "web.token_signin_enabled",
 )
 
 

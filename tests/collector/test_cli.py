@@ -34,6 +34,11 @@ def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
         ["token", "list"],
         ["token", "revoke"],
         ["keys"],
+        ["user"],
+        ["user", "add"],
+        ["user", "list"],
+        ["user", "disable"],
+        ["user", "reset-mfa"],
         ["remote"],
     ],
 )

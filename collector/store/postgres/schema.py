@@ -263,6 +263,40 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "0007_people",
+        """
+        -- People who sign in to the pages: a memory-hard password hash, a TOTP secret (RFC 6238)
+        -- and the last step whose code was accepted (a code is good once). A new session epoch
+        -- ends every earlier session of the person (disable, MFA reset, password change).
+        CREATE TABLE users (
+            user_id text COLLATE "C" PRIMARY KEY,
+            name text COLLATE "C" NOT NULL UNIQUE,
+            role text NOT NULL,
+            password_hash text NOT NULL,
+            must_change_password integer NOT NULL DEFAULT 1,
+            totp_secret text NOT NULL,
+            totp_last_step bigint NOT NULL DEFAULT -1,
+            mfa_confirmed_at timestamptz,
+            session_epoch bigint NOT NULL DEFAULT 0,
+            created_at timestamptz NOT NULL,
+            disabled_at timestamptz
+        );
+        -- A person limited to some clients (none listed: every client).
+        CREATE TABLE user_clients (
+            user_id text COLLATE "C" NOT NULL REFERENCES users (user_id),
+            client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
+            PRIMARY KEY (user_id, client_id)
+        );
+        -- Single-use recovery codes, as digests.
+        CREATE TABLE user_recovery_codes (
+            user_id text COLLATE "C" NOT NULL REFERENCES users (user_id),
+            code_hash text NOT NULL,
+            used_at timestamptz,
+            PRIMARY KEY (user_id, code_hash)
+        );
+        """,
+    ),
+    (
         "0008_coverage",
         """
         -- Each machine's own MACs (lower case, colons), as its latest network section said.

@@ -246,6 +246,40 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
+        "0007_people",
+        """
+        -- People who sign in to the pages: a memory-hard password hash, a TOTP secret (RFC 6238)
+        -- and the last step whose code was accepted (a code is good once). A new session epoch
+        -- ends every earlier session of the person (disable, MFA reset, password change).
+        CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            must_change_password INTEGER NOT NULL DEFAULT 1,
+            totp_secret TEXT NOT NULL,
+            totp_last_step INTEGER NOT NULL DEFAULT -1,
+            mfa_confirmed_at INTEGER,
+            session_epoch INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            disabled_at INTEGER
+        );
+        -- A person limited to some clients (none listed: every client).
+        CREATE TABLE user_clients (
+            user_id TEXT NOT NULL REFERENCES users (user_id),
+            client_id TEXT NOT NULL REFERENCES clients (client_id),
+            PRIMARY KEY (user_id, client_id)
+        );
+        -- Single-use recovery codes, as digests.
+        CREATE TABLE user_recovery_codes (
+            user_id TEXT NOT NULL REFERENCES users (user_id),
+            code_hash TEXT NOT NULL,
+            used_at INTEGER,
+            PRIMARY KEY (user_id, code_hash)
+        );
+        """,
+    ),
+    (
         "0008_coverage",
         """
         -- Each machine's own MACs (lower case, colons), as its latest network section said.

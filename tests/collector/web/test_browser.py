@@ -1,10 +1,13 @@
 """End to end in a real browser: Debian's chromium, driven by Playwright, against a real
 `rmm-collector serve` and a real `rmm-agent run` on loopback.
 
-A technician signs in, finds the agent's machine, offboards it and watches the follow page reach
-`offboarded` without reloading, while the agent verifies the signed command and runs its uninstall
-steps for real. A viewer signs in and finds no way to offboard. Screenshots of the overview, the
-machine page and the follow page are kept under tests/artifacts/.
+Each person signs in as a person the first time, as the NOC handed them over: user name and the
+generated password, the QR page's first TOTP code (computed from the secret `user add` printed),
+the recovery codes shown once, then a password of their own. A technician then finds the
+agent's machine, offboards it and watches the follow page reach `offboarded` without reloading,
+while the agent verifies the signed command and runs its uninstall steps for real. A viewer
+signs in and finds no way to offboard. Screenshots of the overview, the machine page and the
+follow page are kept under tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from collector import totp
 from tests.collector.web.fleet import seed_sqlite
 from tests.support.processes import free_port
 
@@ -54,6 +58,7 @@ class Stack:
     antivirus: Path
     standin: subprocess.Popen[bytes]
     agent_log: Path
+    people: dict[str, dict[str, str]]
 
 
 def wait_until(check: object, what: str, timeout: float = 20.0) -> object:
@@ -105,6 +110,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     technician = json.loads(_cli(db, "token", "add", "tina", "--role", "technician"))["token"]
     viewer = json.loads(_cli(db, "token", "add", "vic", "--role", "viewer"))["token"]
     enrollment = json.loads(_cli(db, "client", "add", "Acme Dental"))["enrollment_token"]
+    people = {
+        name: json.loads(_cli(db, "user", "add", name, "--role", role))
+        for name, role in (("tina", "technician"), ("vic", "viewer"), ("tom", "technician"))
+    }
     seed_sqlite(str(db), datetime.now(UTC), machines=400, clients=4)
 
     port = free_port()
@@ -197,6 +206,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             antivirus,
             standin,
             agent_log,
+            people,
         )
     finally:
         _stop(agent)
@@ -218,7 +228,9 @@ def chromium() -> Iterator[Browser]:
         browser.close()
 
 
-def sign_in(browser: Browser, stack: Stack, token: str, *, javascript: bool = True) -> Page:
+def sign_in(browser: Browser, stack: Stack, name: str, *, javascript: bool = True) -> Page:
+    """A person's first sign-in, start to end (each test signs in a person of its own)."""
+    person = stack.people[name]
     context = browser.new_context(
         viewport={"width": 1360, "height": 900}, java_script_enabled=javascript
     )
@@ -226,9 +238,23 @@ def sign_in(browser: Browser, stack: Stack, token: str, *, javascript: bool = Tr
     page.set_default_timeout(15_000)
     page.goto(stack.url + "/")
     expect(page).to_have_url(f"{stack.url}/signin?next=%2F")
-    page.get_by_label("API token").fill(token)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(person["password"])
     page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Set up your second factor")).to_be_visible()
+    expect(page.locator("figure.qr svg")).to_be_visible()
+    page.get_by_label("Code").fill(totp.code_at(person["totp_secret"], datetime.now(UTC)))
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    expect(page.locator("ol.recovery-codes li")).to_have_count(10)
+    page.get_by_role("link", name="I have kept them; go on").click()
+    expect(page.get_by_role("heading", name="Choose your password")).to_be_visible()
+    page.get_by_label("Current password").fill(person["password"])
+    page.get_by_label("New password", exact=True).fill(f"{name} picked a long passphrase")
+    page.get_by_label("New password again").fill(f"{name} picked a long passphrase")
+    page.get_by_role("button", name="Save my password").click()
     expect(page.get_by_role("heading", name="Fleet overview")).to_be_visible()
+    expect(page.locator(".who")).to_contain_text(name)
     return page
 
 
@@ -236,7 +262,7 @@ def test_a_technician_offboards_a_machine_and_watches_it_finish(
     stack: Stack, chromium: Browser
 ) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = sign_in(chromium, stack, stack.technician)
+    page = sign_in(chromium, stack, "tina")
     expect(page.get_by_role("heading", name="Needs a person")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 
@@ -273,7 +299,7 @@ def test_a_technician_offboards_a_machine_and_watches_it_finish(
 
 
 def test_a_viewer_finds_no_way_to_offboard(stack: Stack, chromium: Browser) -> None:
-    page = sign_in(chromium, stack, stack.viewer)
+    page = sign_in(chromium, stack, "vic")
     page.goto(f"{stack.url}/machines/{stack.other_machine_id}")
     expect(page.get_by_role("heading", name="Facts")).to_be_visible()
     expect(page.locator("h1 .state")).to_have_text("Offline")  # a technician could offboard it
@@ -288,7 +314,7 @@ def test_a_viewer_finds_no_way_to_offboard(stack: Stack, chromium: Browser) -> N
 def test_the_follow_page_refreshes_itself_without_javascript(
     stack: Stack, chromium: Browser
 ) -> None:
-    page = sign_in(chromium, stack, stack.technician, javascript=False)
+    page = sign_in(chromium, stack, "tom", javascript=False)
     page.goto(f"{stack.url}/commands/{stack.pending_command_id}")
     expect(page.locator("[data-field=state_label]")).to_have_text("Offboard pending")
     expect(page.get_by_role("link", name="Reload now")).to_be_visible()

@@ -1,5 +1,5 @@
-"""Signing in with an API token gives a session cookie; it ends at sign-out, at expiry, and the
-moment the token is revoked; it is sealed, so it cannot be forged or read."""
+"""Signing in as a person gives a session cookie; it ends at sign-out, at expiry, and the moment
+the person is disabled; it is sealed, so it cannot be forged or read."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 from collector.app import create_app
 from collector.settings import Settings
 from collector.store.base import AuditFilter
-from collector.tokens import hash_token
 from tests.collector.conftest import HarnessFactory
-from tests.collector.web.conftest import Browser, BrowserFactory
+from tests.collector.web.conftest import Browser, BrowserFactory, add_person, fresh_code
 
 
 async def test_pages_send_a_stranger_to_sign_in_and_back_where_they_were(
@@ -21,8 +20,8 @@ async def test_pages_send_a_stranger_to_sign_in_and_back_where_they_were(
     b = await browser()
     answer = await b.get("/machines?state=online", status=303)
     assert answer.headers["Location"] == "/signin?next=%2Fmachines%3Fstate%3Donline"
-    token = (await b.harness.api_token("viewer", name="vic"))["Authorization"].split()[1]
-    signed_in = await b.sign_in_with(token, next_url="/machines?state=online")
+    vic = await add_person(b.harness, "viewer", "vic")
+    signed_in = await b.sign_in_as(vic, next_url="/machines?state=online")
     assert signed_in.headers["Location"] == "/machines?state=online"
     page = await b.get("/machines?state=online")
     assert "vic" in page.text and "viewer" in page.text
@@ -32,9 +31,8 @@ async def test_the_session_cookie_is_httponly_strict_expiring_and_reveals_nothin
     browser: BrowserFactory,
 ) -> None:
     b = await browser()
-    headers = await b.harness.api_token("technician", name="tina")
-    token = headers["Authorization"].split()[1]
-    answer = await b.sign_in_with(token)
+    tina = await add_person(b.harness, "technician", "tina")
+    answer = await b.sign_in_as(tina)
     cookie = answer.headers["Set-Cookie"]
     assert "rmm_session=" in cookie
     assert "HttpOnly" in cookie
@@ -43,17 +41,22 @@ async def test_the_session_cookie_is_httponly_strict_expiring_and_reveals_nothin
     assert "Path=/" in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback: a Secure cookie would never return
     value = b.session_cookie()
-    assert token not in value and "tina" not in value
-    assert hash_token(token) not in value
+    assert "tina" not in value and tina.password not in value
 
 
 async def test_behind_tls_the_cookie_is_secure(browser: BrowserFactory) -> None:
     b = await browser()
-    token = (await b.harness.api_token("viewer"))["Authorization"].split()[1]
+    vic = await add_person(b.harness, "viewer", "vic")
     form = await b.get("/signin")
     resp = await b.client.post(
         "/signin",
-        data={"token": token, "csrf": form.csrf, "next": "/"},
+        data={
+            "username": "vic",
+            "password": vic.password,
+            "code": fresh_code(b.harness, vic),
+            "csrf": form.csrf,
+            "next": "/",
+        },
         headers={"X-Forwarded-Proto": "https"},
         allow_redirects=False,
     )
@@ -62,53 +65,24 @@ async def test_behind_tls_the_cookie_is_secure(browser: BrowserFactory) -> None:
     assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
-async def test_a_wrong_token_is_refused_and_an_agent_token_is_not_a_person(
-    browser: BrowserFactory,
-) -> None:
-    b = await browser()
-    form = await b.get("/signin")
-    wrong = await b.post(
-        "/signin", {"token": "rmmapi_nope", "csrf": form.csrf, "next": "/"}, status=401
-    )
-    assert "unknown or revoked" in wrong.text
-    _, enrollment = await b.harness.add_client()
-    agent = await b.harness.enroll(enrollment)
-    form = await b.get("/signin")
-    refused = await b.post(
-        "/signin", {"token": agent["agent_token"], "csrf": form.csrf, "next": "/"}, status=403
-    )
-    assert "agent token" in refused.text
-    await b.get("/", status=303)
-
-
-async def test_guessing_tokens_is_slowed_down(browser: BrowserFactory) -> None:
-    b = await browser()
-    statuses = []
-    for _ in range(32):
-        form = await b.get("/signin")
-        resp = await b.client.post(
-            "/signin",
-            data={"token": "rmmapi_guess", "csrf": form.csrf, "next": "/"},
-            allow_redirects=False,
-        )
-        statuses.append(resp.status)
-    assert statuses[0] == 401 and statuses[-1] == 429
-
-
 async def test_the_sign_in_form_needs_its_own_csrf_token(browser: BrowserFactory) -> None:
     b = await browser()
-    token = (await b.harness.api_token("admin"))["Authorization"].split()[1]
-    forged = await b.post("/signin", {"token": token, "csrf": "x", "next": "/"}, status=403)
+    ada = await add_person(b.harness, "admin", "ada")
+    forged = await b.post(
+        "/signin",
+        {"username": "ada", "password": ada.password, "code": "123456", "csrf": "x", "next": "/"},
+        status=403,
+    )
     assert "expired or came from elsewhere" in forged.text
     await b.get("/", status=303)
 
 
 async def test_sign_in_never_redirects_to_another_site(browser: BrowserFactory) -> None:
-    token = ""
+    first = await browser()
+    vic = await add_person(first.harness, "viewer", "vic")
     for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
         b = await browser()
-        token = token or (await b.harness.api_token("viewer"))["Authorization"].split()[1]
-        answer = await b.sign_in_with(token, next_url=target)
+        answer = await b.sign_in_as(vic, next_url=target)
         assert answer.headers["Location"] == "/"
 
 
@@ -130,12 +104,12 @@ async def test_sign_out_ends_the_session_even_for_a_copied_cookie(
     assert actions[:2] == ["web.signed_out", "web.signed_in"]
 
 
-async def test_revoking_the_api_token_ends_its_sessions_on_the_next_request(
+async def test_disabling_the_person_ends_their_sessions_on_the_next_request(
     browser: BrowserFactory,
 ) -> None:
     b = await (await browser()).sign_in("technician", name="tina")
     await b.get("/machines")
-    await b.harness.store.revoke_api_token("tina", now=b.harness.clock.now(), actor="test")
+    await b.harness.store.disable_user("tina", now=b.harness.clock.now(), actor="test")
     answer = await b.get("/machines", status=303)
     assert answer.headers["Location"].startswith("/signin")
     live = await b.client.get("/commands/anything/live")
@@ -200,6 +174,6 @@ async def test_behind_a_trusted_proxy_the_sign_in_is_audited_with_the_clients_ad
     client = await aiohttp_client(
         harness.client.server, headers={"X-Forwarded-For": "192.0.2.1, 203.0.113.7"}
     )
-    await Browser(client=client, harness=harness).sign_in("viewer", name="vic")
+    await Browser(client=client, harness=harness, people={}).sign_in("viewer", name="vic")
     ((_, entry),) = await harness.store.list_audit(AuditFilter(actor="vic", action="web.signed_in"))
     assert entry.detail["address"] == "203.0.113.7"
