@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
@@ -264,7 +264,15 @@ def oidc_reauth_page(request: web.Request, person: Person) -> web.Response:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: never another host (`//evil`, `/\\evil`, `https://...`)."""
+    """Only a path on this site: never another host (`//evil`, `/\\evil`, `https://...`), and
+    nothing a browser would read as one after dropping control characters (`/\t/evil`)."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in target):
+        return "/"
+    if "%" in target and safe_next(unquote(target)) == "/" and unquote(target) != "/":
+        return "/"  # encoded: `/%09/evil`, `/%2F%2Fevil`
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
         return "/"
     return target

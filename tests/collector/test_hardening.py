@@ -34,3 +34,31 @@ async def test_a_component_name_outside_the_agent_config_rule_or_a_nul_is_refuse
     assert machine["components"] == []
     page = await harness.client.get("/", headers=admin)
     assert page.status in (200, 303)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%09/evil.example/phish",
+        "/\t/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/ok\x00",
+        "evil.example",
+    ],
+)
+def test_sign_in_never_sends_a_person_to_another_site(target: str) -> None:
+    from collector.web.people import safe_next
+
+    assert safe_next(target) == "/"
+
+
+@pytest.mark.parametrize("target", ["/", "/machines?state=offline", "/machines/abc%20def"])
+def test_sign_in_keeps_a_path_on_this_site(target: str) -> None:
+    from collector.web.people import safe_next
+
+    assert safe_next(target) == target
