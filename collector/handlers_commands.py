@@ -22,7 +22,7 @@ from collector.background import state_windows
 from collector.bodies import check_query, json_response, query_int, read_json
 from collector.errors import ApiError, json_routes
 from collector.handlers_orders import order_view
-from collector.handlers_people import person
+from collector.handlers_people import person, visible, visible_machine
 from collector.requests import OffboardRequest
 from collector.store.base import (
     COMMAND_STATES,
@@ -97,6 +97,7 @@ async def request_offboard(request: web.Request) -> web.Response:
     if not body.reason.strip():
         raise ApiError(400, "invalid_body", "reason must say why the machine is offboarded")
     app = request.app
+    await visible_machine(request, token, request.match_info["machine_id"])
     await _breaker(app)
     try:
         command, _created = await app[STORE].request_offboard(
@@ -144,18 +145,19 @@ async def _breaker(app: web.Application) -> None:
 
 @routes.get("/v1/commands/{command_id}")
 async def get_command(request: web.Request) -> web.Response:
-    await person(request, "commands.read")
+    token = await person(request, "commands.read")
     check_query(request, ())
     store = request.app[STORE]
     command = await store.get_command(request.match_info["command_id"])
     if command is None:
         raise ApiError(404, "command_not_found", "no command has that id")
+    visible(token, command.client_id, "command")
     return json_response({**command_view(command), **await order_view(store, command)})
 
 
 @routes.get("/v1/commands")
 async def list_commands(request: web.Request) -> web.Response:
-    await person(request, "commands.read")
+    token = await person(request, "commands.read")
     check_query(request, ("state", "machine", "limit", "cursor"))
     state = request.query.get("state")
     if state is not None and state not in COMMAND_STATES:
@@ -167,6 +169,7 @@ async def list_commands(request: web.Request) -> web.Response:
             machine_id=request.query.get("machine"),
             after_command_id=request.query.get("cursor"),
             limit=limit + 1,
+            client_ids=token.clients,
         )
     )
     page = commands[:limit]
@@ -251,13 +254,15 @@ def _exposure_view(row: ExposureRow) -> dict[str, Any]:
 @routes.get("/v1/reports/exposure")
 async def licence_exposure(request: web.Request) -> web.Response:
     """Licensed software the MSP still pays for: expired without offboarding, or stuck pending."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ())
     app = request.app
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     expired, pending = await app[STORE].licence_exposure(
         windows, pending_before=windows.now - PENDING_TOO_LONG
     )
+    expired = [r for r in expired if token.sees(r.client_id)]
+    pending = [r for r in pending if token.sees(r.client_id)]
     return json_response(
         {
             "as_of": format_instant(windows.now),

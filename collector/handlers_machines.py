@@ -8,7 +8,7 @@ from collector.appkeys import BUFFER, CLOCK, SETTINGS, STORE
 from collector.background import state_windows
 from collector.bodies import check_query, json_response, read_json
 from collector.errors import ApiError, json_routes
-from collector.handlers_people import person
+from collector.handlers_people import person, visible_machine
 from collector.requests import KindRequest
 from collector.rules.enrollment import approval_lapses
 from collector.store.base import NotFound
@@ -55,6 +55,7 @@ async def approve_reenroll(request: web.Request) -> web.Response:
     check_query(request, ())
     app = request.app
     machine_id = request.match_info["machine_id"]
+    await visible_machine(request, token, machine_id)
     try:
         held = await app[STORE].approve_reenroll(machine_id, now=app[CLOCK].now(), actor=token.name)
     except NotFound as exc:
@@ -71,8 +72,8 @@ async def approve_reenroll(request: web.Request) -> web.Response:
 @routes.get("/v1/enrollments/held")
 async def list_held(request: web.Request) -> web.Response:
     """Enrollments of known hardware waiting for a technician, newest first."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ("machine",))
     machine_id = request.query.get("machine") or None
     held = await request.app[STORE].held_enrollments(machine_id)
-    return json_response({"held": [held_json(h) for h in held]})
+    return json_response({"held": [held_json(h) for h in held if token.sees(h.client_id)]})

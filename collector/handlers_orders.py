@@ -14,7 +14,7 @@ from aiohttp import web
 from collector.appkeys import CLOCK, OPEN_COMMANDS, STORE
 from collector.bodies import check_query, json_response, read_json
 from collector.errors import ApiError, json_routes
-from collector.handlers_people import person
+from collector.handlers_people import person, visible
 from collector.requests import (
     ApprovalRequest,
     BatchApprovalRequest,
@@ -22,7 +22,14 @@ from collector.requests import (
     OperatorRequest,
 )
 from collector.rules.orders import ApprovalRefused
-from collector.store.base import CommandFilter, CommandRecord, Conflict, NotFound, Store
+from collector.store.base import (
+    ApiTokenInfo,
+    CommandFilter,
+    CommandRecord,
+    Conflict,
+    NotFound,
+    Store,
+)
 from wire.messages import Approval
 from wire.times import format_instant
 
@@ -55,6 +62,12 @@ async def order_view(store: Store, command: CommandRecord) -> dict[str, Any]:
     }
 
 
+async def _visible_command(store: Store, token: ApiTokenInfo, command_id: str) -> None:
+    command = await store.get_command(command_id)
+    if command is not None:
+        visible(token, command.client_id, "command")
+
+
 def _refused(exc: ApprovalRefused) -> ApiError:
     return ApiError(exc.status, exc.code, exc.detail)
 
@@ -65,6 +78,7 @@ async def approve(request: web.Request) -> web.Response:
     check_query(request, ())
     body = await read_json(request, ApprovalRequest)
     app = request.app
+    await _visible_command(app[STORE], token, request.match_info["command_id"])
     try:
         command = await app[STORE].approve_command(
             request.match_info["command_id"],
@@ -97,6 +111,7 @@ async def approve_batch(request: web.Request) -> web.Response:
     results = []
     for item in body.approvals:
         try:
+            await _visible_command(app[STORE], token, item.command_id)
             command = await app[STORE].approve_command(
                 item.command_id,
                 Approval(key_id=item.key_id, signature=item.signature),
@@ -105,6 +120,9 @@ async def approve_batch(request: web.Request) -> web.Response:
                 now=app[CLOCK].now(),
             )
         except ApprovalRefused as exc:
+            results.append({"command_id": item.command_id, "error": exc.code, "detail": exc.detail})
+            continue
+        except ApiError as exc:
             results.append({"command_id": item.command_id, "error": exc.code, "detail": exc.detail})
             continue
         if command.state == "offboard_pending":
@@ -125,6 +143,7 @@ async def bulk_offboard(request: web.Request) -> web.Response:
     app = request.app
     store = app[STORE]
     client_id = request.match_info["client_id"]
+    visible(token, client_id, "client")
     try:
         batch_id, commands = await store.request_bulk_offboard(
             client_id,
@@ -159,11 +178,13 @@ async def _batch_item(store: Store, command: CommandRecord) -> dict[str, Any]:
 
 @routes.get("/v1/batches/{batch_id}")
 async def get_batch(request: web.Request) -> web.Response:
-    await person(request, "commands.read")
+    token = await person(request, "commands.read")
     check_query(request, ())
     store = request.app[STORE]
     batch_id = request.match_info["batch_id"]
-    commands = await store.list_commands(CommandFilter(batch_id=batch_id, limit=100_000))
+    commands = await store.list_commands(
+        CommandFilter(batch_id=batch_id, limit=100_000, client_ids=token.clients)
+    )
     if not commands:
         raise ApiError(404, "batch_not_found", "no bulk offboard has that id")
     return json_response(

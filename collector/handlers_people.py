@@ -35,9 +35,29 @@ async def person(request: web.Request, permission: Permission) -> ApiTokenInfo:
     )
 
 
+def visible(token: ApiTokenInfo, client_id: str, what: str = "machine") -> None:
+    """A token limited to some clients finds nothing of the others: the same 404 as for
+    something that does not exist, so it learns nothing about them."""
+    if not token.sees(client_id):
+        raise ApiError(404, f"{what}_not_found", f"no {what} has that id")
+
+
+async def visible_machine(request: web.Request, token: ApiTokenInfo, machine_id: str) -> None:
+    if token.clients is None:
+        return
+    record = await request.app[STORE].get_machine(machine_id)
+    if record is not None:
+        visible(token, record.client_id)
+
+
+def whole_fleet(token: ApiTokenInfo, what: str) -> None:
+    if token.clients is not None:
+        raise ApiError(403, "forbidden", f"a token limited to some clients cannot read {what}")
+
+
 @routes.get("/v1/machines")
 async def list_machines(request: web.Request) -> web.Response:
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ("client", "state", "kind", "hostname", "limit", "cursor"))
     state = request.query.get("state")
     if state is not None and state not in MACHINE_STATES:
@@ -53,6 +73,7 @@ async def list_machines(request: web.Request) -> web.Response:
         hostname_contains=request.query.get("hostname"),
         after_machine_id=request.query.get("cursor"),
         limit=limit + 1,
+        client_ids=token.clients,
     )
     windows = state_windows(request.app[CLOCK], request.app[SETTINGS].online_window_s)
     records = await request.app[STORE].list_machines(machine_filter, windows)
@@ -70,22 +91,25 @@ async def list_machines(request: web.Request) -> web.Response:
 
 @routes.get("/v1/machines/{machine_id}")
 async def get_machine(request: web.Request) -> web.Response:
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ())
     record = await request.app[STORE].get_machine(request.match_info["machine_id"])
     if record is None:
         raise ApiError(404, "machine_not_found", "no machine has that id")
+    visible(token, record.client_id)
     windows = state_windows(request.app[CLOCK], request.app[SETTINGS].online_window_s)
     return json_response(machine_view(with_buffered(record, request.app[BUFFER]), windows))
 
 
 @routes.get("/v1/machines/{machine_id}/events")
 async def machine_events(request: web.Request) -> web.Response:
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ("limit",))
     machine_id = request.match_info["machine_id"]
-    if await request.app[STORE].get_machine(machine_id) is None:
+    record = await request.app[STORE].get_machine(machine_id)
+    if record is None:
         raise ApiError(404, "machine_not_found", "no machine has that id")
+    visible(token, record.client_id)
     limit = query_int(request, "limit", default=200, low=1, high=5000)
     events = await request.app[STORE].list_events(machine_id, limit=limit)
     return json_response(
@@ -116,7 +140,7 @@ def inventory_device(device: UnmanagedDevice) -> dict[str, str]:
 @routes.get("/v1/inventory")
 async def inventory(request: web.Request) -> web.StreamResponse:
     """Every machine enrolled before `as_of`, each field as it stood then; streamed in batches."""
-    await person(request, "inventory.read")
+    whole_fleet(await person(request, "inventory.read"), "the whole inventory")
     check_query(request, ("as_of",))
     now = request.app[CLOCK].now()
     as_of = query_instant(request, "as_of") or now
@@ -167,7 +191,7 @@ async def audit(request: web.Request) -> web.Response:
 @routes.get("/v1/clients")
 async def list_clients(request: web.Request) -> web.Response:
     """The clients, by name (to find a client's id, e.g. for a bulk offboard)."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
     check_query(request, ())
-    clients = await request.app[STORE].list_clients()
+    clients = [c for c in await request.app[STORE].list_clients() if token.sees(c.client_id)]
     return json_response({"clients": [{"client_id": c.client_id, "name": c.name} for c in clients]})

@@ -121,17 +121,29 @@ async def client_revoke_token(store: Store, settings: Settings, args: argparse.N
 
 async def token_add(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     role: Role = args.role
+    names = args.client or []
+    if names and role == "admin":
+        raise CliError("an admin token acts on every client; limit a technician or viewer token")
+    clients = [await _find_client(store, name) for name in names]
     token = new_token("api")
     try:
         await store.add_api_token(
-            args.name, role, hash_token(token), now=SystemClock().now(), actor=local_actor()
+            args.name,
+            role,
+            hash_token(token),
+            now=SystemClock().now(),
+            actor=local_actor(),
+            clients=[c.client_id for c in clients],
         )
     except Conflict as exc:
         raise CliError(str(exc)) from exc
+    scope = sorted(c.name for c in clients)
     emit(
-        {"name": args.name, "role": role, "token": token},
+        {"name": args.name, "role": role, "token": token, "clients": scope or None},
         args.json,
-        f"API token {args.name!r} ({role}), shown once:\n{token}",
+        f"API token {args.name!r} ({role}"
+        + (f", limited to {', '.join(scope)}" if scope else "")
+        + f"), shown once:\n{token}",
     )
 
 
@@ -142,6 +154,7 @@ async def token_list(store: Store, settings: Settings, args: argparse.Namespace)
             "role": t.role,
             "created_at": format_instant(t.created_at),
             "revoked_at": None if t.revoked_at is None else format_instant(t.revoked_at),
+            "clients": None if t.clients is None else sorted(t.clients),
         }
         for t in await store.list_api_tokens()
     ]
@@ -219,6 +232,12 @@ def register(sub: Any) -> None:
     p = command(token_sub, "add", "add an API token with a role and print it once", token_add)
     p.add_argument("name", help="who or what uses the token; shown as the actor in the audit log")
     p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME",
+        help="limit the token to this client's machines (repeatable; default: every client)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p = command(token_sub, "list", "list API tokens (never the secrets)", token_list)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -88,7 +88,14 @@ class Store(Protocol):
 
     # API tokens for people and jobs
     async def add_api_token(
-        self, name: str, role: Role, token_hash: str, *, now: datetime, actor: str
+        self,
+        name: str,
+        role: Role,
+        token_hash: str,
+        *,
+        now: datetime,
+        actor: str,
+        clients: Sequence[str] = (),
     ) -> ApiTokenInfo: ...
     async def list_api_tokens(self) -> list[ApiTokenInfo]: ...
     async def revoke_api_token(self, name: str, *, now: datetime, actor: str) -> bool: ...

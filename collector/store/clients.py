@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -168,9 +170,18 @@ class ClientsAndTokens(StorePart):
     # API tokens
 
     async def add_api_token(
-        self, name: str, role: Role, token_hash: str, *, now: datetime, actor: str
+        self,
+        name: str,
+        role: Role,
+        token_hash: str,
+        *,
+        now: datetime,
+        actor: str,
+        clients: Sequence[str] = (),
     ) -> ApiTokenInfo:
-        info = ApiTokenInfo(str(uuid.uuid4()), name, role, now, None)
+        """`clients` limits the token to those clients' machines (none given: every client)."""
+        scope = frozenset(clients) or None
+        info = ApiTokenInfo(str(uuid.uuid4()), name, role, now, None, scope)
 
         async def run(tx: Tx) -> ApiTokenInfo:
             try:
@@ -185,16 +196,39 @@ class ClientsAndTokens(StorePart):
                 )
             except UniqueViolation as exc:
                 raise Conflict(f"an active API token named {name!r} already exists") from exc
-            await self._audit(tx, AuditEntry(now, actor, "api_token.created", name, {"role": role}))
+            for client_id in sorted(scope or ()):
+                if (
+                    await tx.fetchrow("SELECT 1 FROM clients WHERE client_id = ?", client_id)
+                    is None
+                ):
+                    raise NotFound(f"no client {client_id!r}")
+                await tx.execute(
+                    "INSERT INTO api_token_clients (token_id, client_id) VALUES (?, ?)",
+                    info.token_id,
+                    client_id,
+                )
+            detail: dict[str, object] = {"role": role}
+            if scope:
+                detail["clients"] = sorted(scope)
+            await self._audit(tx, AuditEntry(now, actor, "api_token.created", name, detail))
             return info
 
         return await self._engine.write(run)
 
     async def list_api_tokens(self) -> list[ApiTokenInfo]:
-        rows = await self._engine.fetch(
-            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id"
+        async def run(tx: Tx) -> list[ApiTokenInfo]:
+            rows = await tx.fetch(
+                f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, token_id"
+            )
+            return [await self._with_scope(tx, self._api_token(r)) for r in rows]
+
+        return await self._engine.read(run)
+
+    async def _with_scope(self, tx: Tx, info: ApiTokenInfo) -> ApiTokenInfo:
+        rows = await tx.fetch(
+            "SELECT client_id FROM api_token_clients WHERE token_id = ?", info.token_id
         )
-        return [self._api_token(r) for r in rows]
+        return replace(info, clients=frozenset(r[0] for r in rows) or None)
 
     async def revoke_api_token(self, name: str, *, now: datetime, actor: str) -> bool:
         async def run(tx: Tx) -> bool:
@@ -210,9 +244,12 @@ class ClientsAndTokens(StorePart):
         return await self._engine.write(run)
 
     async def find_api_token(self, token_hash: str) -> ApiTokenInfo | None:
-        row = await self._engine.fetchrow(
-            f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens "
-            "WHERE token_hash = ? AND revoked_at IS NULL",
-            token_hash,
-        )
-        return None if row is None else self._api_token(row)
+        async def run(tx: Tx) -> ApiTokenInfo | None:
+            row = await tx.fetchrow(
+                f"SELECT {_API_TOKEN_COLUMNS} FROM api_tokens "
+                "WHERE token_hash = ? AND revoked_at IS NULL",
+                token_hash,
+            )
+            return None if row is None else await self._with_scope(tx, self._api_token(row))
+
+        return await self._engine.read(run)

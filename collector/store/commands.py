@@ -31,7 +31,7 @@ from collector.store.records import (
     OffboardRequestRecord,
 )
 from collector.store.rows import COMMAND_COLUMNS, command_from_row
-from collector.store.sql import Tx, filters
+from collector.store.sql import Tx, filters, one_of
 from wire.orders import order_digest
 
 
@@ -189,6 +189,10 @@ class Commands(StorePart):
             ("batch_id", "=", f.batch_id),
             ("command_id", ">", f.after_command_id),
         )
+        scope, scope_args = one_of("client_id", f.client_ids)
+        if scope is not None:
+            clause = f"{clause} AND {scope}" if clause else f"WHERE {scope}"
+            args.extend(scope_args)
         rows = await self._engine.fetch(
             f"SELECT {COMMAND_COLUMNS} FROM commands {clause} ORDER BY command_id LIMIT ?",
             *args,

@@ -85,6 +85,11 @@ class ApiTokenInfo:
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+    # The clients whose machines the token may see and act on; None = every client.
+    clients: frozenset[str] | None = None
+
+    def sees(self, client_id: str) -> bool:
+        return self.clients is None or client_id in self.clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,7 @@ class MachineRecord:
 @dataclass(frozen=True, slots=True)
 class MachineFilter:
     client_id: str | None = None
+    client_ids: frozenset[str] | None = None  # a scoped token's clients
     state: MachineState | None = None
     kind: str | None = None
     hostname_contains: str | None = None
@@ -309,6 +315,7 @@ class CommandFilter:
     state: CommandState | None = None
     machine_id: str | None = None
     batch_id: str | None = None
+    client_ids: frozenset[str] | None = None  # a scoped token's clients
     after_command_id: str | None = None
     limit: int = 500
 

@@ -180,6 +180,16 @@ def numbered_placeholders(sql: str) -> str:
     return "".join(out)
 
 
+def one_of(column: str, values: frozenset[str] | None) -> tuple[str | None, list[Any]]:
+    """`column IN (...)` for a set of values (None: no condition; empty: matches nothing)."""
+    if values is None:
+        return None, []
+    if not values:
+        return "1 = 0", []
+    ordered = sorted(values)
+    return f"{column} IN ({', '.join('?' for _ in ordered)})", ordered
+
+
 def where(conditions: Sequence[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 

@@ -34,7 +34,7 @@ from collector.store.rows import (
     machine_from_row,
     qualified,
 )
-from collector.store.sql import Row, Tx, where
+from collector.store.sql import Row, Tx, one_of, where
 
 _OFFBOARD_STATES = (
     "awaiting_approval",
@@ -135,6 +135,10 @@ class Views(StorePart):
         conditions, args = self._machine_conditions(
             f.client_id, f.kind, f.hostname_contains, f.state, windows
         )
+        scope, scope_args = one_of("client_id", f.client_ids)
+        if scope is not None:
+            conditions.append(scope)
+            args.extend(scope_args)
         if f.after_machine_id is not None:
             conditions.append("machine_id > ?")
             args.append(f.after_machine_id)
