@@ -38,6 +38,7 @@ from collector.clones import CLONE_SPLITS
 from collector.commands import CommandSigner, OpenCommands
 from collector.errors import ON_REJECTED
 from collector.fallback import add_fallback
+from collector.guard import GUARD, ConnectionGuard
 from collector.health import WriteHealth
 from collector.keys import KeyRing
 from collector.metrics import Metrics
@@ -63,6 +64,12 @@ def create_app(
         metrics.rejected.labels(reason=reason).inc()
 
     app = web.Application(client_max_size=MAX_BODY)
+    app[GUARD] = ConnectionGuard(
+        header_timeout_s=settings.header_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+        max_per_address=settings.max_connections_per_address,
+        trusted=parse_networks(settings.trusted_proxies),
+    )
     app[SETTINGS] = settings
     app[STORE] = store
     app[CLOCK] = clock

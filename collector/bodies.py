@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -9,6 +10,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 from aiohttp import web
 
+from collector.appkeys import SETTINGS
 from collector.errors import ApiError
 from wire.times import InstantError, parse_instant
 
@@ -20,13 +22,28 @@ MAX_BODY = 1024 * 1024
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The body, which must arrive within `timeout_s`; a client that trickles it gets a 408
+    and its connection is closed once that is sent (the rest of its body is never read)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError as exc:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {timeout_s:g} s",
+            close=True,
+        ) from exc
+
+
 async def read_json(request: web.Request, struct: type[S]) -> S:
     """Decode and validate the body; unknown fields are ignored or refused as `struct` says.
 
     A body over the app's `client_max_size` (MAX_BODY) is refused by aiohttp while it is read,
     as a 413, before it is all in memory.
     """
-    body = await request.read()
+    body = await read_body(request, request.app[SETTINGS].body_timeout_s)
     if not body:
         raise ApiError(400, "invalid_json", "the request needs a JSON body")
     decoder = _decoders.get(struct)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 from aiohttp import web
 
+from collector.guard import guarded
 from collector.store.base import InvalidText, StoreError
 from collector.store.sql import StoreUnavailable
 from wire.messages import ErrorBody
@@ -39,13 +40,20 @@ class ApiError(Exception):
     """A request the collector refuses; raised before any state changes."""
 
     def __init__(
-        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.close = close  # end the connection after the answer
 
 
 def error_response(status: int, code: str, detail: str) -> web.Response:
@@ -91,6 +99,8 @@ def json_errors(handler: Handler) -> Handler:
         except ApiError as exc:
             refused = _refuse(request, exc.status, exc.code, exc.detail)
             refused.headers.update(exc.headers)
+            if exc.close:
+                refused.force_close()
             return refused
         except InvalidText as exc:
             # Raised by the store before it changed anything: the request's own text.
@@ -125,7 +135,7 @@ class WrappedRoutes(web.RouteTableDef):
         register = super().route(method, path, **kwargs)
 
         def add(handler: _H) -> _H:
-            register(self._wrap(cast(Handler, handler)))
+            register(guarded(self._wrap(cast(Handler, handler))))
             return handler
 
         return add

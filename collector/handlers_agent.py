@@ -54,6 +54,9 @@ from wire.messages import (
 from wire.times import InstantError, parse_instant
 
 routes = json_routes()
+
+# An event's detail is a few fields of diagnostics; a megabyte of it is a flood, not an event.
+MAX_EVENT_DETAIL = 4096
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
@@ -245,6 +248,26 @@ async def events(request: web.Request) -> web.Response:
             at = parse_instant(event.at)
         except InstantError as exc:
             raise ApiError(400, "invalid_body", f"events[{index}].at: {exc}") from exc
-        records.append(AgentEvent(event.event_id, at, event.type, _encode(event.detail).decode()))
-    accepted = await app[STORE].record_events(identity, records, now=app[CLOCK].now())
+        detail = _encode(event.detail)
+        if len(detail) > MAX_EVENT_DETAIL:
+            raise ApiError(
+                413,
+                "event_detail_too_large",
+                f"events[{index}].detail is {len(detail)} bytes; at most {MAX_EVENT_DETAIL}",
+            )
+        if b"\\u0000" in detail:
+            raise ApiError(400, "invalid_text", f"events[{index}].detail contains a NUL character")
+        records.append(AgentEvent(event.event_id, at, event.type, detail.decode()))
+    now = app[CLOCK].now()
+    limit = app[SETTINGS].events_per_hour
+    recent = await app[STORE].events_received_since(identity.machine_id, now - timedelta(hours=1))
+    if recent + len(records) > limit:
+        app[METRICS].security_events.labels(kind="event_quota").inc()
+        raise ApiError(
+            429,
+            "event_quota_exceeded",
+            f"this agent sent {recent} events in the last hour; at most {limit} are kept",
+            headers={"Retry-After": "3600"},
+        )
+    accepted = await app[STORE].record_events(identity, records, now=now)
     return json_response(EventsResponse(accepted=accepted))

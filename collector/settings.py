@@ -33,6 +33,11 @@ class Settings:
     enrollment_alert_per_hour: int = 50
     enrollment_rate_per_minute: int = 0
     offboard_requests_per_hour: int = 20
+    events_per_hour: int = 600
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 75.0
+    max_connections_per_address: int = 256
     command_ttl_s: int = 600
     command_poll_s: float = 2.0
     keys_dir: str = ""
@@ -86,6 +91,14 @@ _HELP: dict[str, str] = {
     "more machines than this within an hour",
     "enrollment_rate_per_minute": "refuse (429) enrollments beyond this many per minute and "
     "enrollment token; 0 = no limit (a mass roll-out enrolls hundreds a minute)",
+    "header_timeout_s": "seconds a connection has to send a request's headers (slow clients "
+    "are cut off)",
+    "body_timeout_s": "seconds a request's body has to arrive once its headers are in",
+    "idle_timeout_s": "seconds a kept-alive connection may wait before its next request",
+    "max_connections_per_address": "open connections allowed from one address (trusted "
+    "proxies exempt); 0 = no cap",
+    "events_per_hour": "events one agent may send in an hour; more are refused (429) and "
+    "dropped by the agent",
     "offboard_requests_per_hour": "refuse (429) single-machine offboard requests beyond this "
     "many an hour, whoever asks; bulk orders of a whole client are not counted; 0 = no limit",
     "command_ttl_s": "seconds a signed command stays valid after delivery (at most 900)",
@@ -224,6 +237,13 @@ def validate(settings: Settings) -> None:
         raise SettingsError("command_ttl_s must be between 60 and 900: minutes, not days")
     if settings.enrollment_alert_per_hour < 1:
         raise SettingsError("enrollment_alert_per_hour must be at least 1")
+    for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+        if not 0.1 <= getattr(settings, name) <= 3600:
+            raise SettingsError(f"{name} must be between 0.1 and 3600 seconds")
+    if settings.max_connections_per_address < 0:
+        raise SettingsError("max_connections_per_address must be 0 (no cap) or more")
+    if settings.events_per_hour < 1:
+        raise SettingsError("events_per_hour must be at least 1")
     if settings.offboard_requests_per_hour < 0:
         raise SettingsError("offboard_requests_per_hour must be 0 (no limit) or more")
     if settings.enrollment_rate_per_minute < 0:

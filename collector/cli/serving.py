@@ -17,6 +17,7 @@ from collector import __version__
 from collector.app import create_app
 from collector.cli.clients import issue_enrollment_token
 from collector.cli.common import command, local_actor
+from collector.guard import GUARD, GuardedSite
 from collector.settings import Settings
 from collector.store.base import Store
 from collector.tokens import hash_token, new_token
@@ -43,10 +44,11 @@ async def serve_forever(store: Store, settings: Settings, banner: str = "") -> N
         app, access_log=log if settings.access_log else None, handle_signals=False
     )
     await runner.setup()
-    site = web.TCPSite(
+    site = GuardedSite(
         runner,
         settings.host,
         settings.port,
+        app[GUARD],
         ssl_context=_tls_context(settings),
         backlog=2048,
         reuse_address=True,

@@ -60,6 +60,14 @@ class Heartbeats(StorePart):
 
         return await self._engine.write(run)
 
+    async def events_received_since(self, machine_id: str, since: datetime) -> int:
+        row = await self._engine.fetchrow(
+            "SELECT COUNT(*) FROM agent_events WHERE machine_id = ? AND received_at >= ?",
+            machine_id,
+            since,
+        )
+        return 0 if row is None else int(row[0])
+
     async def list_events(self, machine_id: str, *, limit: int) -> list[AgentEvent]:
         d = self.dialect
         rows = await self._engine.fetch(

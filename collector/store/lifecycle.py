@@ -74,6 +74,10 @@ class Lifecycle(StorePart):
                     horizon_start,
                     horizon_start,
                 )
+            # Agents' events are diagnostics, not history an answer reads: older ones go.
+            removed["events"] = await tx.execute(
+                "DELETE FROM agent_events WHERE received_at < ?", horizon_start
+            )
             return Compaction(**removed)
 
         return await self._engine.write(run)

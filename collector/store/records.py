@@ -472,10 +472,11 @@ class Compaction:
     presence: int = 0
     facts: int = 0
     coverage: int = 0
+    events: int = 0  # agents' events older than the horizon
 
     @property
     def total(self) -> int:
-        return self.presence + self.facts + self.coverage
+        return self.presence + self.facts + self.coverage + self.events
 
 
 @dataclass(frozen=True, slots=True)

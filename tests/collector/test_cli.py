@@ -113,6 +113,7 @@ def test_api_tokens_are_added_listed_and_revoked(tmp_path: Path) -> None:
             "role": "technician",
             "created_at": listed[0]["created_at"],
             "revoked_at": None,
+            "clients": None,
         }
     ]  # type: ignore[index]
     assert run("token", "revoke", "alice", db=Path(db)).returncode == 0
