@@ -6,8 +6,10 @@ import gc
 import json
 import logging
 import os
+import shlex
 import signal
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,50 @@ async def serve(store: Store, settings: Settings, args: argparse.Namespace) -> N
     await serve_forever(store, settings)
 
 
+def _cli_path() -> str:
+    """How to run this very command from another terminal (the virtualenv is not on PATH)."""
+    here = Path(sys.argv[0])
+    return shlex.quote(str(here.resolve())) if here.name == "rmm-collector" else "rmm-collector"
+
+
+def quickstart_banner(url: str, db: str, path: Path, demo: dict[str, str]) -> str:
+    """What `make run` prints. Lines that start with `$ ` are commands that work pasted as
+    they are, in the order shown (a test runs them through `sh`)."""
+    cli = _cli_path()
+    enroll = json.dumps(
+        {
+            "enrollment_token": demo["enrollment_token"],
+            "hardware_id": "demo-hw-1",
+            "hostname": "demo-pc",
+            "os": "Linux",
+            "kind": "pc",
+        }
+    )
+    api = f"RMM_API_URL={url} RMM_API_TOKEN={demo['admin_token']}"
+    return f"""
+RMM collector is running at {url}   (state: {db}; stop with Ctrl-C)
+
+  admin API token:              {demo["admin_token"]}
+  '{DEMO_CLIENT}' enrollment token: {demo["enrollment_token"]}
+  (both kept in {path}, mode 0600; remove the data/ folder to start afresh)
+
+Try it from another terminal (paste each $ line as it is):
+  $ curl -s {url}/healthz
+  $ curl -s -X POST {url}/v1/enroll -H 'Content-Type: application/json' -d {shlex.quote(enroll)}
+  $ curl -s -H 'Authorization: Bearer {demo["admin_token"]}' {url}/v1/machines
+
+Offboarding takes two people's signatures, made with keys that never touch the collector. Each
+operator makes a key on their own machine (it asks for a passphrase) and prints its public line:
+  $ {cli} operator keygen --key alice.key
+  $ {cli} operator keygen --key bob.key
+Pin both lines in every agent's config (operator_keys = ["<alice's line>", "<bob's line>"],
+offboard_approvals = 2); register them here to see names beside signatures
+({cli} operator add Alice "<alice's line>"). Then Alice asks and signs, and Bob approves:
+  $ {api} {cli} remote offboard demo-pc --reason 'demo: laptop returned' --key alice.key --yes
+    {api} {cli} remote approve <command id printed above> --key bob.key
+"""
+
+
 async def quickstart(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     """First run: a demo client and an admin token, kept (0600) beside the database; then serve."""
     path = Path(settings.db).resolve().parent / QUICKSTART_FILE
@@ -113,19 +159,7 @@ async def quickstart(store: Store, settings: Settings, args: argparse.Namespace)
         with os.fdopen(fd, "w") as handle:
             json.dump(demo, handle)
     url = f"http://{settings.host}:{settings.port}"
-    banner = f"""
-RMM collector is running at {url}   (state: {settings.db}; stop with Ctrl-C)
-
-  admin API token:              {demo["admin_token"]}
-  '{DEMO_CLIENT}' enrollment token: {demo["enrollment_token"]}
-  (both kept in {path}, mode 0600; remove the data/ folder to start afresh)
-
-Try it from another terminal:
-  curl -s {url}/healthz
-  curl -s -X POST {url}/v1/enroll -d '{{"enrollment_token": "{demo["enrollment_token"]}", \\
-       "hardware_id": "demo-hw-1", "hostname": "demo-pc", "os": "Linux", "kind": "pc"}}'
-  curl -s -H 'Authorization: Bearer {demo["admin_token"]}' {url}/v1/machines
-"""
+    banner = quickstart_banner(url, settings.db, path, demo)
     await serve_forever(store, settings, banner)
 
 
