@@ -20,6 +20,7 @@ from collector.store.base import (
     MachineRecord,
     NotFound,
     OffboardRequestRecord,
+    Store,
     machine_state,
 )
 from collector.web import views
@@ -142,6 +143,29 @@ async def offboard(request: web.Request) -> web.Response:
     raise Redirect(f"/commands/{command.command_id}")
 
 
+async def _order(store: Store, command: CommandRecord) -> dict[str, Any] | None:
+    """Who signed the command's order, and whether the agent will count each signature."""
+    if command.order_b64 is None:
+        return None
+    approvals = await store.command_approvals(command.command_id)
+    policy = await store.approval_policy(command.machine_id)
+    counted = set(policy.counted(approvals))
+    return {
+        "approvals_required": policy.required,
+        "counted": len(counted),
+        "approvals": [
+            {
+                "key_id": a.key_id,
+                "operator": a.operator,
+                "actor": a.actor,
+                "approved_at": a.approved_at,
+                "counted": a.key_id in counted,
+            }
+            for a in approvals
+        ],
+    }
+
+
 @routes.get("/commands/{command_id}")
 async def command(request: web.Request) -> web.Response:
     person = await require(request, "commands.read")
@@ -149,8 +173,10 @@ async def command(request: web.Request) -> web.Response:
     found = await app[STORE].get_command(request.match_info["command_id"])
     if found is None:
         raise PageError(404, "No such command", "No command has that id.")
-    record, client = await asyncio.gather(
-        app[STORE].get_machine(found.machine_id), app[STORE].find_client(found.client_id)
+    record, client, order = await asyncio.gather(
+        app[STORE].get_machine(found.machine_id),
+        app[STORE].find_client(found.client_id),
+        _order(app[STORE], found),
     )
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     return render(
@@ -158,6 +184,7 @@ async def command(request: web.Request) -> web.Response:
         "command.html",
         {
             "command": found,
+            "order": order,
             "view": command_view(found),
             "machine": record,
             "machine_state": None if record is None else machine_state(record, windows),

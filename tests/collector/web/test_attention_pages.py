@@ -153,3 +153,44 @@ async def test_a_held_enrollment_is_shown_and_a_technician_approves_it_on_the_ma
     await tech.post(f"{path}/approve-reenroll", {"csrf": tech.csrf}, status=303)
     ((_, entry),) = await site.store.list_audit(AuditFilter(action="machine.reenroll_approved"))
     assert entry.actor == "tina"
+
+
+async def test_the_follow_page_shows_who_signed_an_order_awaiting_approval(
+    browser: BrowserFactory, site: Harness
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from wire.orders import sign_order
+    from wire.signing import key_id_for, pin_line
+
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _, token = await site.add_client()
+    agent = await site.enroll(token, "hw-1")
+    await site.heartbeat(
+        agent["agent_token"],
+        offboard_approvals=2,
+        operator_key_ids=[key_id_for(alice.public_key()), key_id_for(bob.public_key())],
+    )
+    tech = await site.api_token("technician", name="tina")
+    resp = await site.client.post(
+        f"/v1/machines/{agent['machine_id']}/offboard", json={"reason": "returned"}, headers=tech
+    )
+    requested = await resp.json()
+    approval = sign_order(base64.b64decode(requested["order"]), alice)
+    resp = await site.client.post(
+        f"/v1/commands/{requested['command_id']}/approvals",
+        json={
+            "key_id": approval.key_id,
+            "signature": approval.signature,
+            "public_key": pin_line(alice.public_key()),
+        },
+        headers=tech,
+    )
+    assert resp.status == 200
+    viewer = await (await browser()).sign_in("viewer")
+    page = await viewer.get(f"/commands/{requested['command_id']}")
+    assert "Awaiting approval" in page.text
+    assert "1 of 2 required signature(s)" in page.text
+    assert key_id_for(alice.public_key()) in page.text and "sent by tina" in page.text
