@@ -93,6 +93,7 @@ def test_reopening_the_ledger_keeps_its_invoices_and_migrations(tmp_path: Path) 
         assert db.execute("SELECT name FROM migration").fetchall() == [
             ("0001_invoices",),
             ("0002_numbers_credit_notes_drafts",),
+            ("0003_pushes",),
         ]
 
 
