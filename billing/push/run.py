@@ -59,6 +59,7 @@ class PushRequest:
     dry_run: bool = False
     in_flight: int = 8
     attempts: int = 5
+    request_timeout_s: float = 30.0  # a request unanswered this long counts as a timeout
 
 
 @dataclass(slots=True)
@@ -178,7 +179,7 @@ async def _push_all(
     progress: Callable[[ClientResult], None] | None,
 ) -> list[ClientResult]:
     gate = asyncio.Semaphore(request.in_flight)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
+    timeout = aiohttp.ClientTimeout(total=request.request_timeout_s, sock_connect=15)
     connector = aiohttp.TCPConnector(limit=request.in_flight)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         context = Context(session, request.url, credentials, request.attempts, sleep)

@@ -116,6 +116,65 @@ async def test_webhook_retries_5xx_and_honours_retry_after_but_never_retries_4xx
     assert app[FAULTS].requests == 3 + 2 + 1  # the 400 was tried once
 
 
+async def test_a_webhook_that_times_out_is_retried_with_the_same_idempotency_key(
+    billed: Billed, aiohttp_server: ServerFactory
+) -> None:
+    receiver = Receiver(SECRET)
+    keys: list[str] = []
+
+    async def stalls_once(request: web.Request) -> web.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) == 1:
+            await asyncio.sleep(0.4)  # longer than the request timeout below
+        return await receiver.post(request)
+
+    app = web.Application()
+    app.router.add_post("/hook", stalls_once)
+    server = await aiohttp_server(app)
+    request = PushRequest(
+        month=MARCH,
+        target="webhook",
+        url=str(server.make_url("/hook")),
+        ledger=billed.ledger,
+        now=at("2026-03-03T09:00:00Z"),
+        in_flight=1,
+        request_timeout_s=0.1,
+    )
+    sleeps = Sleeps()
+    outcome = await push_month(request, sleep=sleeps)
+    assert outcome.ok, [r.error for r in outcome.results]
+    assert keys[:2] == ["acme:2026-03:NW-000001", "acme:2026-03:NW-000001"]
+    assert len(sleeps.waited) == 1  # one backoff, then delivered
+    assert sorted(receiver.deliveries) == ["acme:2026-03:NW-000001", "bayside:2026-03:NW-000002"]
+
+
+async def test_push_exit_status_is_0_only_if_every_client_was_pushed(
+    billed: Billed, aiohttp_server: ServerFactory
+) -> None:
+    standin = connectwise(billed)
+    server = await aiohttp_server(standin.app())
+    command = [sys.executable, "-m", "billing.cli", "push", "--month", "2026-03"]
+    command += ["--to", "connectwise", "--url", str(server.make_url("")), "--ledger"]
+    command += [str(billed.ledger), "--prices", str(billed.prices)]
+
+    async def run() -> tuple[int, str, str]:
+        child = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await child.communicate()
+        assert child.returncode is not None
+        return child.returncode, out.decode(), err.decode()
+
+    code, out, _ = await run()
+    assert code == 0 and "changed 3 objects" in out
+    code, out, _ = await run()
+    assert code == 0 and "Nothing to change." in out
+    del standin.agreements[101]
+    code, _, err = await run()
+    assert code == 1
+    assert "rmm-billing: error: client 'Client bayside' (bayside): connectwise agreement 101" in err
+
+
 async def test_a_bad_webhook_signature_is_refused_by_the_receiver_and_named(
     billed: Billed, aiohttp_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
