@@ -170,6 +170,9 @@ class Ledger:
             ledger._migrate()
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"ledger {path}: {exc}") from exc
+        except LedgerError as exc:
+            connection.close()
+            raise LedgerError(f"ledger {path}: {exc}") from exc
         return ledger
 
     def close(self) -> None:
@@ -190,6 +193,15 @@ class Ledger:
             for name, script in MIGRATIONS:
                 if name in applied:
                     continue
+                if (
+                    name == "0002_numbers_credit_notes_drafts"
+                    and self._db.execute("SELECT count(*) FROM invoice").fetchone()[0]
+                ):
+                    raise LedgerError(
+                        "it holds invoices numbered per client-month (the format before "
+                        "gapless numbering); keep it as the record of those months and let this "
+                        "installation's ledger start afresh (default ./data/billing-ledger.sqlite3)"
+                    )
                 for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
