@@ -160,7 +160,12 @@ async def push_month(
         items = sorted(current_invoices(ledger, request.month), key=lambda i: i.client_id)
         if not items:
             raise PushError(f"no invoice is issued for {request.month} in {request.ledger}")
-        delivered = {p.invoice_number for p in ledger.pushes(str(request.month), request.target)}
+        # Delivered to this same endpoint: another webhook still gets everything.
+        delivered = {
+            p.invoice_number
+            for p in ledger.pushes(str(request.month), request.target)
+            if p.object == request.url
+        }
         results = await _push_all(
             request, target, credentials, book, items, delivered, sleep, ledger, progress
         )

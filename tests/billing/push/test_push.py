@@ -86,6 +86,8 @@ async def test_webhook_push_twice_delivers_each_client_month_once_then_nothing(
     assert receiver.posts == 2
     assert all(r.already for r in second.results)
     assert "already delivered" in outcome_text(second)[0]
+    elsewhere = await push(billed, "webhook", url + "?copy=accounts")
+    assert not any(r.already for r in elsewhere.results)  # another endpoint gets them all
     body = receiver.deliveries["acme:2026-03:NW-000001"]
     assert next(iter(body)) == "client_id"
     assert body["invoice"]["total"] == "255.00" and len(body["invoice"]["machines"]) == 4
