@@ -13,7 +13,12 @@ from pathlib import Path
 
 from billing.approval import approve, would_hold
 from billing.engine import BillingError
-from billing.explaining import ExplainRequest, explain_client, explanation_json, explanation_text
+from billing.explain_command import (
+    ExplainRequest,
+    explain_client,
+    explanation_json,
+    explanation_text,
+)
 from billing.inventory import InventoryError
 from billing.job import (
     DEFAULT_LEDGER,
