@@ -395,6 +395,7 @@ def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         credentials_file=args.credentials,
         dry_run=args.dry_run,
         in_flight=args.in_flight,
+        clock=None if args.now is not None else (lambda: datetime.now(UTC)),
     )
     outcome = asyncio.run(push_month(request))
     shown, errors = outcome_text(outcome)

@@ -50,7 +50,13 @@ class Seller:
     payment_terms_days: int = 30
 
     def number(self, sequence: int) -> str:
-        return f"{self.invoice_prefix}{sequence:0{SEQUENCE_DIGITS}d}"
+        number = f"{self.invoice_prefix}{sequence:0{SEQUENCE_DIGITS}d}"
+        if len(number) > MAX_NUMBER_LENGTH:
+            raise PriceBookError(
+                f"invoice number {number} would be longer than {MAX_NUMBER_LENGTH} characters: "
+                f"the series {self.invoice_prefix!r} is full; give the seller a shorter prefix"
+            )
+        return number
 
 
 @dataclass(frozen=True, slots=True)

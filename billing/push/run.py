@@ -60,6 +60,7 @@ class PushRequest:
     in_flight: int = 8
     attempts: int = 5
     request_timeout_s: float = 30.0  # a request unanswered this long counts as a timeout
+    clock: Callable[[], datetime] | None = None  # when each result is recorded; default `now`
 
 
 @dataclass(slots=True)
@@ -251,7 +252,7 @@ async def _push_one(
                 after=change.after,
                 changed=change.changed,
             ),
-            request.now,
+            request.clock() if request.clock is not None else request.now,
         )
 
 

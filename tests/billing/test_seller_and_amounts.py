@@ -141,3 +141,10 @@ def test_a_bad_psa_mapping_is_refused_naming_client_and_key(
 ) -> None:
     with pytest.raises(PriceBookError, match=re.escape(f"client 'Acme' (acme): {message}")):
         parse(client() | {"connectwise": mapping})
+
+
+def test_an_invoice_number_never_grows_past_20_characters() -> None:
+    seller = parse(client(), seller=SELLER | {"invoice_prefix": "NORTHWIND-2026"}).seller
+    assert seller.number(999_999) == "NORTHWIND-2026999999"
+    with pytest.raises(PriceBookError, match="longer than 20 characters"):
+        seller.number(1_000_000)
