@@ -6,7 +6,7 @@ simulator run and its loss check; `GET /v1/inventory` over 1,000,000 machines; a
 modules are present, billing over 1,000,000 machines and the agent's footprint. Prints a table
 and writes `bench/results.json`. Everything runs on loopback, each load for a bounded time.
 
-`python -m bench [--only heartbeats|inventory|billing|agent ...] [--no-sqlite-inventory]`
+`python -m bench [--only heartbeats|inventory|billing|push|agent ...] [--no-sqlite-inventory]`
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
-SECTIONS = ("heartbeats", "inventory", "billing", "agent")
+SECTIONS = ("heartbeats", "inventory", "billing", "push", "agent")
 RATIO_TARGET = 0.60
 P99_TARGET_MS = 25.0
 
@@ -136,6 +136,18 @@ def table(results: dict[str, Any]) -> str:
                 f"<= {billing.get('target_seconds')} s, <= {billing.get('target_rss_mib')} MiB",
             )
         )
+    pushed = results.get("push")
+    if isinstance(pushed, dict) and "seconds" in pushed:
+        rows.append(
+            (
+                f"push {pushed.get('clients', 0):,} clients to a webhook",
+                f"{pushed['seconds']} s, {pushed.get('in_flight')} in flight",
+                "",
+                "",
+                "",
+                f"< {pushed.get('target_seconds')} s",
+            )
+        )
     agent = results.get("agent")
     if isinstance(agent, dict) and "rss_after_start_mib" in agent:
         rows.append(
@@ -194,6 +206,8 @@ def main() -> int:
             )
         if "billing" in chosen:
             runs["billing"] = _optional("billing_large")
+        if "push" in chosen:
+            runs["push"] = _optional("billing_push")
         if "agent" in chosen:
             runs["agent"] = _optional("agent_footprint")
         for name, run in runs.items():

@@ -1,4 +1,6 @@
-"""Times `rmm-billing run` over 1,000,000 machines in 5,000 clients from one inventory file.
+"""Times `rmm-billing run` over 1,000,000 machines in 5,000 clients from one inventory file,
+with everything a run writes: invoices with their numbers in a fresh ledger, HTML invoices whose
+appendix lists every machine and its reason, and an evidence CSV per client.
 
 Targets: at most 20 s and 1.5 GiB peak RSS. The run is a child process, so its peak RSS is
 measured apart from the generator's. Generating the data is not timed.
@@ -44,13 +46,17 @@ def client_id(number: int) -> str:
 
 
 def write_price_book(path: Path) -> None:
-    rows = []
+    rows = [
+        '[seller]\nname = "Northwind IT Services"\naddress = "1 Harbour Road"\n'
+        'tax_id = "NW-1"\ninvoice_prefix = "NW-"\npayment_terms_days = 14\n'
+    ]
     for number in range(CLIENTS):
         currency = CURRENCIES[number % len(CURRENCIES)]
         cents = "" if currency == "JPY" else f".{number % 100:02d}"
         rows.append(
             f'[[client]]\nid = "{client_id(number)}"\nname = "Client {number}"\n'
             f'currency = "{currency}"\ntimezone = "{ZONES[number % len(ZONES)]}"\n'
+            f'tax_rate = "0.{number % 25:02d}"\n'
             f'[[client.price]]\nfrom = "2025-01-01"\npc = "{40 + number % 20}{cents}"\n'
             f'server = "{110 + number % 30}{cents}"\n'
             f'[[client.price]]\nfrom = "2026-03-01"\npc = "{45 + number % 20}{cents}"\n'
@@ -108,6 +114,7 @@ def main() -> dict[str, object]:
         # Run on the 9th: March's cutoff has passed whatever today's date is.
         command = [sys.executable, "-m", "billing.cli", "run", "--month", MONTH, "--now", RUN_AT]
         command += ["--prices", str(prices), "--inventory", str(inventory), "--out", str(out)]
+        command += ["--ledger", str(work / "ledger.sqlite3")]
         log, errors = work / "stdout.txt", work / "stderr.txt"
         with log.open("w") as stdout, errors.open("w") as stderr:
             started = time.perf_counter()
@@ -120,10 +127,16 @@ def main() -> dict[str, object]:
         if child.returncode != 0:
             raise RuntimeError(f"rmm-billing run failed: {errors.read_text().strip()}")
         summary = log.read_text().strip()
+        written = list(out.iterdir())
+        html = [p for p in written if p.name.startswith("invoice-")]
+        evidence = [p for p in written if p.name.startswith("evidence-")]
         figures: dict[str, object] = {
             "machines": MACHINES,
             "clients": CLIENTS,
             "inventory_mib": round(inventory.stat().st_size / 2**20, 1),
+            "html_invoices": len(html),
+            "evidence_files": len(evidence),
+            "output_mib": round(sum(p.stat().st_size for p in written) / 2**20, 1),
             "seconds": round(seconds, 2),
             # CPU time too: wall time on a shared machine also counts others' work.
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,12 @@ from pathlib import Path
 
 from billing.approval import approve, would_hold
 from billing.engine import BillingError
-from billing.explaining import ExplainRequest, explain_client, explanation_json, explanation_text
+from billing.explain_command import (
+    ExplainRequest,
+    explain_client,
+    explanation_json,
+    explanation_text,
+)
 from billing.inventory import InventoryError
 from billing.job import (
     DEFAULT_LEDGER,
@@ -27,6 +33,7 @@ from billing.job import (
 from billing.ledger import LedgerError
 from billing.months import Month, MonthError
 from billing.pricebook import PriceBookError
+from billing.push.errors import PushError
 from billing.remote import CollectorError, CollectorSettings
 from billing.review import ReviewBounds
 from billing.summary import preview_json, preview_text, run_summary
@@ -54,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _approve(args)
         if args.command == "explain":
             return _explain(args, parser)
+        if args.command == "push":
+            return _push(args, parser)
         return _preview(args, parser)
     except (
         BillingError,
@@ -63,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         LedgerError,
         MonthError,
         InstantError,
+        PushError,
     ) as exc:
         print(f"rmm-billing: error: {exc}", file=sys.stderr)
         return 1
@@ -148,6 +158,35 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--machine", metavar="MACHINE_ID", help="only this machine")
     why.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_sources(why, repeatable=True)
+
+    send = commands.add_parser(
+        "push",
+        help="send a month's issued invoices to a PSA or a signed webhook",
+        description="Set each client's quantities in the PSA (or post its invoice to a signed "
+        "webhook) from the issued invoices of --month in the ledger, never recomputed. The PSA's "
+        "current quantity is read first and set to the month's count, so a second push changes "
+        "nothing. Credentials come from the environment or --credentials FILE (mode 0600).",
+        epilog="Exit status: 0 every client pushed, 1 some client failed (each is named), "
+        "2 bad usage.",
+    )
+    send.add_argument("--month", required=True, type=_month, help="YYYY-MM")
+    send.add_argument(
+        "--to", choices=("connectwise", "autotask", "halopsa", "webhook"), help="the target"
+    )
+    send.add_argument("--url", help="the webhook URL, or the PSA's API root")
+    send.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price book with the PSA mapping per client"
+    )
+    send.add_argument(
+        "--credentials", type=Path, metavar="FILE", help="NAME=value lines, mode 0600"
+    )
+    send.add_argument("--dry-run", action="store_true", help="show what would change; send nothing")
+    send.add_argument("--status", action="store_true", help="show what was pushed for the month")
+    send.add_argument(
+        "--in-flight", type=_attempts, default=8, metavar="N", help="clients at once (default 8)"
+    )
+    _add_ledger(send)
+    _add_now(send)
     return parser
 
 
@@ -335,6 +374,35 @@ def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         print(explanation_text(explanation))
     return 0
+
+
+def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from billing.push.run import PushRequest, outcome_text, push_month, status_text
+
+    ledger = ledger_path(args.ledger)
+    if args.status:
+        print(status_text(ledger, args.month, args.to))
+        return 0
+    if args.to is None or not args.url:
+        parser.error("push needs --to TARGET and --url URL (or --status)")
+    request = PushRequest(
+        month=args.month,
+        target=args.to,
+        url=args.url,
+        ledger=ledger,
+        now=_now(args),
+        prices=args.prices,
+        credentials_file=args.credentials,
+        dry_run=args.dry_run,
+        in_flight=args.in_flight,
+        clock=None if args.now is not None else (lambda: datetime.now(UTC)),
+    )
+    outcome = asyncio.run(push_month(request))
+    shown, errors = outcome_text(outcome)
+    print(shown)
+    if errors:
+        print(errors, file=sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -248,13 +248,14 @@ def _issue_and_write(month_bill: MonthBill, book: PriceBook, request: RunRequest
 
 def _issue(
     ledger: Ledger, month_bill: MonthBill, book: PriceBook, request: RunRequest, outcome: RunOutcome
-) -> dict[str, Invoice]:
-    """Issue what is due, inside the ledger transaction; returns the invoices issued now."""
+) -> dict[str, tuple[Invoice, bytes]]:
+    """Issue what is due, inside the ledger transaction; returns the invoices issued now, each
+    with its encoded document."""
     month = str(month_bill.month)
     seller = book.seller
     latest = ledger.latest(month)
     previous = ledger.previous_invoices(month)
-    fresh: dict[str, Invoice] = {}
+    fresh: dict[str, tuple[Invoice, bytes]] = {}
     for bill in month_bill.bills:
         terms = bill.client
         client_id = terms.client_id
@@ -324,7 +325,7 @@ def _issue(
             issued_at=request.now,
             supersedes=None if prior is None else prior.number,
         )
-        _record(ledger, invoice, digest)
+        document = _record(ledger, invoice, digest)
         if prior is not None and credit_number is not None:
             old = decode_invoice(ledger.document(prior.number))
             note = credit_note_for(old, number=credit_number, replaced_by=number, now=request.now)
@@ -336,11 +337,12 @@ def _issue(
         else:
             outcome.issued.append(number)
         ledger.drop_draft(client_id, month)
-        fresh[number] = invoice
+        fresh[number] = (invoice, document)
     return fresh
 
 
-def _record(ledger: Ledger, invoice: Invoice, digest: str) -> None:
+def _record(ledger: Ledger, invoice: Invoice, digest: str) -> bytes:
+    document = encode_invoice(invoice)
     ledger.record(
         NewInvoice(
             number=invoice.number,
@@ -351,18 +353,19 @@ def _record(ledger: Ledger, invoice: Invoice, digest: str) -> None:
             total=invoice.total,
             issued_at=invoice.issued_at,
             digest=digest,
-            document=encode_invoice(invoice),
+            document=document,
             machines=len(invoice.machines),
         ),
         supersedes=invoice.supersedes,
     )
+    return document
 
 
 def _write(
     ledger: Ledger,
     staging: Staging,
     month_bill: MonthBill,
-    fresh: dict[str, Invoice],
+    fresh: dict[str, tuple[Invoice, bytes]],
     outcome: RunOutcome,
 ) -> None:
     """Every invoice issued for the month, current or superseded, whoever is in the price book
@@ -373,10 +376,15 @@ def _write(
     with staging.open("invoices.json") as handle:
         handle.write(b'{"month":' + msgspec.json.encode(month) + b',"invoices":[')
         for position, issued in enumerate(ledger.month_invoices(month)):
-            invoice = fresh.get(issued.number) or decode_invoice(ledger.document(issued.number))
+            if issued.number in fresh:
+                invoice, document = fresh[issued.number]
+            else:
+                document = ledger.document(issued.number)
+                invoice = decode_invoice(document)
             if invoice.status != issued.status:
                 invoice = msgspec.structs.replace(invoice, status=issued.status)
-            handle.write((b"," if position else b"") + encode_invoice(invoice))
+                document = encode_invoice(invoice)
+            handle.write((b"," if position else b"") + document)
             bill = bills.get(invoice.client_id) if issued.status == "issued" else None
             rows = appendix_rows(invoice, bill)
             staging.write(html_file_name(invoice.number), invoice_html(invoice, rows).encode())

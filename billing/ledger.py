@@ -71,6 +71,24 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0003_pushes",
+        """
+        CREATE TABLE push (
+            id             INTEGER PRIMARY KEY,
+            target         TEXT NOT NULL,
+            client_id      TEXT NOT NULL,
+            month          TEXT NOT NULL,
+            invoice_number TEXT NOT NULL REFERENCES invoice (number),
+            object         TEXT NOT NULL,
+            before         TEXT,
+            after          TEXT NOT NULL,
+            changed        INTEGER NOT NULL,
+            at             TEXT NOT NULL
+        );
+        CREATE INDEX push_month ON push (target, month, client_id);
+        """,
+    ),
 )
 
 
@@ -123,6 +141,21 @@ class NewInvoice:
     machines: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """One PSA object set (or one webhook delivery) for a client-month's invoice."""
+
+    target: str
+    client_id: str
+    month: str
+    invoice_number: str
+    object: str
+    before: str | None
+    after: str
+    changed: bool
+    at: str = ""
+
+
 class Ledger:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
@@ -136,6 +169,9 @@ class Ledger:
             ledger = cls(connection)
             ledger._migrate()
         except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"ledger {path}: {exc}") from exc
+        except LedgerError as exc:
+            connection.close()
             raise LedgerError(f"ledger {path}: {exc}") from exc
         return ledger
 
@@ -157,6 +193,15 @@ class Ledger:
             for name, script in MIGRATIONS:
                 if name in applied:
                     continue
+                if (
+                    name == "0002_numbers_credit_notes_drafts"
+                    and self._db.execute("SELECT count(*) FROM invoice").fetchone()[0]
+                ):
+                    raise LedgerError(
+                        "it holds invoices numbered per client-month (the format before "
+                        "gapless numbering); keep it as the record of those months and let this "
+                        "installation's ledger start afresh (default ./data/billing-ledger.sqlite3)"
+                    )
                 for statement in script.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
@@ -292,6 +337,32 @@ class Ledger:
             )
             for row in rows
         ]
+
+    def record_push(self, pushed: Pushed, at: datetime) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO push (target, client_id, month, invoice_number, object, before, "
+                "after, changed, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pushed.target,
+                    pushed.client_id,
+                    pushed.month,
+                    pushed.invoice_number,
+                    pushed.object,
+                    pushed.before,
+                    pushed.after,
+                    int(pushed.changed),
+                    format_instant(at),
+                ),
+            )
+
+    def pushes(self, month: str, target: str | None = None) -> list[Pushed]:
+        rows = self._db.execute(
+            "SELECT target, client_id, month, invoice_number, object, before, after, changed, at "
+            "FROM push WHERE month = ? AND (? IS NULL OR target = ?) ORDER BY client_id, id",
+            (month, target, target),
+        )
+        return [Pushed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows]
 
     def drop_draft(self, client_id: str, month: str) -> None:
         self._db.execute("DELETE FROM draft WHERE client_id = ? AND month = ?", (client_id, month))

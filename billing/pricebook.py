@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -50,7 +50,13 @@ class Seller:
     payment_terms_days: int = 30
 
     def number(self, sequence: int) -> str:
-        return f"{self.invoice_prefix}{sequence:0{SEQUENCE_DIGITS}d}"
+        number = f"{self.invoice_prefix}{sequence:0{SEQUENCE_DIGITS}d}"
+        if len(number) > MAX_NUMBER_LENGTH:
+            raise PriceBookError(
+                f"invoice number {number} would be longer than {MAX_NUMBER_LENGTH} characters: "
+                f"the series {self.invoice_prefix!r} is full; give the seller a shorter prefix"
+            )
+        return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,8 @@ class ClientTerms:
     tax_rate: Decimal = Decimal(0)
     tax_label: str = "Tax"
     po_number: str = ""
+    # Per PSA, the ids this client's quantities go to: {"connectwise": {"agreement_id": 7, ...}}
+    psa: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -105,6 +113,15 @@ _CLIENT_KEYS = {
     "tax_rate",
     "tax_label",
     "po_number",
+    "connectwise",
+    "autotask",
+    "halopsa",
+}
+# The ids each PSA needs per client: the object holding the quantities, and one per kind.
+PSA_KEYS: dict[str, tuple[str, ...]] = {
+    "connectwise": ("agreement_id", "pc_product_id", "server_product_id"),
+    "autotask": ("contract_id", "pc_service_id", "server_service_id"),
+    "halopsa": ("recurring_invoice_id", "pc_item_id", "server_item_id"),
 }
 _SELLER_KEYS = {"name", "address", "tax_id", "invoice_prefix", "payment_terms_days"}
 _PRICE_KEYS = {"from", "pc", "server"}
@@ -216,6 +233,12 @@ def _client(table: Any, position: int, problems: list[str]) -> ClientTerms | Non
     if not isinstance(label, str) or not label.strip():
         problems.append(f'{where}: tax_label: must be a non-empty string such as "VAT"')
     rate = _tax_rate(table.get("tax_rate", "0"), f"{where}: tax_rate", problems)
+    psa = {
+        target: mapping
+        for target in PSA_KEYS
+        if target in table
+        and (mapping := _psa(table[target], target, f"{where}: {target}", problems))
+    }
     if len(problems) > before or zone is None or rate is None:
         return None
     assert isinstance(name, str) and isinstance(currency, str) and isinstance(label, str)
@@ -229,7 +252,23 @@ def _client(table: Any, position: int, problems: list[str]) -> ClientTerms | Non
         tax_rate=rate,
         tax_label=label,
         po_number=details["po_number"],
+        psa=psa,
     )
+
+
+def _psa(value: Any, target: str, at: str, problems: list[str]) -> dict[str, int]:
+    if not isinstance(value, dict):
+        problems.append(f"{at}: must be a table, written [client.{target}]")
+        return {}
+    mapping: dict[str, int] = {}
+    for key, entry in value.items():
+        if key not in PSA_KEYS[target]:
+            problems.append(f"{at}: unknown key {key!r} (expected {', '.join(PSA_KEYS[target])})")
+        elif isinstance(entry, bool) or not isinstance(entry, int) or entry <= 0:
+            problems.append(f"{at}: {key}: {entry!r} must be the PSA's numeric id")
+        else:
+            mapping[key] = entry
+    return mapping
 
 
 def _tax_rate(value: Any, at: str, problems: list[str]) -> Decimal | None:

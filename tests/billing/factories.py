@@ -108,6 +108,8 @@ def price_book_toml(*clients: dict[str, Any], seller: dict[str, Any] | None = No
 
 
 def _toml(value: object) -> str:
+    if isinstance(value, dict):  # an inline table, e.g. a client's PSA mapping
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     return msgspec.json.encode(value).decode()
 
 

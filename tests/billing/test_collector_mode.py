@@ -314,3 +314,36 @@ def test_settings_know_when_the_token_would_travel_in_clear() -> None:
     assert CollectorSettings("http://127.0.0.1:8080", TOKEN).is_loopback_or_tls
     assert CollectorSettings("https://noc.example.net", TOKEN).is_loopback_or_tls
     assert not CollectorSettings("http://noc.example.net", TOKEN).is_loopback_or_tls
+
+
+async def test_explain_asks_the_collector_for_the_inventory_as_of_the_clients_cutoff(
+    aiohttp_server: ServerFactory, tmp_path: Path, prices: Path
+) -> None:
+    collector = StandInCollector(
+        now=at("2026-03-09T10:00:00Z"),
+        latest=[
+            machine("desk"),
+            machine("gone", offboarded_at="2026-02-10T12:00:00Z"),
+            machine("elsewhere", client_id="other"),
+        ],
+    )
+    server = await aiohttp_server(collector.app())
+    source = ["--collector", base_url(server), "--token", TOKEN]
+
+    code, stdout, stderr = await rmm_billing(
+        "explain",
+        "--month",
+        "2026-03",
+        "--prices",
+        prices,
+        *source,
+        "--client",
+        "acme",
+        "--json",
+        cwd=tmp_path,
+    )
+
+    assert code == 0, stderr
+    assert [as_of for as_of, _ in collector.requests] == [MARCH_UTC]
+    rules = {m["machine_id"]: m["rule"] for m in json.loads(stdout)["machines"]}
+    assert rules == {"desk": "billed", "gone": "offboarded"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -112,3 +113,38 @@ def test_bad_tax_rate_is_refused_naming_the_client(rate: str) -> None:
     table = client(name="Acme Dental") | {"tax_rate": rate}
     with pytest.raises(PriceBookError, match=r"client 'Acme Dental' \(acme\): tax_rate"):
         parse(table)
+
+
+def test_a_clients_psa_mapping_is_read_beside_it() -> None:
+    table = client() | {
+        "connectwise": {"agreement_id": 4411, "pc_product_id": 17, "server_product_id": 18}
+    }
+    mapping = parse(table).clients["acme"].psa
+    assert mapping == {
+        "connectwise": {"agreement_id": 4411, "pc_product_id": 17, "server_product_id": 18}
+    }
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"agreement": 1}, "connectwise: unknown key 'agreement' (expected agreement_id"),
+        (
+            {"agreement_id": "4411"},
+            "connectwise: agreement_id: '4411' must be the PSA's numeric id",
+        ),
+        ({"agreement_id": 0}, "connectwise: agreement_id: 0 must be"),
+    ],
+)
+def test_a_bad_psa_mapping_is_refused_naming_client_and_key(
+    mapping: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PriceBookError, match=re.escape(f"client 'Acme' (acme): {message}")):
+        parse(client() | {"connectwise": mapping})
+
+
+def test_an_invoice_number_never_grows_past_20_characters() -> None:
+    seller = parse(client(), seller=SELLER | {"invoice_prefix": "NORTHWIND-2026"}).seller
+    assert seller.number(999_999) == "NORTHWIND-2026999999"
+    with pytest.raises(PriceBookError, match="longer than 20 characters"):
+        seller.number(1_000_000)

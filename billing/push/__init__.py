@@ -1,0 +1,1 @@
+"""`rmm-billing push`: the issued invoices of a month into a PSA or a signed webhook."""
