@@ -10,7 +10,7 @@ from aiohttp import web
 
 from collector.appkeys import CLOCK, STORE
 from collector.bodies import check_query, json_response, read_json
-from collector.clones import CLONE_SPLITS
+from collector.clones import note_resolution
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person
 from collector.requests import DismissRequest, ResolveCloneRequest, RestoreRequest
@@ -281,6 +281,5 @@ async def resolve_clone(request: web.Request) -> web.Response:
         raise ApiError(409, "no_clone_suspected", str(exc)) from exc
     except ResolutionError as exc:
         raise ApiError(409, "clone_indistinct", str(exc)) from exc
-    if resolved.split_hostname is not None:
-        app[CLONE_SPLITS][machine_id] = resolved.split_hostname.lower()
+    note_resolution(app, resolved)
     return json_response(suspicion_json(resolved))

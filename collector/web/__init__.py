@@ -9,7 +9,7 @@ from aiohttp import web
 
 from collector.appkeys import SIGNER
 from collector.errors import Handler
-from collector.web import admin, fleet, offboarding, signin
+from collector.web import admin, coverage, fleet, offboarding, signin
 from collector.web.render import GUARD, STATIC, make_templates
 from collector.web.security import PageGuard, is_page_path
 from collector.web.state import WEB, WebState
@@ -36,7 +36,7 @@ def setup_pages(app: web.Application) -> PageGuard:
     command-signing keys, so every instance given that folder shares sessions. The guard
     returned is what answers requests no route took on page paths."""
     app[WEB] = WebState(make_templates(), app[SIGNER].keyring.folder)
-    for family in (signin, fleet, offboarding, admin):
+    for family in (signin, fleet, offboarding, admin, coverage):
         app.add_routes(family.routes)
     app.router.add_get("/static/{name}", GUARD.wrap(static_files(STATIC)), name="static")
     return GUARD
