@@ -4,11 +4,11 @@ statement (see `collector.rules.network` and `collector.rules.coverage`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from collector.appkeys import CLOCK, STORE
+from collector.appkeys import CLOCK, SETTINGS, STORE
 from collector.bodies import check_query, json_response, read_json
 from collector.clones import note_resolution
 from collector.errors import ApiError, json_routes
@@ -147,7 +147,7 @@ class ClientStatement:
 
 
 async def client_statement(
-    store: Store, client_id: str, month: str | None, now: datetime
+    store: Store, client_id: str, month: str | None, now: datetime, *, grace: timedelta
 ) -> ClientStatement:
     """The statement of `month` (default: the current one); ApiError for bad input."""
     month = month or now.strftime("%Y-%m")
@@ -161,7 +161,7 @@ async def client_statement(
     until = min(end, now)
     histories = await store.coverage_histories(client_id, start, until)
     unmanaged, dismissed = await store.devices_in_month(client_id, start, until, now=now)
-    statement = coverage_statement(histories, start, end, now)
+    statement = coverage_statement(histories, start, end, now, grace=grace)
     return ClientStatement(client, month, statement, unmanaged, dismissed)
 
 
@@ -228,6 +228,7 @@ async def coverage(request: web.Request) -> web.Response:
         request.match_info["client_id"],
         request.query.get("month"),
         request.app[CLOCK].now(),
+        grace=timedelta(seconds=request.app[SETTINGS].online_window_s),
     )
     return json_response(statement_json(found))
 

@@ -4,11 +4,12 @@ monthly coverage statement, and a suspected clone's two copies (keep one)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Literal, cast, get_args
 
 from aiohttp import web
 
-from collector.appkeys import CLOCK, STORE
+from collector.appkeys import CLOCK, SETTINGS, STORE
 from collector.clones import note_resolution
 from collector.errors import ApiError
 from collector.handlers_coverage import client_statement
@@ -140,6 +141,7 @@ async def coverage(request: web.Request) -> web.Response:
             client.client_id,
             request.query.get("month"),
             request.app[CLOCK].now(),
+            grace=timedelta(seconds=request.app[SETTINGS].online_window_s),
         )
     except ApiError as exc:
         raise PageError(exc.status, "No statement", exc.detail) from exc
