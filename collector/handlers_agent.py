@@ -30,6 +30,7 @@ from collector.bodies import json_response, read_json
 from collector.clones import CLONE_SPLITS, after_enrollment, prepare_enrollment, refuse_split_copy
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
+from collector.network_buffer import ReceivedHeartbeat
 from collector.store.base import (
     AgentEvent,
     AuditEntry,
@@ -46,7 +47,6 @@ from wire.messages import (
     EnrollResponse,
     EventsRequest,
     EventsResponse,
-    HeartbeatRequest,
     HeartbeatResponse,
 )
 from wire.times import InstantError, parse_instant
@@ -183,7 +183,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     identity = cached_agent(request, tokens) or await authenticate_agent(
         request, app[STORE], tokens, app[AUTH_LIMITER]
     )
-    body = await read_json(request, HeartbeatRequest)
+    body = await read_json(request, ReceivedHeartbeat)
     now = app[CLOCK].now()
     split = app[CLONE_SPLITS].get(identity.machine_id)
     if split is not None and body.hostname is not None and body.hostname.lower() == split:
@@ -197,8 +197,8 @@ async def heartbeat(request: web.Request) -> web.Response:
         components_json=components_json(body.components),
         clock_offset_ms=None if body.agent_time is None else clock_offset_ms(body.agent_time, now),
     )
-    if body.network is not None:
-        app[NETWORK].add(identity.machine_id, identity.client_id, now, body.network)
+    if body.network:
+        app[NETWORK].add(identity.machine_id, identity.client_id, now, bytes(body.network))
     metrics = app[METRICS]
     metrics.heartbeats_total += 1
     next_s = next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id)

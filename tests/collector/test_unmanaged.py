@@ -311,3 +311,45 @@ async def test_the_inventory_lists_each_clients_unmanaged_devices_as_of_its_inst
     later = (seen_at + timedelta(hours=720)).isoformat()
     harness.clock.advance(days=40)
     assert await unmanaged_at(later) == []
+
+
+async def test_an_unchanged_section_is_written_once_an_hour_a_changed_one_at_once(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    viewer = await harness.api_token("viewer")
+    agent = acme["front"]["agent_token"]
+    seen = section(["02:00:00:00:00:01"], [("192.168.1.50", PRINTER)])
+    harness.clock.set(harness.clock.now().replace(minute=0))
+    await harness.heartbeat(agent, network=seen)
+    await harness.flush()
+    harness.clock.advance(minutes=15)
+    await harness.heartbeat(agent, network=seen)  # the same LAN, the same hour: not written
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert device["last_seen"] == "2026-03-02T09:00:00Z"
+    harness.clock.advance(minutes=15)
+    moved = section(["02:00:00:00:00:01"], [("192.168.1.77", PRINTER)])
+    await harness.heartbeat(agent, network=moved)  # a change is written at once
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert (device["ip"], device["last_seen"]) == ("192.168.1.77", "2026-03-02T09:30:00Z")
+    harness.clock.advance(minutes=45)
+    await harness.heartbeat(agent, network=moved)  # the next hour: written again
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert device["last_seen"] == "2026-03-02T10:15:00Z"
+
+
+async def test_a_network_section_that_does_not_fit_is_dropped_and_the_heartbeat_counts(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    viewer = await harness.api_token("viewer")
+    harness.clock.advance(hours=1)
+    await harness.heartbeat(acme["front"]["agent_token"], network={"macs": "not a list"})
+    await harness.heartbeat(acme["back"]["agent_token"], network=None)
+    await harness.flush()
+    front = await harness.get(f"/v1/machines/{acme['front']['machine_id']}", viewer)
+    assert front["last_seen"] == "2026-03-02T10:00:00Z"
+    assert await unmanaged(harness, acme["client_id"], viewer) == []
