@@ -15,6 +15,7 @@ two devices, and neither client ever sees the other's.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ def is_noise(mac: str) -> bool:
     return mac[1] in _ODD_HEX or mac == "00:00:00:00:00:00"
 
 
+# An office's machines all report the same devices: each MAC text is worked out once.
+@functools.lru_cache(maxsize=65_536)
 def device_mac(text: str) -> str | None:
     """The normalised MAC of a device, or None for text that is no MAC or is noise."""
     mac = text if _NORMAL_MAC.fullmatch(text) else normalize_mac(text)

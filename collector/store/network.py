@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from collector.rules.clones import MacSwitch, clue_candidates, mac_switch
 from collector.rules.network import (
@@ -106,23 +107,24 @@ def _devices_args(
 def _day_rows(batch: Sequence[NetworkReport]) -> list[tuple[object, ...]]:
     """One row per device and day for the whole batch (many machines of an office see the
     same devices): first and last sighting, and the address of the last."""
-    days: dict[tuple[str, str, int], tuple[str, datetime, datetime]] = {}
+    days: dict[tuple[str, str, int], list[Any]] = {}
     for r in batch:
-        day = r.day
+        day, at, client_id = r.day, r.at, r.client_id
         for mac, ip in r.neighbors:
-            key = (r.client_id, mac, day)
-            seen = days.get(key)
+            seen = days.get((client_id, mac, day))
             if seen is None:
-                days[key] = (ip, r.at, r.at)
-            else:
-                last_ip, first, last = seen
-                days[key] = (ip if r.at >= last else last_ip, min(first, r.at), max(last, r.at))
+                days[(client_id, mac, day)] = [ip, at, at]
+            elif at >= seen[2]:
+                seen[0], seen[2] = ip, at
+            elif at < seen[1]:
+                seen[1] = at
     return [(c, mac, day, *row) for (c, mac, day), row in days.items()]
 
 
 def _set_row(r: NetworkReport) -> tuple[object, ...]:
-    """The machine's devices of the day as one row, named by a digest stable across processes."""
-    macs = json.dumps([mac for mac, _ in r.neighbors], separators=(",", ":"))
+    """The machine's devices of the day as one row (MACs joined by commas), named by a digest
+    stable across processes."""
+    macs = ",".join(mac for mac, _ in r.neighbors)
     digest = hashlib.blake2b(macs.encode(), digest_size=8).hexdigest()
     return (r.client_id, r.machine_id, r.day, digest, macs, r.at, r.at)
 
@@ -228,7 +230,7 @@ class Network(StorePart):
             listed = {r[1] for r in rows}
             seen_by: dict[tuple[str, str], set[str]] = {}
             for machine_id, macs in sets:
-                for mac in json.loads(macs):
+                for mac in macs.split(","):
                     if mac in listed:
                         seen_by.setdefault((client_id, mac), set()).add(machine_id)
             return [self._device(r, seen_by) for r in rows]
