@@ -117,10 +117,11 @@ def table(results: dict[str, Any]) -> str:
             rows.append(
                 (
                     f"network on 1 in {net['every']}, {label}, 1 proc, keep-alive",
-                    f"{run['network_per_second']:,} vs {run['plain_per_second']:,} req/s",
+                    f"{run['network_per_second']:,} vs {run['plain_per_second']:,} req/s, "
+                    f"CPU {run['network_cpu_us']} vs {run['plain_cpu_us']} us/req",
                     "",
                     f"{run['network_p99_ms']}",
-                    f"{run['ratio']:.3f}",
+                    f"{run['ratio']:.3f} (CPU {run['cpu_ratio']:.3f})",
                     f">= {run['target_ratio']:.2f} of without",
                 )
             )

@@ -5,7 +5,9 @@ Agents send a network section when it changes or every 15 minutes; with a heartb
 minute that is at most one heartbeat in fifteen. The collector must take them at the same rate
 (target: within 5%). Each engine gets one collector, warmed once, then keep-alive runs in the
 order plain, network, plain, network, plain, network, so the machine's drift (other load,
-thermal) falls on both sides; the ratio compares the medians. The network body is a small
+thermal) falls on both sides; the ratio compares the medians of requests per second, and
+`cpu_ratio` the medians of the collector's CPU per request (without / with: below 1 is dearer),
+which other load on a shared machine disturbs least. The network body is a small
 office's: two own MACs, two addresses and 24 neighbours.
 
 `python -m bench --only network` runs this section alone (about two and a half minutes).
@@ -49,10 +51,16 @@ def network_body(plain: bytes) -> bytes:
 def _keep_alive(
     servers: Servers, tokens: Path, body: Path, every: tuple[int, Path] | None
 ) -> dict[str, Any]:
+    cpu_before = servers.cpu_seconds()
     result = wrk.run(
         servers.urls, tokens, body, seconds=SECONDS, connections=CONNECTIONS, every=every
     )
-    return result.as_dict()
+    figures: dict[str, Any] = result.as_dict()
+    # CPU the collector spent per heartbeat (its flush included): what other load on the
+    # machine changes least, so the steadiest figure on a busy host.
+    cpu = servers.cpu_seconds() - cpu_before
+    figures["cpu_us_per_request"] = round(1e6 * cpu / max(1, result.requests), 1)
+    return figures
 
 
 def compare(servers: Servers, tokens: Path, body: Path, network: Path, warm: int) -> dict[str, Any]:
@@ -66,6 +74,8 @@ def compare(servers: Servers, tokens: Path, body: Path, network: Path, warm: int
             figures[name] = done
             figures[f"{name}_per_second"] = round(statistics.median(r["per_second"] for r in done))
             figures[f"{name}_p99_ms"] = max(r["p99_ms"] for r in done)
+            figures[f"{name}_cpu_us"] = statistics.median(r["cpu_us_per_request"] for r in done)
+        figures["cpu_ratio"] = round(figures["plain_cpu_us"] / figures["network_cpu_us"], 3)
         figures["ratio"] = round(figures["network_per_second"] / figures["plain_per_second"], 3)
         figures["target_ratio"] = TARGET_RATIO
         figures["flushes"] = sum(
