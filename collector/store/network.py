@@ -150,6 +150,19 @@ class Network(StorePart):
 
         await self._engine.write(run)
 
+    async def compact_sightings(self, *, horizon_start: datetime) -> int:
+        """Drop sightings no answer as of `horizon_start` or later reads (those 30 days and a
+        day before it); a device's `first_seen` then reaches back that far at most."""
+        oldest_day = unmanaged_window(horizon_start).first_day - 1
+
+        async def run(tx: Tx) -> int:
+            removed = 0
+            for table in ("neighbor_days", "neighbor_sets"):
+                removed += await tx.execute(f"DELETE FROM {table} WHERE day < ?", oldest_day)
+            return removed
+
+        return await self._engine.write(run)
+
     async def _watch_mac_switches(self, tx: Tx, batch: Sequence[NetworkReport]) -> None:
         """A machine whose own MACs switch back to those of before (two hosts behind one
         credential taking turns) is flagged `clone_suspected` (`collector.rules.clones`)."""

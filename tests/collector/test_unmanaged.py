@@ -353,3 +353,26 @@ async def test_a_network_section_that_does_not_fit_is_dropped_and_the_heartbeat_
     front = await harness.get(f"/v1/machines/{acme['front']['machine_id']}", viewer)
     assert front["last_seen"] == "2026-03-02T10:00:00Z"
     assert await unmanaged(harness, acme["client_id"], viewer) == []
+
+
+async def test_sightings_older_than_the_retention_horizon_are_compacted(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    billing = await harness.api_token("billing")
+    await harness.heartbeat(
+        acme["front"]["agent_token"],
+        network=section(["02:00:00:00:00:01"], [("192.168.1.50", PRINTER)]),
+    )
+    await harness.flush()
+    seen_at = harness.clock.now()
+    harness.clock.advance(days=100)
+    # A horizon just after the sighting: answers as of it still read the sighting.
+    assert await harness.store.compact_sightings(horizon_start=seen_at + timedelta(days=1)) == 0
+    past = (seen_at + timedelta(days=1)).isoformat()
+    body = await harness.get(f"/v1/inventory?as_of={past}", billing)
+    assert [d["mac"] for d in body["unmanaged"]] == [PRINTER]
+    # A horizon 40 days on: no answer from then on can read it any more.
+    assert await harness.store.compact_sightings(horizon_start=seen_at + timedelta(days=40)) == 2
+    body = await harness.get(f"/v1/inventory?as_of={past}", billing)
+    assert body["unmanaged"] == []
