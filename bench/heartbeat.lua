@@ -1,8 +1,10 @@
 -- wrk script: POST /v1/heartbeat with a different agent token on each request.
--- Arguments (after `--`): TOKENS_FILE BODY_FILE [once=THREADS] [close]
+-- Arguments (after `--`): TOKENS_FILE BODY_FILE [once=THREADS] [close] [every=N:BODY2_FILE]
 --   once=THREADS: thread k of THREADS sends one heartbeat for every THREADS-th token from k,
 --                 then stops (warms the collector's token cache with every token once)
 --   close:        ask for a new connection per request (Connection: close)
+--   every=N:FILE: every Nth request of a thread sends FILE's body instead (a heartbeat with a
+--                 network section, as agents send one at most every 15 minutes)
 -- done() prints one JSON line with the totals and latency percentiles (microseconds).
 
 local count = 0
@@ -36,7 +38,15 @@ function init(args)
       end
     end
     if args[i] == "close" then headers["Connection"] = "close" end
+    local n, path = string.match(args[i], "^every=(%d+):(.+)$")
+    if n then
+      every = tonumber(n)
+      local other = assert(io.open(path, "rb"))
+      other_body = other:read("*a")
+      other:close()
+    end
   end
+  sent = 0
 end
 
 function request()
@@ -44,6 +54,10 @@ function request()
   cursor = cursor + step
   if cursor > #tokens then cursor = cursor - #tokens end
   headers["Authorization"] = "Bearer " .. token
+  sent = sent + 1
+  if every and sent % every == 0 then
+    return wrk.format("POST", "/v1/heartbeat", headers, other_body)
+  end
   return wrk.format("POST", "/v1/heartbeat", headers, body)
 end
 

@@ -90,9 +90,15 @@ def run(
     threads: int = 1,
     new_connection: bool = False,
     once: bool = False,
+    every: tuple[int, Path] | None = None,
 ) -> WrkRun:
-    """One wrk per URL, all at once; rates add up, latency is the worst of them."""
-    extra = (["close"] if new_connection else []) + ([f"once={threads}"] if once else [])
+    """One wrk per URL, all at once; rates add up, latency is the worst of them. `every`
+    (n, body) sends that body instead on every nth request of each thread."""
+    extra = (
+        (["close"] if new_connection else [])
+        + ([f"once={threads}"] if once else [])
+        + ([f"every={every[0]}:{every[1]}"] if every else [])
+    )
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         results = list(
             pool.map(

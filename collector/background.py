@@ -93,9 +93,11 @@ async def compact_history(app: web.Application) -> int:
     """Drop history that no answer inside the retention horizon can read (billing answers for
     months inside it never change)."""
     keep = timedelta(days=app[SETTINGS].history_retention_days)
-    removed = await app[STORE].compact_history(
-        horizon_start=retention_horizon(app[CLOCK].now(), keep)
-    )
+    horizon = retention_horizon(app[CLOCK].now(), keep)
+    removed = await app[STORE].compact_history(horizon_start=horizon)
+    sightings = await app[STORE].compact_sightings(horizon_start=horizon)  # coverage
+    if sightings:
+        log.info("history compacted: %d day(s) of LAN sightings", sightings)
     if removed.total:
         log.info(
             "history compacted: %d run(s) of presence, %d facts row(s), %d coverage period(s)",

@@ -23,7 +23,7 @@ from collector.rules.clones import (
     check_enrollment,
     split_hardware_id,
 )
-from collector.store.base import EnrollOutcome, EnrollRequestRecord
+from collector.store.base import CloneSuspicion, EnrollOutcome, EnrollRequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,12 @@ async def refresh_splits(app: web.Application) -> None:
     splits = app[CLONE_SPLITS]
     splits.clear()
     splits.update({machine_id: hostname.lower() for machine_id, hostname in pending.items()})
+
+
+def note_resolution(app: web.Application, resolved: CloneSuspicion) -> None:
+    """This instance refuses the split-off copy at once (others at their next refresh)."""
+    if resolved.split_hostname is not None and resolved.split_machine_id is None:
+        app[CLONE_SPLITS][resolved.machine_id] = resolved.split_hostname.lower()
 
 
 def refuse_split_copy(machine_id: str) -> ApiError:

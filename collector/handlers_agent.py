@@ -30,6 +30,7 @@ from collector.bodies import json_response, read_json
 from collector.clones import CLONE_SPLITS, after_enrollment, prepare_enrollment, refuse_split_copy
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
+from collector.network_buffer import ReceivedHeartbeat
 from collector.rules.orders import policy_text
 from collector.store.base import (
     AgentEvent,
@@ -48,7 +49,6 @@ from wire.messages import (
     EnrollResponse,
     EventsRequest,
     EventsResponse,
-    HeartbeatRequest,
     HeartbeatResponse,
 )
 from wire.times import InstantError, parse_instant
@@ -188,7 +188,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     identity = cached_agent(request, tokens) or await authenticate_agent(
         request, app[STORE], tokens, app[AUTH_LIMITER]
     )
-    body = await read_json(request, HeartbeatRequest)
+    body = await read_json(request, ReceivedHeartbeat)
     now = app[CLOCK].now()
     split = app[CLONE_SPLITS].get(identity.machine_id)
     if split is not None and body.hostname is not None and body.hostname.lower() == split:
@@ -204,8 +204,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     )
     if body.offboard_approvals is not None:
         await _follow_approval_policy(request, identity, body, now)
-    if body.network is not None:
-        app[NETWORK].add(identity.machine_id, identity.client_id, now, body.network)
+    if body.network:
+        app[NETWORK].add(identity.machine_id, identity.client_id, now, bytes(body.network))
     metrics = app[METRICS]
     metrics.heartbeats_total += 1
     next_s = next_heartbeat_s(app[SETTINGS].heartbeat_interval_s, identity.agent_id)
@@ -219,7 +219,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def _follow_approval_policy(
-    request: web.Request, identity: AgentIdentity, body: HeartbeatRequest, now: datetime
+    request: web.Request, identity: AgentIdentity, body: ReceivedHeartbeat, now: datetime
 ) -> None:
     """Store what the agent requires of an offboard order when it changed (rarely: at its
     first heartbeat after an upgrade or a change of its config), so delivery waits for it."""

@@ -4,15 +4,15 @@ statement (see `collector.rules.network` and `collector.rules.coverage`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from collector.appkeys import CLOCK, STORE
+from collector.appkeys import CLOCK, SETTINGS, STORE
 from collector.bodies import check_query, json_response, read_json
-from collector.clones import CLONE_SPLITS
+from collector.clones import note_resolution
 from collector.errors import ApiError, json_routes
-from collector.handlers_people import person
+from collector.handlers_people import person, visible, visible_machine
 from collector.requests import DismissRequest, ResolveCloneRequest, RestoreRequest
 from collector.rules.clones import ResolutionError
 from collector.rules.coverage import MonthError, Statement, coverage_statement, month_bounds
@@ -69,7 +69,8 @@ def path_mac(request: web.Request) -> str:
 async def list_unmanaged(request: web.Request) -> web.Response:
     """Devices the client's agents saw in the last 30 days that carry no agent; with
     `?dismissed=1`, also the devices dismissed (with who and why)."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
+    visible(token, request.match_info["client_id"], "client")
     check_query(request, ("dismissed",))
     dismissed_flag = request.query.get("dismissed")
     if dismissed_flag not in (None, "0", "1"):
@@ -91,6 +92,7 @@ async def list_unmanaged(request: web.Request) -> web.Response:
 async def dismiss(request: web.Request) -> web.Response:
     """A technician hides a device that needs no agent; seeing it again does not bring it back."""
     token = await person(request, "devices.dismiss")
+    visible(token, request.match_info["client_id"], "client")
     check_query(request, ())
     mac = path_mac(request)
     body = await read_json(request, DismissRequest)
@@ -116,6 +118,7 @@ async def dismiss(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     """Undo a dismissal: the device is listed again while agents keep seeing it."""
     token = await person(request, "devices.dismiss")
+    visible(token, request.match_info["client_id"], "client")
     check_query(request, ())
     mac = path_mac(request)
     body = await read_json(request, RestoreRequest) if request.can_read_body else RestoreRequest()
@@ -147,7 +150,7 @@ class ClientStatement:
 
 
 async def client_statement(
-    store: Store, client_id: str, month: str | None, now: datetime
+    store: Store, client_id: str, month: str | None, now: datetime, *, grace: timedelta
 ) -> ClientStatement:
     """The statement of `month` (default: the current one); ApiError for bad input."""
     month = month or now.strftime("%Y-%m")
@@ -161,7 +164,7 @@ async def client_statement(
     until = min(end, now)
     histories = await store.coverage_histories(client_id, start, until)
     unmanaged, dismissed = await store.devices_in_month(client_id, start, until, now=now)
-    statement = coverage_statement(histories, start, end, now)
+    statement = coverage_statement(histories, start, end, now, grace=grace)
     return ClientStatement(client, month, statement, unmanaged, dismissed)
 
 
@@ -221,13 +224,15 @@ def statement_json(found: ClientStatement) -> dict[str, object]:
 async def coverage(request: web.Request) -> web.Response:
     """The month's coverage statement of the client (viewer and up): see
     `collector.rules.coverage` for what it counts."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
+    visible(token, request.match_info["client_id"], "client")
     check_query(request, ("month",))
     found = await client_statement(
         request.app[STORE],
         request.match_info["client_id"],
         request.query.get("month"),
         request.app[CLOCK].now(),
+        grace=timedelta(seconds=request.app[SETTINGS].online_window_s),
     )
     return json_response(statement_json(found))
 
@@ -252,7 +257,8 @@ def suspicion_json(s: CloneSuspicion) -> dict[str, object]:
 @routes.get("/v1/machines/{machine_id}/clones")
 async def list_clone_suspicions(request: web.Request) -> web.Response:
     """The machine's clone suspicions, the open one first, with the two copies seen."""
-    await person(request, "machines.read")
+    token = await person(request, "machines.read")
+    await visible_machine(request, token, request.match_info["machine_id"])
     check_query(request, ())
     machine_id = request.match_info["machine_id"]
     store = request.app[STORE]
@@ -267,6 +273,7 @@ async def resolve_clone(request: web.Request) -> web.Response:
     """A technician keeps one copy; the other gets its own machine record at its next
     enrollment, and its heartbeats under the kept copy's credential are refused."""
     token = await person(request, "machines.approve")
+    await visible_machine(request, token, request.match_info["machine_id"])
     check_query(request, ())
     body = await read_json(request, ResolveCloneRequest)
     app = request.app
@@ -281,6 +288,5 @@ async def resolve_clone(request: web.Request) -> web.Response:
         raise ApiError(409, "no_clone_suspected", str(exc)) from exc
     except ResolutionError as exc:
         raise ApiError(409, "clone_indistinct", str(exc)) from exc
-    if resolved.split_hostname is not None:
-        app[CLONE_SPLITS][machine_id] = resolved.split_hostname.lower()
+    note_resolution(app, resolved)
     return json_response(suspicion_json(resolved))

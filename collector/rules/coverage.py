@@ -18,11 +18,12 @@ machine heard only at single instants (runs of no length) is measured by those i
 A required component is one that a report during the month marked required; while a report does
 not list it, it counts as `missing`. A gap is a stretch of heard time in which a required
 component was not running (from, to, which component, its status). A silence is a stretch of a
-coverage period in which the machine was not heard from at all (switched off, or cut off): it is
-listed, but it is not counted against the share, as the statement says what ran while the
-machine was on. A machine is protected 100% when it was heard from and every required component
-ran in all of that time. History older than the collector's retention (`history_retention_days`)
-is compacted, so a statement for a month that far back is only as exact as what was kept.
+coverage period longer than the online window in which the machine was not heard from at all
+(switched off, or cut off): it is listed, but it is not counted against the share, as the
+statement says what ran while the machine was on. A machine is protected 100% when it was heard
+from and every required component ran in all of that time. History older than the collector's
+retention (`history_retention_days`) is compacted, so a statement for a month that far back is
+only as exact as what was kept.
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def _segments(
     return out
 
 
-def machine_coverage(history: MachineHistory, start: datetime, end: datetime) -> MachineCoverage:
+def machine_coverage(
+    history: MachineHistory, start: datetime, end: datetime, *, grace: timedelta = timedelta(0)
+) -> MachineCoverage:
     window = [(start, end)]
     periods = _clip([(s, e if e is not None else end) for s, e in history.periods], window)
     heard_runs = _clip(list(history.runs), periods)
@@ -229,7 +232,10 @@ def machine_coverage(history: MachineHistory, start: datetime, end: datetime) ->
                 gaps=tuple(gaps),
             )
         )
-    silences = tuple(_minus(periods, _union(list(history.runs))))
+    # A machine is not late until the online window after its last heartbeat has passed.
+    silences = tuple(
+        (a, b) for a, b in _minus(periods, _union(list(history.runs))) if b - a > grace
+    )
     return MachineCoverage(
         machine_id=history.machine_id,
         hostname=history.hostname,
@@ -250,12 +256,18 @@ def in_inventory(history: MachineHistory, start: datetime, end: datetime) -> boo
 
 
 def coverage_statement(
-    histories: Sequence[MachineHistory], start: datetime, end: datetime, now: datetime
+    histories: Sequence[MachineHistory],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    grace: timedelta = timedelta(0),
 ) -> Statement:
-    """The statement of [start, end), cut at `now` for the month under way."""
+    """The statement of [start, end), cut at `now` for the month under way; silences no
+    longer than `grace` (the online window) are none."""
     until = min(end, now)
     machines = tuple(
-        machine_coverage(h, start, until)
+        machine_coverage(h, start, until, grace=grace)
         for h in sorted(histories, key=lambda h: (h.hostname.lower(), h.machine_id))
         if in_inventory(h, start, until)
     )

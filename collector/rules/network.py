@@ -15,6 +15,7 @@ two devices, and neither client ever sees the other's.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,9 @@ _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAC = re.compile(r"^[0-9a-fA-F]{1,2}([:-])(?:[0-9a-fA-F]{1,2}\1){4}[0-9a-fA-F]{1,2}$")
 _BARE_MAC = re.compile(r"^[0-9a-fA-F]{12}$")
+# What agents send: already normalised (the fast path; anything else goes the long way).
+_NORMAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_ODD_HEX = frozenset("13579bdf")
 
 
 def normalize_mac(text: str) -> str | None:
@@ -42,13 +46,16 @@ def normalize_mac(text: str) -> str | None:
 
 
 def is_noise(mac: str) -> bool:
-    """Broadcast, multicast and all-zero MACs (normalised) are never a device."""
-    return mac == "00:00:00:00:00:00" or int(mac[:2], 16) & 1 == 1
+    """Broadcast, multicast and all-zero MACs (normalised) are never a device: the first
+    octet's low bit is the second hex digit's."""
+    return mac[1] in _ODD_HEX or mac == "00:00:00:00:00:00"
 
 
+# An office's machines all report the same devices: each MAC text is worked out once.
+@functools.lru_cache(maxsize=65_536)
 def device_mac(text: str) -> str | None:
     """The normalised MAC of a device, or None for text that is no MAC or is noise."""
-    mac = normalize_mac(text)
+    mac = text if _NORMAL_MAC.fullmatch(text) else normalize_mac(text)
     return None if mac is None or is_noise(mac) else mac
 
 

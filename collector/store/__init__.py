@@ -6,9 +6,9 @@ Where things go, for whoever adds to the collector:
   run of presence closes, what expiry records) is a plain function in `collector.rules`, over
   plain values, tested without a database.
 - The store's parts, one module per concern (`clients`, `enrollment`, `heartbeats`, `commands`,
-  `audit`, `views`, `inventory`, `lifecycle`), read the rows a rule needs, call it, and write what
-  it decided, in one transaction (`Engine.write`). Their SQL is written once, with `?`
-  placeholders, for both engines (`collector.store.sql`).
+  `audit`, `views`, `inventory`, `lifecycle`, `network`, `clones`, `coverage`), read the rows a
+  rule needs, call it, and write what it decided, in one transaction (`Engine.write`). Their
+  SQL is written once, with `?` placeholders, for both engines (`collector.store.sql`).
 - What differs between SQLite and PostgreSQL lives in `collector.store.sqlite` and
   `collector.store.postgres`: connections and transactions, the schema migrations, the
   `Dialect` fragments, and the two hot paths whose SQL is each engine's own (the last-seen flush

@@ -105,42 +105,39 @@ class Clones(StorePart):
 
     async def detect_hostname_clones(self, now: datetime) -> list[str]:
         """Flag machines whose hostname switched back within the alternation window (one
-        credential heard from two hosts); the machines flagged now."""
+        credential heard from two hosts); the machines flagged now.
+
+        Read first, off the writer: only machines whose facts of the last day name two
+        hostnames or more, one of them twice, are candidates (a rename names each once), and
+        only facts newer than the machine's last suspicion count. Copies taking turns keep
+        producing such rows, so one switch back is enough to be found at the next run."""
         d = self.dialect
         since = now - ALTERNATION_WINDOW
+        rows = await self._engine.fetch(
+            "SELECT f.machine_id, f.valid_from, f.hostname FROM facts f "
+            "WHERE f.valid_from > ? AND f.machine_id IN (SELECT g.machine_id FROM facts g "
+            "WHERE g.valid_from > ? GROUP BY g.machine_id "
+            "HAVING COUNT(DISTINCT g.hostname) > 1 AND COUNT(*) > COUNT(DISTINCT g.hostname)) "
+            "AND NOT EXISTS (SELECT 1 FROM clone_suspicions c "
+            "WHERE c.machine_id = f.machine_id "
+            "AND (c.resolved_at IS NULL OR c.resolved_at >= f.valid_from)) "
+            "ORDER BY f.machine_id, f.valid_from",
+            since,
+            since,
+        )
+        seen: dict[str, list[tuple[datetime, Identity]]] = {}
+        for machine_id, valid_from, hostname in rows:
+            seen.setdefault(machine_id, []).append((d.instant(valid_from), Identity(hostname)))
+        clues = {m: clue for m, history in seen.items() if (clue := alternation(history))}
+        if not clues:
+            return []
 
         async def run(tx: Tx) -> list[str]:
-            rows = await tx.fetch(
-                "SELECT f.machine_id, f.valid_from, f.hostname FROM facts f "
-                "WHERE f.valid_from > ? AND f.machine_id IN (SELECT g.machine_id FROM facts g "
-                "WHERE g.valid_from > ? GROUP BY g.machine_id "
-                "HAVING COUNT(DISTINCT g.hostname) > 1) "
-                "AND NOT EXISTS (SELECT 1 FROM clone_suspicions c "
-                "WHERE c.machine_id = f.machine_id "
-                "AND (c.resolved_at IS NULL OR c.resolved_at >= f.valid_from)) "
-                "ORDER BY f.machine_id, f.valid_from",
-                since,
-                since,
-            )
-            seen: dict[str, list[tuple[datetime, Identity]]] = {}
-            for machine_id, valid_from, hostname in rows:
-                seen.setdefault(machine_id, []).append((d.instant(valid_from), Identity(hostname)))
-            flagged = []
-            for machine_id, history in seen.items():
-                before = await tx.fetchrow(
-                    "SELECT valid_from, hostname FROM facts WHERE machine_id = ? "
-                    "AND valid_from <= ? ORDER BY valid_from DESC LIMIT 1",
-                    machine_id,
-                    since,
-                )
-                if before is not None:
-                    history.insert(0, (d.instant(before[0]), Identity(before[1])))
-                clue = alternation(history)
-                if clue is not None and await insert_suspicion(
-                    tx, machine_id, "heartbeats", clue_candidates(clue), now
-                ):
-                    flagged.append(machine_id)
-            return flagged
+            return [
+                machine_id
+                for machine_id, clue in clues.items()
+                if await insert_suspicion(tx, machine_id, "heartbeats", clue_candidates(clue), now)
+            ]
 
         return await self._engine.write(run)
 

@@ -4,14 +4,16 @@ Sections are buffered in memory and written by the last-seen flush, one transact
 for every machine that sent one (`collector.network_buffer`): the heartbeat path never waits
 for them. A machine's own MACs are replaced by its latest section; each device gets one row per
 UTC day it was seen (`neighbor_days`), so the devices unmanaged as of any past instant are known
-exactly, and a row per machine that saw it (`neighbor_seen_by`).
+exactly, and a row per machine and day naming the devices it saw (`neighbor_sets`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from collector.rules.clones import MacSwitch, clue_candidates, mac_switch
 from collector.rules.network import (
@@ -43,11 +45,13 @@ _DAY_UPSERT = (
     "last_at = CASE WHEN excluded.last_at > neighbor_days.last_at THEN excluded.last_at "
     "ELSE neighbor_days.last_at END"
 )
-_SEEN_BY_UPSERT = (
-    "INSERT INTO neighbor_seen_by (client_id, mac, machine_id, last_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (client_id, mac, machine_id) DO UPDATE SET "
-    "last_at = CASE WHEN excluded.last_at > neighbor_seen_by.last_at THEN excluded.last_at "
-    "ELSE neighbor_seen_by.last_at END"
+_SET_UPSERT = (
+    "INSERT INTO neighbor_sets (client_id, machine_id, day, digest, macs, first_at, last_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (client_id, day, machine_id, digest) DO UPDATE SET "
+    "first_at = CASE WHEN excluded.first_at < neighbor_sets.first_at THEN excluded.first_at "
+    "ELSE neighbor_sets.first_at END, "
+    "last_at = CASE WHEN excluded.last_at > neighbor_sets.last_at THEN excluded.last_at "
+    "ELSE neighbor_sets.last_at END"
 )
 
 # A MAC is managed as of the instant bound to the first three `?`: a machine enrolled by then,
@@ -100,6 +104,31 @@ def _devices_args(
     ]
 
 
+def _day_rows(batch: Sequence[NetworkReport]) -> list[tuple[object, ...]]:
+    """One row per device and day for the whole batch (many machines of an office see the
+    same devices): first and last sighting, and the address of the last."""
+    days: dict[tuple[str, str, int], list[Any]] = {}
+    for r in batch:
+        day, at, client_id = r.day, r.at, r.client_id
+        for mac, ip in r.neighbors:
+            seen = days.get((client_id, mac, day))
+            if seen is None:
+                days[(client_id, mac, day)] = [ip, at, at]
+            elif at >= seen[2]:
+                seen[0], seen[2] = ip, at
+            elif at < seen[1]:
+                seen[1] = at
+    return [(c, mac, day, *row) for (c, mac, day), row in days.items()]
+
+
+def _set_row(r: NetworkReport) -> tuple[object, ...]:
+    """The machine's devices of the day as one row (MACs joined by commas), named by a digest
+    stable across processes."""
+    macs = ",".join(mac for mac, _ in r.neighbors)
+    digest = hashlib.blake2b(macs.encode(), digest_size=8).hexdigest()
+    return (r.client_id, r.machine_id, r.day, digest, macs, r.at, r.at)
+
+
 class Network(StorePart):
     async def apply_network(self, batch: Sequence[NetworkReport]) -> None:
         """Write the latest network section of each machine in `batch`, in one transaction."""
@@ -116,20 +145,23 @@ class Network(StorePart):
                 "ON CONFLICT (machine_id, mac) DO NOTHING",
                 [(r.machine_id, mac) for r in batch for mac in r.own_macs],
             )
-            await tx.executemany(
-                _DAY_UPSERT,
-                [
-                    (r.client_id, mac, r.day, ip, r.at, r.at)
-                    for r in batch
-                    for mac, ip in r.neighbors
-                ],
-            )
-            await tx.executemany(
-                _SEEN_BY_UPSERT,
-                [(r.client_id, mac, r.machine_id, r.at) for r in batch for mac, _ in r.neighbors],
-            )
+            await tx.executemany(_DAY_UPSERT, _day_rows(batch))
+            await tx.executemany(_SET_UPSERT, [_set_row(r) for r in batch if r.neighbors])
 
         await self._engine.write(run)
+
+    async def compact_sightings(self, *, horizon_start: datetime) -> int:
+        """Drop sightings no answer as of `horizon_start` or later reads (those 30 days and a
+        day before it); a device's `first_seen` then reaches back that far at most."""
+        oldest_day = unmanaged_window(horizon_start).first_day - 1
+
+        async def run(tx: Tx) -> int:
+            removed = 0
+            for table in ("neighbor_days", "neighbor_sets"):
+                removed += await tx.execute(f"DELETE FROM {table} WHERE day < ?", oldest_day)
+            return removed
+
+        return await self._engine.write(run)
 
     async def _watch_mac_switches(self, tx: Tx, batch: Sequence[NetworkReport]) -> None:
         """A machine whose own MACs switch back to those of before (two hosts behind one
@@ -174,7 +206,7 @@ class Network(StorePart):
             if clue is not None:
                 await insert_suspicion(tx, r.machine_id, "heartbeats", clue_candidates(clue), r.at)
 
-    def _device(self, r: Row, seen_by: dict[tuple[str, str], list[str]]) -> UnmanagedDevice:
+    def _device(self, r: Row, seen_by: dict[tuple[str, str], set[str]]) -> UnmanagedDevice:
         d = self.dialect
         return UnmanagedDevice(
             client_id=r[0],
@@ -182,7 +214,7 @@ class Network(StorePart):
             ip=r[2],
             first_seen=d.instant(r[3]),
             last_seen=d.instant(r[4]),
-            seen_by=tuple(seen_by.get((r[0], r[1]), ())),
+            seen_by=tuple(sorted(seen_by.get((r[0], r[1]), ()))),
         )
 
     async def _require_client(self, tx: Tx, client_id: str) -> None:
@@ -200,16 +232,20 @@ class Network(StorePart):
                 _devices_sql("n.client_id = ? AND", dismissed=False),
                 *_devices_args(window, client_id),
             )
-            seen = await tx.fetch(
-                "SELECT client_id, mac, machine_id FROM neighbor_seen_by WHERE client_id = ? "
-                "AND last_at > ? AND last_at <= ? ORDER BY machine_id",
+            sets = await tx.fetch(
+                "SELECT machine_id, macs FROM neighbor_sets WHERE client_id = ? AND day >= ? "
+                "AND first_at <= ? AND last_at > ?",
                 client_id,
-                window.since,
+                window.first_day,
                 window.until,
+                window.since,
             )
-            seen_by: dict[tuple[str, str], list[str]] = {}
-            for s in seen:
-                seen_by.setdefault((s[0], s[1]), []).append(s[2])
+            listed = {r[1] for r in rows}
+            seen_by: dict[tuple[str, str], set[str]] = {}
+            for machine_id, macs in sets:
+                for mac in macs.split(","):
+                    if mac in listed:
+                        seen_by.setdefault((client_id, mac), set()).add(machine_id)
             return [self._device(r, seen_by) for r in rows]
 
         return await self._engine.read(run)

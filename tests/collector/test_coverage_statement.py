@@ -266,3 +266,12 @@ async def test_the_statement_of_an_unknown_client_is_a_404(slow_heartbeats: Harn
         "/v1/clients/nope/coverage?month=2026-04", headers=viewer
     )
     assert (resp.status, (await resp.json())["error"]) == (404, "client_not_found")
+
+
+def test_a_machine_is_not_silent_until_its_online_window_has_passed() -> None:
+    machine = history([(day(1), report(rmm="running"))], runs=[(day(1), day(6))])
+    late = day(6) + timedelta(minutes=2)
+    statement = coverage_statement([machine], *APRIL, late, grace=timedelta(minutes=3))
+    assert statement.machines[0].silences == ()
+    later = coverage_statement([machine], *APRIL, day(7), grace=timedelta(minutes=3))
+    assert later.machines[0].silences == ((day(6), day(7)),)

@@ -126,3 +126,12 @@ def test_token_add_limits_a_token_to_named_clients_and_never_an_admin(tmp_path: 
             text=True,
         )
         assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+async def test_a_scoped_token_reads_no_other_clients_devices_or_coverage(fleet: Harness) -> None:
+    acme_id, _, globex_id, globex_pc = await two_clients(fleet)
+    tina = await scoped_token(fleet, "technician", acme_id)
+    await fleet.get(f"/v1/clients/{acme_id}/unmanaged", tina)
+    await fleet.get(f"/v1/clients/{globex_id}/unmanaged", tina, status=404)
+    await fleet.get(f"/v1/clients/{globex_id}/coverage?month=2026-03", tina, status=404)
+    await fleet.get(f"/v1/machines/{globex_pc['machine_id']}/clones", tina, status=404)

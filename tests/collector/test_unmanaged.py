@@ -311,3 +311,68 @@ async def test_the_inventory_lists_each_clients_unmanaged_devices_as_of_its_inst
     later = (seen_at + timedelta(hours=720)).isoformat()
     harness.clock.advance(days=40)
     assert await unmanaged_at(later) == []
+
+
+async def test_an_unchanged_section_is_written_once_an_hour_a_changed_one_at_once(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    viewer = await harness.api_token("viewer")
+    agent = acme["front"]["agent_token"]
+    seen = section(["02:00:00:00:00:01"], [("192.168.1.50", PRINTER)])
+    harness.clock.set(harness.clock.now().replace(minute=0))
+    await harness.heartbeat(agent, network=seen)
+    await harness.flush()
+    harness.clock.advance(minutes=15)
+    await harness.heartbeat(agent, network=seen)  # the same LAN, the same hour: not written
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert device["last_seen"] == "2026-03-02T09:00:00Z"
+    harness.clock.advance(minutes=15)
+    moved = section(["02:00:00:00:00:01"], [("192.168.1.77", PRINTER)])
+    await harness.heartbeat(agent, network=moved)  # a change is written at once
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert (device["ip"], device["last_seen"]) == ("192.168.1.77", "2026-03-02T09:30:00Z")
+    harness.clock.advance(minutes=45)
+    await harness.heartbeat(agent, network=moved)  # the next hour: written again
+    await harness.flush()
+    (device,) = await unmanaged(harness, acme["client_id"], viewer)
+    assert device["last_seen"] == "2026-03-02T10:15:00Z"
+
+
+async def test_a_network_section_that_does_not_fit_is_dropped_and_the_heartbeat_counts(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    viewer = await harness.api_token("viewer")
+    harness.clock.advance(hours=1)
+    await harness.heartbeat(acme["front"]["agent_token"], network={"macs": "not a list"})
+    await harness.heartbeat(acme["back"]["agent_token"], network=None)
+    await harness.flush()
+    front = await harness.get(f"/v1/machines/{acme['front']['machine_id']}", viewer)
+    assert front["last_seen"] == "2026-03-02T10:00:00Z"
+    assert await unmanaged(harness, acme["client_id"], viewer) == []
+
+
+async def test_sightings_older_than_the_retention_horizon_are_compacted(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    billing = await harness.api_token("billing")
+    await harness.heartbeat(
+        acme["front"]["agent_token"],
+        network=section(["02:00:00:00:00:01"], [("192.168.1.50", PRINTER)]),
+    )
+    await harness.flush()
+    seen_at = harness.clock.now()
+    harness.clock.advance(days=100)
+    # A horizon just after the sighting: answers as of it still read the sighting.
+    assert await harness.store.compact_sightings(horizon_start=seen_at + timedelta(days=1)) == 0
+    past = (seen_at + timedelta(days=1)).isoformat()
+    body = await harness.get(f"/v1/inventory?as_of={past}", billing)
+    assert [d["mac"] for d in body["unmanaged"]] == [PRINTER]
+    # A horizon 40 days on: no answer from then on can read it any more.
+    assert await harness.store.compact_sightings(horizon_start=seen_at + timedelta(days=40)) == 2
+    body = await harness.get(f"/v1/inventory?as_of={past}", billing)
+    assert body["unmanaged"] == []

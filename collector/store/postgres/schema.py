@@ -318,13 +318,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             PRIMARY KEY (client_id, mac, day)
         );
         CREATE INDEX neighbor_days_day ON neighbor_days (day, client_id);
-        -- Which of the client's machines saw the device, and when last.
-        CREATE TABLE neighbor_seen_by (
+        -- Which devices each machine saw, per UTC day: one row per distinct set of neighbour MACs
+        -- (`digest` names it), so a machine costs one row a day however many devices it sees.
+        CREATE TABLE neighbor_sets (
             client_id text COLLATE "C" NOT NULL REFERENCES clients (client_id),
-            mac text COLLATE "C" NOT NULL,
             machine_id text COLLATE "C" NOT NULL REFERENCES machines (machine_id),
+            day integer NOT NULL,
+            digest text NOT NULL,
+            macs text NOT NULL,
+            first_at timestamptz NOT NULL,
             last_at timestamptz NOT NULL,
-            PRIMARY KEY (client_id, mac, machine_id)
+            PRIMARY KEY (client_id, day, machine_id, digest)
         );
         -- Devices a technician said need no agent (printers, phones), with who and why.
         CREATE TABLE dismissed_devices (

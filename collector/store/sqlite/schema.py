@@ -301,13 +301,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             PRIMARY KEY (client_id, mac, day)
         ) WITHOUT ROWID;
         CREATE INDEX neighbor_days_day ON neighbor_days (day, client_id);
-        -- Which of the client's machines saw the device, and when last.
-        CREATE TABLE neighbor_seen_by (
+        -- Which devices each machine saw, per UTC day: one row per distinct set of neighbour MACs
+        -- (`digest` names it), so a machine costs one row a day however many devices it sees.
+        CREATE TABLE neighbor_sets (
             client_id TEXT NOT NULL REFERENCES clients (client_id),
-            mac TEXT NOT NULL,
             machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+            day INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            macs TEXT NOT NULL,
+            first_at INTEGER NOT NULL,
             last_at INTEGER NOT NULL,
-            PRIMARY KEY (client_id, mac, machine_id)
+            PRIMARY KEY (client_id, day, machine_id, digest)
         ) WITHOUT ROWID;
         -- Devices a technician said need no agent (printers, phones), with who and why.
         CREATE TABLE dismissed_devices (
