@@ -188,7 +188,7 @@ class Browser:
         self.person = person
         answer = await self.sign_in_as(person)
         assert answer.headers["Location"] == "/"
-        self.csrf = (await self.get("/")).csrf
+        self.csrf = (await self.get("/machines" if clients else "/")).csrf
         return self
 
     def code(self) -> str:
