@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from collector import accounts
-from collector.appkeys import CLOCK, SETTINGS, STORE
+from collector.appkeys import AUTH_LIMITER, CLOCK, SETTINGS, STORE
 from collector.auth import PERMISSIONS, Permission
 from collector.store.base import ROLES, AuditEntry, AuditFilter, Role
 from collector.web.security import Answer, PageError, Redirect
@@ -227,7 +227,11 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
         raise Answer(oidc_reauth_page(request, person))
     code = form.get("reauth_code", "").strip()
     error = None
-    if code:
+    address = app[AUTH_LIMITER].address(request)
+    throttle = app[WEB].throttle
+    if code and throttle.blocked(person.name, address, now) is not None:
+        error = "Too many wrong codes; try again in 15 minutes."
+    elif code:
         secrets = await app[STORE].user_secrets(person.name)
         used = (
             None if secrets is None else await accounts.check_code(app[STORE], secrets, code, now)
@@ -238,8 +242,11 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
                 AuditEntry(now, person.name, REAUTHENTICATED, target, {"method": used})
             )
             return
+        throttle.fail(person.name, address, now)
         await app[STORE].add_audit(
-            AuditEntry(now, person.name, REAUTH_FAILED, target, {"path": request.path})
+            AuditEntry(
+                now, person.name, REAUTH_FAILED, target, {"path": request.path, "address": address}
+            )
         )
         error = "That code is wrong or was used already. Wait for the next one."
     raise Answer(reauth_page(request, person, form, error=error))

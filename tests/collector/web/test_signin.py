@@ -259,6 +259,18 @@ async def test_an_offboard_asks_for_a_fresh_code_after_ten_minutes(
     await b.get(f"/machines/{machine_id}/offboard")
 
 
+async def test_guessing_the_fresh_code_is_throttled(browser: BrowserFactory) -> None:
+    b = await (await browser()).sign_in("admin", name="ada")
+    page = await b.get("/clients")
+    b.harness.clock.advance(minutes=11)
+    fields = {"csrf": page.csrf, "name": "Acme"}
+    for guess in range(5):
+        await b.post("/clients", {**fields, "reauth_code": f"{guess:06d}"}, status=401)
+    throttled = await b.post("/clients", {**fields, "reauth_code": b.code()}, status=401)
+    assert "Too many wrong codes" in throttled.text
+    assert await b.harness.store.find_client("Acme") is None
+
+
 async def test_token_sign_in_is_off_by_default(browser: BrowserFactory) -> None:
     b = await browser()
     token = (await b.harness.api_token("admin"))["Authorization"].split()[1]
