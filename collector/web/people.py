@@ -234,7 +234,11 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
     elif code:
         secrets = await app[STORE].user_secrets(person.name)
         used = (
-            None if secrets is None else await accounts.check_code(app[STORE], secrets, code, now)
+            None
+            if secrets is None
+            else await accounts.check_code(
+                app[STORE], secrets, code, now, box=app[WEB].secret_box()
+            )
         )
         target = session_target(person.session_id)
         if used is not None:

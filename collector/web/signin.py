@@ -251,7 +251,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             status=400,
             username=username,
         )
-    method = await accounts.check_code(app[STORE], found, code, now)
+    method = await accounts.check_code(app[STORE], found, code, now, box=app[WEB].secret_box())
     if method is None:
         return await _refuse(
             request,
@@ -293,6 +293,18 @@ async def _signed_in(
     return response
 
 
+def _readable_secret(request: web.Request, found: UserSecrets) -> str:
+    secret = accounts.totp_secret(found, request.app[WEB].secret_box())
+    if secret is None:
+        raise PageError(
+            500,
+            "Second factor unreadable",
+            "This person's authenticator secret was sealed with another keys folder. Give every "
+            "instance and the command line the same keys folder, or reset their second factor.",
+        )
+    return secret
+
+
 def qr_svg(uri: str) -> Markup:
     """The URI as an inline SVG QR code (inline markup, so the pages' CSP needs no change)."""
     return Markup(segno.make_qr(uri, error="m").svg_inline(scale=4, border=4))
@@ -307,7 +319,8 @@ def _mfa_setup_page(
     status: int = 200,
 ) -> web.Response:
     now = request.app[CLOCK].now()
-    uri = totp.provisioning_uri(found.totp_secret, found.user.name)
+    secret = _readable_secret(request, found)
+    uri = totp.provisioning_uri(secret, found.user.name)
     ticket = (
         request.app[WEB].sealer().seal_pending(found.user.user_id, found.user.session_epoch, now)
     )
@@ -322,7 +335,7 @@ def _mfa_setup_page(
             "ticket": ticket,
             "qr": qr_svg(uri),
             "uri": uri,
-            "secret": found.totp_secret,
+            "secret": secret,
         },
     )
 
@@ -373,7 +386,7 @@ async def mfa_setup(request: web.Request) -> web.StreamResponse:
             status=429,
             count=False,
         )
-    step = totp.matching_step(found.totp_secret, _field(form, "code"), now)
+    step = totp.matching_step(_readable_secret(request, found), _field(form, "code"), now)
     codes = passwords.new_recovery_codes()
     if step is None or not await app[STORE].confirm_mfa(
         user_id, step, [passwords.recovery_digest(c) for c in codes], now=now

@@ -10,6 +10,7 @@ from typing import Any
 
 from collector import accounts, totp
 from collector.store.base import AuditFilter
+from collector.web.state import WEB
 from tests.collector.conftest import Harness, HarnessFactory
 from tests.collector.web.conftest import (
     Browser,
@@ -100,7 +101,12 @@ async def test_failed_sign_ins_are_throttled_per_address_across_user_names(
 async def test_a_recovery_code_signs_in_once(browser: BrowserFactory) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "technician", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "technician",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     codes = await _first_sign_in(b, "ana", str(made.password), made.totp_secret)
     assert len(codes) == 10 and len(set(codes)) == 10
@@ -150,7 +156,12 @@ async def test_the_first_sign_in_sets_up_the_second_factor_and_forces_a_new_pass
 ) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "viewer", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "viewer",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     await _first_sign_in(b, "ana", str(made.password), made.totp_secret)
     # Every page leads to choosing a password until one is chosen.
@@ -180,7 +191,12 @@ async def test_the_first_sign_in_sets_up_the_second_factor_and_forces_a_new_pass
 async def test_a_wrong_first_code_sets_nothing_up(browser: BrowserFactory) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "viewer", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "viewer",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     form = await b.get("/signin")
     setup = await b.post(
@@ -220,7 +236,13 @@ async def test_resetting_the_second_factor_ends_the_session_and_is_audited(
     browser: BrowserFactory,
 ) -> None:
     b = await (await browser()).sign_in("viewer", name="ana")
-    await accounts.reset_mfa(b.harness.store, "ana", now=b.harness.clock.now(), actor="ada")
+    await accounts.reset_mfa(
+        b.harness.store,
+        "ana",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="ada",
+    )
     await b.get("/", status=303)
     (entry,) = await _audit(b.harness, "user.mfa_reset")
     assert (entry.actor, entry.target) == ("ada", "ana")
