@@ -4,7 +4,9 @@ person or resetting their second factor ends their sessions."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,31 @@ def test_a_second_person_of_the_same_name_is_refused(tmp_path: Path) -> None:
     collector_cli("user", "add", "ana", "--role", "viewer", db=str(db))
     out = run("user", "add", "ana", "--role", "admin", db=db)
     assert out.returncode == 2 and "already exists" in out.stderr
+
+
+async def test_password_checks_run_at_most_two_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of sign-ins queues for the hasher rather than taking 64 MiB per attempt (the
+    real check runs; it is only counted)."""
+    stored = passwords.hash_password("the right password")
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    original = passwords.verify_password
+
+    def counting(stored_hash: str | None, password: str) -> bool:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            return original(stored_hash, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(passwords, "verify_password", counting)
+    results = await asyncio.gather(
+        *(passwords.verify_password_async(stored, "wrong guess") for _ in range(5))
+    )
+    assert results == [False] * 5
+    assert peak == 2
