@@ -56,6 +56,26 @@ async def test_a_wrong_code_is_refused(browser: BrowserFactory) -> None:
     await b.get("/", status=303)
 
 
+async def test_malformed_sign_in_forms_are_refused_and_change_nothing(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    ana = await add_person(b.harness, "viewer", "ana")
+    for fields, message in (
+        ({"username": "", "password": ana.password}, "Enter your user name and password"),
+        ({"username": "ana", "password": ""}, "Enter your user name and password"),
+        ({"username": "ana\x00", "password": ana.password}, "not a user name and password"),
+        ({"username": "a" * 300, "password": ana.password}, "not a user name and password"),
+    ):
+        form = await b.get("/signin")
+        page = await b.post(
+            "/signin", {**fields, "code": "", "csrf": form.csrf, "next": "/"}, status=400
+        )
+        assert message in page.text
+    await b.get("/", status=303)
+    assert not await _audit(b.harness, "web.signed_in")
+
+
 async def test_a_code_is_accepted_once(browser: BrowserFactory) -> None:
     first, second = await browser(), await browser()
     ana = await add_person(first.harness, "viewer", "ana")
