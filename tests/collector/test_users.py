@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from collector import accounts, passwords, totp
 from collector.secretbox import SecretBox
 from collector.store.base import AuditFilter, Conflict, NotFound, Store
 from tests.support.clock import FakeClock
-from tests.support.processes import BIN, collector_cli
+from tests.support.processes import BIN, collector_cli, free_port
 
 
 @pytest.fixture
@@ -242,3 +244,31 @@ async def test_password_checks_run_at_most_two_at_once(monkeypatch: pytest.Monke
     )
     assert results == [False] * 5
     assert peak == 2
+
+
+def test_quickstart_adds_an_admin_person_to_sign_in_with(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "collector.sqlite3"
+    port = str(free_port())
+    for _run in range(2):  # the second run reuses the person the first one added
+        proc = subprocess.Popen(
+            [str(BIN / "rmm-collector"), "quickstart", "--db", str(db), "--port", port],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            banner = "".join(iter_until(proc.stdout, "Try it"))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        assert "sign in to the pages as:      admin, password " in banner
+    (person,) = collector_cli("user", "list", db=str(db))["users"]  # type: ignore[misc]
+    assert person["name"] == "admin" and person["role"] == "admin"
+
+
+def iter_until(stream: Any, marker: str) -> Iterator[str]:
+    for line in stream:
+        yield line
+        if marker in line:
+            return
