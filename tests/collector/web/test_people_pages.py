@@ -59,6 +59,9 @@ async def test_disabling_and_resetting_mfa_from_the_page(browser: BrowserFactory
     await tina.get("/", status=303)  # her session ended
     done = await ada.post("/people/tina/disable", {"csrf": page.csrf})
     assert done.headers["Location"] == "/people?done=disabled&name=tina"
+    listed = await ada.get(done.headers["Location"])
+    assert "tina is disabled; their sessions have ended." in listed.text
+    assert "disabled 2026-03-02" in listed.text
     user = await ada.harness.store.find_user("tina")
     assert user is not None and user.disabled_at is not None
     mine = await ada.post("/people/ada/disable", {"csrf": page.csrf}, status=409)
