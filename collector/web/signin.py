@@ -13,7 +13,7 @@ Signing in with an API token is for break-glass use only: off unless `web_token_
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import segno
@@ -23,7 +23,7 @@ from markupsafe import Markup
 from collector import accounts, passwords, totp
 from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, SETTINGS, STORE
 from collector.errors import ApiError
-from collector.store.base import AuditEntry, UserSecrets
+from collector.store.base import AuditEntry, AuditFilter, UserSecrets
 from collector.tokens import hash_token
 from collector.web.people import (
     PASSWORD_PAGE,
@@ -46,10 +46,39 @@ from collector.web.sessions import (
     session_target,
 )
 from collector.web.state import WEB
+from collector.web.throttle import USER_FAILURES
+from collector.web.throttle import WINDOW as THROTTLE_WINDOW
 
 routes = page_routes()
 
 MAX_FIELD = 256
+SIGN_IN_THROTTLED = "web.sign_in_throttled"
+
+
+def user_target(username: str) -> str:
+    """How the audit log names the account a sign-in attempt was for."""
+    return f"user:{username}"
+
+
+async def throttled(request: web.Request, username: str, now: datetime) -> str | None:
+    """Which limit a sign-in attempt is over, if any: this instance's counts per address and
+    name, then the failures for the name that every instance audited within the window (so
+    neither a restart nor another instance behind the load balancer starts a fresh count)."""
+    app = request.app
+    over = app[WEB].throttle.blocked(username, app[AUTH_LIMITER].address(request), now)
+    if over is not None:
+        return over
+    recent = await app[STORE].list_audit(
+        AuditFilter(
+            target=user_target(username),
+            action=SIGN_IN_FAILED,
+            since=now - THROTTLE_WINDOW,
+            limit=USER_FAILURES,
+        )
+    )
+    return "user" if len(recent) >= USER_FAILURES else None
+
+
 TOKEN_SIGNED_IN_BREAK_GLASS = "web.signed_in_with_token"
 
 
@@ -165,7 +194,8 @@ async def _refuse(
     status: int = 401,
     count: bool = True,
 ) -> web.Response:
-    """Audit a failed sign-in under the name given, count it, and show the form again."""
+    """Audit a failed sign-in under the name given, count it, and show the form again (an
+    attempt refused as throttled is audited apart, and does not count again)."""
     app = request.app
     now = app[CLOCK].now()
     address = app[AUTH_LIMITER].address(request)
@@ -175,8 +205,8 @@ async def _refuse(
         AuditEntry(
             now,
             username or "(none)",
-            SIGN_IN_FAILED,
-            f"user:{username}",
+            SIGN_IN_FAILED if count else SIGN_IN_THROTTLED,
+            user_target(username),
             {"reason": reason, "address": address},
         )
     )
@@ -214,8 +244,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             request, next_url=next_url, error="That is not a user name and password.", status=400
         )
     now = app[CLOCK].now()
-    address = app[AUTH_LIMITER].address(request)
-    over = app[WEB].throttle.blocked(username, address, now)
+    over = await throttled(request, username, now)
     if over is not None:
         return await _refuse(
             request,
@@ -376,11 +405,12 @@ async def mfa_setup(request: web.Request) -> web.StreamResponse:
             request, next_url=next_url, error="Sign in again with your password.", status=401
         )
     address = app[AUTH_LIMITER].address(request)
-    if app[WEB].throttle.blocked(found.user.name, address, now) is not None:
+    over = await throttled(request, found.user.name, now)
+    if over is not None:
         return await _refuse(
             request,
             found.user.name,
-            "throttled",
+            f"throttled_{over}",
             "Too many failed sign-ins; try again in 15 minutes.",
             next_url=next_url,
             status=429,
@@ -397,7 +427,7 @@ async def mfa_setup(request: web.Request) -> web.StreamResponse:
                 now,
                 found.user.name,
                 SIGN_IN_FAILED,
-                f"user:{found.user.name}",
+                user_target(found.user.name),
                 {"reason": "wrong_setup_code", "address": address},
             )
         )
