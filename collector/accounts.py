@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Literal
 
 from collector import passwords, totp
+from collector.secretbox import SecretBox, SecretUnreadable
 from collector.store.base import Role, Store, UserInfo, UserSecrets
 
 MAX_NAME = 64
@@ -52,6 +53,7 @@ async def create_user(
     role: Role,
     *,
     clients: Sequence[str] = (),
+    box: SecretBox,
     now: datetime,
     actor: str,
 ) -> NewCredentials:
@@ -61,7 +63,7 @@ async def create_user(
         name,
         role,
         await passwords.hash_password_async(password),
-        secret,
+        box.seal(secret, context=name),
         clients=clients,
         now=now,
         actor=actor,
@@ -69,18 +71,29 @@ async def create_user(
     return NewCredentials(user, password, secret, totp.provisioning_uri(secret, name))
 
 
-async def reset_mfa(store: Store, name: str, *, now: datetime, actor: str) -> NewCredentials:
+async def reset_mfa(
+    store: Store, name: str, *, box: SecretBox, now: datetime, actor: str
+) -> NewCredentials:
     secret = totp.new_secret()
-    user = await store.reset_user_mfa(name, secret, now=now, actor=actor)
+    user = await store.reset_user_mfa(name, box.seal(secret, context=name), now=now, actor=actor)
     return NewCredentials(user, None, secret, totp.provisioning_uri(secret, name))
 
 
+def totp_secret(secrets: UserSecrets, box: SecretBox) -> str | None:
+    """The person's TOTP secret in the clear; None if this keys folder cannot open it."""
+    try:
+        return box.open(secrets.totp_secret, context=secrets.user.name)
+    except SecretUnreadable:
+        return None
+
+
 async def check_code(
-    store: Store, secrets: UserSecrets, code: str, now: datetime
+    store: Store, secrets: UserSecrets, code: str, now: datetime, *, box: SecretBox
 ) -> CodeKind | None:
     """Accept `code` for this person once: a TOTP code of now (±30 s) not used before, or an
     unspent recovery code. None if neither."""
-    step = totp.matching_step(secrets.totp_secret, code, now)
+    secret = totp_secret(secrets, box)
+    step = None if secret is None else totp.matching_step(secret, code, now)
     if step is not None:
         return "totp" if await store.use_totp_step(secrets.user.user_id, step) else None
     if passwords.looks_like_recovery_code(code) and await store.use_recovery_code(

@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from collector import __version__
+from collector import __version__, accounts
 from collector.app import create_app
 from collector.cli.clients import issue_enrollment_token
 from collector.cli.common import command, local_actor
 from collector.guard import GUARD, GuardedSite
+from collector.secretbox import SecretBox
 from collector.settings import Settings
 from collector.store.base import Store
 from collector.tokens import hash_token, new_token
@@ -29,6 +30,7 @@ log = logging.getLogger("collector")
 
 QUICKSTART_FILE = "quickstart.json"
 DEMO_CLIENT = "Demo Client"
+DEMO_PERSON = "admin"
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -92,7 +94,9 @@ def _cli_path() -> str:
     return shlex.quote(str(here.resolve())) if here.name == "rmm-collector" else "rmm-collector"
 
 
-def quickstart_banner(url: str, db: str, path: Path, demo: dict[str, str]) -> str:
+def quickstart_banner(
+    url: str, db: str, path: Path, demo: dict[str, str], *, person: tuple[str, str, str]
+) -> str:
     """What `make run` prints. Lines that start with `$ ` are commands that work pasted as
     they are, in the order shown (a test runs them through `sh`)."""
     cli = _cli_path()
@@ -106,12 +110,15 @@ def quickstart_banner(url: str, db: str, path: Path, demo: dict[str, str]) -> st
         }
     )
     api = f"RMM_API_URL={url} RMM_API_TOKEN={demo['admin_token']}"
+    person_name, password, secret = person
     return f"""
 RMM collector is running at {url}   (state: {db}; stop with Ctrl-C)
 
+  sign in to the pages as:      {person_name}, password {password}
+  authenticator secret:         {secret} (the first sign-in shows it as a QR code)
   admin API token:              {demo["admin_token"]}
   '{DEMO_CLIENT}' enrollment token: {demo["enrollment_token"]}
-  (both kept in {path}, mode 0600; remove the data/ folder to start afresh)
+  (all kept in {path}, mode 0600; remove the data/ folder to start afresh)
 
 Try it from another terminal (paste each $ line as it is):
   $ curl -s {url}/healthz
@@ -131,7 +138,8 @@ offboard_approvals = 2); register them here to see names beside signatures
 
 
 async def quickstart(store: Store, settings: Settings, args: argparse.Namespace) -> None:
-    """First run: a demo client and an admin token, kept (0600) beside the database; then serve."""
+    """First run: a demo client, an admin token and an admin person to sign in to the pages,
+    kept (0600) beside the database; then serve."""
     path = Path(settings.db).resolve().parent / QUICKSTART_FILE
     if path.exists():
         demo = json.loads(path.read_text())
@@ -158,8 +166,27 @@ async def quickstart(store: Store, settings: Settings, args: argparse.Namespace)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(demo, handle)
+    if "person" not in demo and await store.find_user(DEMO_PERSON) is None:
+        made = await accounts.create_user(
+            store,
+            DEMO_PERSON,
+            "admin",
+            box=SecretBox.from_keys_folder(settings.resolved_keys_dir),
+            now=SystemClock().now(),
+            actor=local_actor(),
+        )
+        demo["person"] = made.as_json()
+        draft = path.with_name(f".{path.name}.new")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(demo, handle)
+        os.replace(draft, path)
+    person = demo.get("person") or {}
+    person_name = person.get("name", DEMO_PERSON)
+    password = person.get("password", "(not kept: rmm-collector user reset-mfa or user add)")
+    secret = person.get("totp_secret", "-")
     url = f"http://{settings.host}:{settings.port}"
-    banner = quickstart_banner(url, settings.db, path, demo)
+    banner = quickstart_banner(url, settings.db, path, demo, person=(person_name, password, secret))
     await serve_forever(store, settings, banner)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from collector import accounts
 from collector.cli.common import CliError, command, emit, local_actor
+from collector.secretbox import SecretBox
 from collector.settings import Settings
 from collector.store.base import ROLES, Conflict, NotFound, Role, Store, UserInfo
 from wire.clock import SystemClock
@@ -38,7 +39,13 @@ async def user_add(store: Store, settings: Settings, args: argparse.Namespace) -
         client_ids.append(client.client_id)
     try:
         made = await accounts.create_user(
-            store, args.name, role, clients=client_ids, now=SystemClock().now(), actor=local_actor()
+            store,
+            args.name,
+            role,
+            clients=client_ids,
+            box=SecretBox.from_keys_folder(settings.resolved_keys_dir),
+            now=SystemClock().now(),
+            actor=local_actor(),
         )
     except Conflict as exc:
         raise CliError(str(exc)) from exc
@@ -76,7 +83,11 @@ async def user_disable(store: Store, settings: Settings, args: argparse.Namespac
 async def user_reset_mfa(store: Store, settings: Settings, args: argparse.Namespace) -> None:
     try:
         made = await accounts.reset_mfa(
-            store, args.name, now=SystemClock().now(), actor=local_actor()
+            store,
+            args.name,
+            box=SecretBox.from_keys_folder(settings.resolved_keys_dir),
+            now=SystemClock().now(),
+            actor=local_actor(),
         )
     except NotFound as exc:
         raise CliError(str(exc)) from exc
@@ -98,6 +109,7 @@ def register(sub: Any) -> None:
         "add",
         "add a person; print their password and TOTP secret once",
         user_add,
+        ("db", "keys_dir"),
     )
     p.add_argument("name", help="the user name they sign in with; the actor in the audit log")
     p.add_argument("--role", required=True, choices=ROLES)
@@ -118,6 +130,7 @@ def register(sub: Any) -> None:
         "reset-mfa",
         "give a person a new TOTP secret (lost phone); print it once",
         user_reset_mfa,
+        ("db", "keys_dir"),
     )
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -14,6 +14,7 @@ from collector.web.people import Person, require, require_form
 from collector.web.render import page_routes, render
 from collector.web.security import PageError, Redirect
 from collector.web.signin import qr_svg
+from collector.web.state import WEB
 
 routes = page_routes()
 
@@ -85,6 +86,7 @@ async def add_person(request: web.Request) -> web.Response:
             name,
             _role(role),
             clients=client_ids,
+            box=request.app[WEB].secret_box(),
             now=request.app[CLOCK].now(),
             actor=admin.name,
         )
@@ -120,7 +122,11 @@ async def reset_person_mfa(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:
         made = await accounts.reset_mfa(
-            request.app[STORE], name, now=request.app[CLOCK].now(), actor=admin.name
+            request.app[STORE],
+            name,
+            box=request.app[WEB].secret_box(),
+            now=request.app[CLOCK].now(),
+            actor=admin.name,
         )
     except NotFound as exc:
         raise PageError(404, "No such person", str(exc)) from exc

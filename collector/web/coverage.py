@@ -27,10 +27,11 @@ routes = page_routes()
 Keep = Literal["1", "2", "both"]
 
 
-async def _client_or_404(request: web.Request) -> Client:
+async def _client_or_404(request: web.Request, person: Person) -> Client:
+    """The client, if the person may see it (otherwise as if there were none)."""
     client_id = request.match_info["client_id"]
     client = await request.app[STORE].find_client(client_id)
-    if client is None or client.client_id != client_id:
+    if client is None or client.client_id != client_id or not person.sees_client(client_id):
         raise PageError(404, "No such client", "No client has that id.")
     return client
 
@@ -87,7 +88,7 @@ async def _unmanaged_page(
 @routes.get("/clients/{client_id}/unmanaged")
 async def unmanaged(request: web.Request) -> web.Response:
     person = await require(request, "machines.read")
-    client = await _client_or_404(request)
+    client = await _client_or_404(request, person)
     notice = {"dismissed": "Dismissed.", "restored": "Listed again."}.get(
         request.query.get("done", "")
     )
@@ -97,7 +98,7 @@ async def unmanaged(request: web.Request) -> web.Response:
 @routes.post("/clients/{client_id}/unmanaged/{mac}/dismiss")
 async def dismiss(request: web.Request) -> web.Response:
     person, form = await require_form(request, "devices.dismiss")
-    client = await _client_or_404(request)
+    client = await _client_or_404(request, person)
     mac = _mac_or_404(request)
     reason = form.get("reason", "").strip()
     error = _reason_error(reason)
@@ -119,7 +120,7 @@ async def dismiss(request: web.Request) -> web.Response:
 @routes.post("/clients/{client_id}/unmanaged/{mac}/restore")
 async def restore(request: web.Request) -> web.Response:
     person, _ = await require_form(request, "devices.dismiss")
-    client = await _client_or_404(request)
+    client = await _client_or_404(request, person)
     mac = _mac_or_404(request)
     try:
         await request.app[STORE].restore_device(
@@ -134,7 +135,7 @@ async def restore(request: web.Request) -> web.Response:
 async def coverage(request: web.Request) -> web.Response:
     """The printable statement a client can hand to its insurer."""
     person = await require(request, "machines.read")
-    client = await _client_or_404(request)
+    client = await _client_or_404(request, person)
     try:
         found = await client_statement(
             request.app[STORE],
@@ -157,7 +158,7 @@ async def _clone_page(
     status: int = 200,
 ) -> web.Response:
     store = request.app[STORE]
-    record = await machine_or_404(request, machine_id)
+    record = await machine_or_404(request, machine_id, person)
     client, suspicions = await asyncio.gather(
         store.find_client(record.client_id), store.clone_suspicions(machine_id)
     )
@@ -186,7 +187,7 @@ async def clone(request: web.Request) -> web.Response:
 async def resolve_clone(request: web.Request) -> web.Response:
     person, form = await require_form(request, "machines.approve")
     machine_id = request.match_info["machine_id"]
-    await machine_or_404(request, machine_id)
+    await machine_or_404(request, machine_id, person)
     keep = form.get("keep", "")
     reason = form.get("reason", "").strip()
     error = _reason_error(reason)

@@ -25,7 +25,7 @@ from collector.store.base import (
 )
 from collector.views import machine_flags, with_buffered
 from collector.web import views
-from collector.web.people import require, require_form
+from collector.web.people import Person, require, require_form
 from collector.web.policy import (
     ATTENTION_LIMIT,
     PAGE_SIZE,
@@ -59,6 +59,8 @@ def _fleet_totals(clients: list[ClientOverview]) -> dict[str, Any]:
 @routes.get("/")
 async def overview(request: web.Request) -> web.Response:
     person = await require(request, "machines.read")
+    if person.clients is not None:  # the overview counts every client's machines
+        raise Redirect("/machines")
     app = request.app
     store = app[STORE]
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
@@ -144,6 +146,8 @@ async def machines(request: web.Request) -> web.Response:
         "exposed": "1" if exposed else None,
         "sort": sort if sort != "hostname" else None,
     }
+    if person.clients is not None and params["client"] not in person.clients:
+        params["client"] = min(person.clients)  # a person limited to clients sees one at a time
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     query = MachineQuery(
         client_id=params["client"] or None,
@@ -161,6 +165,7 @@ async def machines(request: web.Request) -> web.Response:
     found, clients = await asyncio.gather(
         app[STORE].machine_page(query, windows), app[STORE].list_clients()
     )
+    clients = [c for c in clients if person.sees_client(c.client_id)]
     return render(
         request,
         "machines.html",
@@ -185,9 +190,10 @@ async def machines(request: web.Request) -> web.Response:
     )
 
 
-async def machine_or_404(request: web.Request, machine_id: str) -> MachineRecord:
+async def machine_or_404(request: web.Request, machine_id: str, person: Person) -> MachineRecord:
+    """The machine, if the person may see its client (otherwise as if there were none)."""
     record = await request.app[STORE].get_machine(machine_id)
-    if record is None:
+    if record is None or not person.sees_client(record.client_id):
         raise PageError(404, "No such machine", "No machine has that id.")
     return record
 
@@ -197,7 +203,7 @@ async def machine(request: web.Request) -> web.Response:
     person = await require(request, "machines.read")
     app = request.app
     store = app[STORE]
-    record = await machine_or_404(request, request.match_info["machine_id"])
+    record = await machine_or_404(request, request.match_info["machine_id"], person)
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     since = windows.now - timedelta(days=views.TIMELINE_DAYS) - EXPIRY
 
@@ -240,7 +246,7 @@ async def machine(request: web.Request) -> web.Response:
 async def approve_reenroll(request: web.Request) -> web.Response:
     """A technician lets this machine's hardware enroll again without its credential (24 h)."""
     person, _ = await require_form(request, "machines.approve")
-    record = await machine_or_404(request, request.match_info["machine_id"])
+    record = await machine_or_404(request, request.match_info["machine_id"], person)
     await request.app[STORE].approve_reenroll(
         record.machine_id, now=request.app[CLOCK].now(), actor=person.name
     )
@@ -254,7 +260,7 @@ async def set_kind(request: web.Request) -> web.Response:
     kind = form.get("kind")
     if kind not in get_args(Kind):
         raise PageError(400, "Bad request", "The kind must be a PC or a server.")
-    record = await machine_or_404(request, request.match_info["machine_id"])
+    record = await machine_or_404(request, request.match_info["machine_id"], person)
     await request.app[STORE].set_kind(
         record.machine_id, str(kind), now=request.app[CLOCK].now(), actor=person.name
     )

@@ -80,7 +80,7 @@ async def _pending_command(request: web.Request, machine_id: str) -> CommandReco
 @routes.get("/machines/{machine_id}/offboard")
 async def offboard_form(request: web.Request) -> web.Response:
     person = await require(request, "offboard.request")
-    record = await machine_or_404(request, request.match_info["machine_id"])
+    record = await machine_or_404(request, request.match_info["machine_id"], person)
     if record.offboard_state == "offboarded":
         raise PageError(409, "Already offboarded", f"{record.hostname} is already offboarded.")
     client, pending = await asyncio.gather(
@@ -94,7 +94,7 @@ async def offboard_form(request: web.Request) -> web.Response:
 async def offboard(request: web.Request) -> web.Response:
     person, form = await require_form(request, "offboard.request", fresh=True)
     app = request.app
-    record = await machine_or_404(request, request.match_info["machine_id"])
+    record = await machine_or_404(request, request.match_info["machine_id"], person)
     reason = form.get("reason", "").strip()
     ticket = form.get("ticket", "").strip()
     errors: dict[str, str] = {}
@@ -171,7 +171,7 @@ async def command(request: web.Request) -> web.Response:
     person = await require(request, "commands.read")
     app = request.app
     found = await app[STORE].get_command(request.match_info["command_id"])
-    if found is None:
+    if found is None or not person.sees_client(found.client_id):
         raise PageError(404, "No such command", "No command has that id.")
     record, client, order = await asyncio.gather(
         app[STORE].get_machine(found.machine_id),
@@ -213,7 +213,7 @@ async def command_live(request: web.Request) -> web.Response:
         )
     app = request.app
     found = await app[STORE].get_command(request.match_info["command_id"])
-    if found is None:
+    if found is None or not person.sees_client(found.client_id):
         return json_response(
             {"error": "command_not_found", "detail": "no command has that id"}, status=404
         )

@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from collector import accounts
-from collector.appkeys import CLOCK, SETTINGS, STORE
+from collector.appkeys import AUTH_LIMITER, CLOCK, SETTINGS, STORE
 from collector.auth import PERMISSIONS, Permission
 from collector.store.base import ROLES, AuditEntry, AuditFilter, Role
 from collector.web.security import Answer, PageError, Redirect
@@ -34,6 +34,10 @@ REAUTHENTICATED = "web.reauthenticated"
 REAUTH_FAILED = "web.reauth_failed"
 REAUTH_AFTER = timedelta(minutes=10)
 PASSWORD_PAGE = "/account/password"
+# Pages over every client at once: not for a person limited to some clients.
+FLEET_WIDE: frozenset[Permission] = frozenset(
+    {"clients.manage", "audit.read", "users.manage", "inventory.read"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class Person:
 
     def can(self, permission: Permission) -> bool:
         return permission in PERMISSIONS[self.role]
+
+    def may(self, permission: Permission) -> bool:
+        """`can`, and not a fleet-wide page for a person limited to some clients."""
+        return self.can(permission) and (self.clients is None or permission not in FLEET_WIDE)
 
     def sees_client(self, client_id: str) -> bool:
         return self.clients is None or client_id in self.clients
@@ -129,6 +137,13 @@ async def signed_in(request: web.Request) -> Person | None:
 
 
 def _forbidden(person: Person, permission: Permission) -> PageError:
+    if person.can(permission):  # only the client scope stands in the way
+        return PageError(
+            403,
+            "Not allowed",
+            f"You are signed in as {person.name}, limited to some clients; this page covers "
+            "every client.",
+        )
     return PageError(
         403,
         "Not allowed",
@@ -145,7 +160,7 @@ async def require(request: web.Request, permission: Permission) -> Person:
         raise Redirect("/signin?" + urlencode({"next": request.path_qs}))
     if person.must_change_password:
         raise Redirect(PASSWORD_PAGE)
-    if not person.can(permission):
+    if not person.may(permission):
         raise _forbidden(person, permission)
     return person
 
@@ -180,7 +195,7 @@ async def require_form(
     person, form = await require_session_form(request)
     if person.must_change_password:
         raise PageError(403, "Choose your password first", "Choose your own password first.")
-    if not person.can(permission):
+    if not person.may(permission):
         raise _forbidden(person, permission)
     if fresh:
         await _require_fresh(request, person, form)
@@ -212,10 +227,18 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
         raise Answer(oidc_reauth_page(request, person))
     code = form.get("reauth_code", "").strip()
     error = None
-    if code:
+    address = app[AUTH_LIMITER].address(request)
+    throttle = app[WEB].throttle
+    if code and throttle.blocked(person.name, address, now) is not None:
+        error = "Too many wrong codes; try again in 15 minutes."
+    elif code:
         secrets = await app[STORE].user_secrets(person.name)
         used = (
-            None if secrets is None else await accounts.check_code(app[STORE], secrets, code, now)
+            None
+            if secrets is None
+            else await accounts.check_code(
+                app[STORE], secrets, code, now, box=app[WEB].secret_box()
+            )
         )
         target = session_target(person.session_id)
         if used is not None:
@@ -223,8 +246,11 @@ async def _require_fresh(request: web.Request, person: Person, form: MultiDictPr
                 AuditEntry(now, person.name, REAUTHENTICATED, target, {"method": used})
             )
             return
+        throttle.fail(person.name, address, now)
         await app[STORE].add_audit(
-            AuditEntry(now, person.name, REAUTH_FAILED, target, {"path": request.path})
+            AuditEntry(
+                now, person.name, REAUTH_FAILED, target, {"path": request.path, "address": address}
+            )
         )
         error = "That code is wrong or was used already. Wait for the next one."
     raise Answer(reauth_page(request, person, form, error=error))

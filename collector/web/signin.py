@@ -13,7 +13,7 @@ Signing in with an API token is for break-glass use only: off unless `web_token_
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import segno
@@ -23,7 +23,7 @@ from markupsafe import Markup
 from collector import accounts, passwords, totp
 from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, CLOCK, SETTINGS, STORE
 from collector.errors import ApiError
-from collector.store.base import AuditEntry, UserSecrets
+from collector.store.base import AuditEntry, AuditFilter, UserSecrets
 from collector.tokens import hash_token
 from collector.web.people import (
     PASSWORD_PAGE,
@@ -46,10 +46,39 @@ from collector.web.sessions import (
     session_target,
 )
 from collector.web.state import WEB
+from collector.web.throttle import USER_FAILURES
+from collector.web.throttle import WINDOW as THROTTLE_WINDOW
 
 routes = page_routes()
 
 MAX_FIELD = 256
+SIGN_IN_THROTTLED = "web.sign_in_throttled"
+
+
+def user_target(username: str) -> str:
+    """How the audit log names the account a sign-in attempt was for."""
+    return f"user:{username}"
+
+
+async def throttled(request: web.Request, username: str, now: datetime) -> str | None:
+    """Which limit a sign-in attempt is over, if any: this instance's counts per address and
+    name, then the failures for the name that every instance audited within the window (so
+    neither a restart nor another instance behind the load balancer starts a fresh count)."""
+    app = request.app
+    over = app[WEB].throttle.blocked(username, app[AUTH_LIMITER].address(request), now)
+    if over is not None:
+        return over
+    recent = await app[STORE].list_audit(
+        AuditFilter(
+            target=user_target(username),
+            action=SIGN_IN_FAILED,
+            since=now - THROTTLE_WINDOW,
+            limit=USER_FAILURES,
+        )
+    )
+    return "user" if len(recent) >= USER_FAILURES else None
+
+
 TOKEN_SIGNED_IN_BREAK_GLASS = "web.signed_in_with_token"
 
 
@@ -165,7 +194,8 @@ async def _refuse(
     status: int = 401,
     count: bool = True,
 ) -> web.Response:
-    """Audit a failed sign-in under the name given, count it, and show the form again."""
+    """Audit a failed sign-in under the name given, count it, and show the form again (an
+    attempt refused as throttled is audited apart, and does not count again)."""
     app = request.app
     now = app[CLOCK].now()
     address = app[AUTH_LIMITER].address(request)
@@ -175,8 +205,8 @@ async def _refuse(
         AuditEntry(
             now,
             username or "(none)",
-            SIGN_IN_FAILED,
-            f"user:{username}",
+            SIGN_IN_FAILED if count else SIGN_IN_THROTTLED,
+            user_target(username),
             {"reason": reason, "address": address},
         )
     )
@@ -214,8 +244,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             request, next_url=next_url, error="That is not a user name and password.", status=400
         )
     now = app[CLOCK].now()
-    address = app[AUTH_LIMITER].address(request)
-    over = app[WEB].throttle.blocked(username, address, now)
+    over = await throttled(request, username, now)
     if over is not None:
         return await _refuse(
             request,
@@ -251,7 +280,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             status=400,
             username=username,
         )
-    method = await accounts.check_code(app[STORE], found, code, now)
+    method = await accounts.check_code(app[STORE], found, code, now, box=app[WEB].secret_box())
     if method is None:
         return await _refuse(
             request,
@@ -293,6 +322,18 @@ async def _signed_in(
     return response
 
 
+def _readable_secret(request: web.Request, found: UserSecrets) -> str:
+    secret = accounts.totp_secret(found, request.app[WEB].secret_box())
+    if secret is None:
+        raise PageError(
+            500,
+            "Second factor unreadable",
+            "This person's authenticator secret was sealed with another keys folder. Give every "
+            "instance and the command line the same keys folder, or reset their second factor.",
+        )
+    return secret
+
+
 def qr_svg(uri: str) -> Markup:
     """The URI as an inline SVG QR code (inline markup, so the pages' CSP needs no change)."""
     return Markup(segno.make_qr(uri, error="m").svg_inline(scale=4, border=4))
@@ -307,7 +348,8 @@ def _mfa_setup_page(
     status: int = 200,
 ) -> web.Response:
     now = request.app[CLOCK].now()
-    uri = totp.provisioning_uri(found.totp_secret, found.user.name)
+    secret = _readable_secret(request, found)
+    uri = totp.provisioning_uri(secret, found.user.name)
     ticket = (
         request.app[WEB].sealer().seal_pending(found.user.user_id, found.user.session_epoch, now)
     )
@@ -322,7 +364,7 @@ def _mfa_setup_page(
             "ticket": ticket,
             "qr": qr_svg(uri),
             "uri": uri,
-            "secret": found.totp_secret,
+            "secret": secret,
         },
     )
 
@@ -363,17 +405,18 @@ async def mfa_setup(request: web.Request) -> web.StreamResponse:
             request, next_url=next_url, error="Sign in again with your password.", status=401
         )
     address = app[AUTH_LIMITER].address(request)
-    if app[WEB].throttle.blocked(found.user.name, address, now) is not None:
+    over = await throttled(request, found.user.name, now)
+    if over is not None:
         return await _refuse(
             request,
             found.user.name,
-            "throttled",
+            f"throttled_{over}",
             "Too many failed sign-ins; try again in 15 minutes.",
             next_url=next_url,
             status=429,
             count=False,
         )
-    step = totp.matching_step(found.totp_secret, _field(form, "code"), now)
+    step = totp.matching_step(_readable_secret(request, found), _field(form, "code"), now)
     codes = passwords.new_recovery_codes()
     if step is None or not await app[STORE].confirm_mfa(
         user_id, step, [passwords.recovery_digest(c) for c in codes], now=now
@@ -384,7 +427,7 @@ async def mfa_setup(request: web.Request) -> web.StreamResponse:
                 now,
                 found.user.name,
                 SIGN_IN_FAILED,
-                f"user:{found.user.name}",
+                user_target(found.user.name),
                 {"reason": "wrong_setup_code", "address": address},
             )
         )

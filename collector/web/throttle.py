@@ -2,8 +2,10 @@
 per client address, and once either is over its limit the attempt is refused *before* anything
 is checked, so a right guess made while throttled does not get in either.
 
-Counts live in this instance's memory (a restart forgets them); the clock is the app's own, so
-tests move time on instead of waiting.
+These counts live in this instance's memory; the sign-in also counts the failures for a user
+name that every instance audited within the window (`signin.throttled`), so a restart or another
+instance does not start the name afresh. The clock is the app's own, so tests move time on
+instead of waiting.
 """
 
 from __future__ import annotations

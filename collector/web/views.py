@@ -76,6 +76,7 @@ KNOWN_ACTIONS: tuple[str, ...] = (
     "web.reauth_failed",
     "web.reauthenticated",
     "web.sign_in_failed",
+    "web.sign_in_throttled",
     "web.signed_in",
     "web.signed_out",
     "web.token_signin_enabled",

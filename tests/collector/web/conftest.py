@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from collector import accounts, passwords, totp
 from collector.keys import KeyRing
 from collector.store.base import Role
+from collector.web.state import WEB
 from tests.collector.conftest import Harness, HarnessFactory
 from tests.support.clock import FakeClock
 
@@ -104,7 +105,13 @@ async def add_person(
     """A person past their first sign-in: the second factor confirmed (at a step long gone, so
     the code of now is still unused) and a password of their own."""
     made = await accounts.create_user(
-        harness.store, name, role, clients=clients, now=harness.clock.now(), actor="test"
+        harness.store,
+        name,
+        role,
+        clients=clients,
+        box=harness.app[WEB].secret_box(),
+        now=harness.clock.now(),
+        actor="test",
     )
     user_id = made.user.user_id
     password = f"{name} chose this long password"
@@ -188,7 +195,7 @@ class Browser:
         self.person = person
         answer = await self.sign_in_as(person)
         assert answer.headers["Location"] == "/"
-        self.csrf = (await self.get("/")).csrf
+        self.csrf = (await self.get("/machines" if clients else "/")).csrf
         return self
 
     def code(self) -> str:

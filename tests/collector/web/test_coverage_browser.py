@@ -24,6 +24,7 @@ from tests.collector.web.test_browser import (
     _cli,
     _stop,
     chromium,
+    sign_in,
     wait_until,
 )
 from tests.support.processes import free_port
@@ -39,6 +40,7 @@ class Office:
     technician: str
     client_id: str
     machine_id: str
+    people: dict[str, dict[str, str]]
 
 
 def _post(url: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
@@ -56,6 +58,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     db = folder / "collector.sqlite3"
     technician = json.loads(_cli(db, "token", "add", "tina", "--role", "technician"))["token"]
     added = json.loads(_cli(db, "client", "add", "Acme Dental"))
+    people = {"tina": json.loads(_cli(db, "user", "add", "tina", "--role", "technician"))}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "collector.log", "wb")  # noqa: SIM115
@@ -110,7 +113,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
                 return bool(json.load(response)["devices"])
 
         wait_until(listed, "the printer in the unmanaged list")
-        yield Office(url, technician, added["client_id"], str(enrolled["machine_id"]))
+        yield Office(url, technician, added["client_id"], str(enrolled["machine_id"]), people)
     finally:
         _stop(collector)
 
@@ -119,13 +122,7 @@ def test_a_technician_dismisses_a_printer_and_prints_the_coverage_statement(
     office: Office, chromium: Browser
 ) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(office.url + "/")
-    page.get_by_label("API token").fill(office.technician)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Fleet overview")).to_be_visible()
+    page = sign_in(chromium, office, "tina")  # type: ignore[arg-type]
 
     page.goto(f"{office.url}/machines?client={office.client_id}")
     page.get_by_role("link", name="Devices without an agent").click()
@@ -150,4 +147,4 @@ def test_a_technician_dismisses_a_printer_and_prints_the_coverage_statement(
     page.emulate_media(media="print")
     expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
     page.screenshot(path=str(ARTIFACTS / "coverage-statement.png"), full_page=True)
-    context.close()
+    page.context.close()

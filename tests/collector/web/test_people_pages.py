@@ -59,6 +59,9 @@ async def test_disabling_and_resetting_mfa_from_the_page(browser: BrowserFactory
     await tina.get("/", status=303)  # her session ended
     done = await ada.post("/people/tina/disable", {"csrf": page.csrf})
     assert done.headers["Location"] == "/people?done=disabled&name=tina"
+    listed = await ada.get(done.headers["Location"])
+    assert "tina is disabled; their sessions have ended." in listed.text
+    assert "disabled 2026-03-02" in listed.text
     user = await ada.harness.store.find_user("tina")
     assert user is not None and user.disabled_at is not None
     mine = await ada.post("/people/ada/disable", {"csrf": page.csrf}, status=409)
@@ -97,3 +100,40 @@ async def test_only_admins_manage_people(browser: BrowserFactory) -> None:
     )
     assert "may not do this" in refused.text
     assert "/people" not in (await tech.get("/")).links
+
+
+async def test_a_person_limited_to_a_client_sees_only_its_machines(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    acme, acme_enrollment = await b.harness.add_client("Acme")
+    _, other_enrollment = await b.harness.add_client("Globex")
+    mine = (await b.harness.enroll(acme_enrollment, "hw-acme", hostname="acme-pc"))["machine_id"]
+    theirs = (await b.harness.enroll(other_enrollment, "hw-glx", hostname="glx-pc"))["machine_id"]
+    await b.sign_in("technician", name="cy", clients=(acme,))
+    assert (await b.get("/", status=303)).headers["Location"] == "/machines"
+    listed = await b.get("/machines")
+    assert "acme-pc" in listed.text and "glx-pc" not in listed.text
+    elsewhere = await b.get(f"/machines?client={theirs}")
+    assert "glx-pc" not in elsewhere.text
+    await b.get(f"/machines/{mine}")
+    await b.get(f"/machines/{theirs}", status=404)
+    await b.get(f"/machines/{theirs}/offboard", status=404)
+    form = await b.get(f"/machines/{mine}/offboard")
+    await b.post(
+        f"/machines/{theirs}/offboard",
+        {"csrf": form.csrf, "reason": "x", "confirm": theirs},
+        status=404,
+    )
+    assert not await b.harness.store.list_audit(AuditFilter(action="offboard.requested"))
+
+
+async def test_a_limited_admin_gets_no_fleet_wide_pages(browser: BrowserFactory) -> None:
+    b = await browser()
+    acme, _ = await b.harness.add_client("Acme")
+    await b.sign_in("admin", name="al", clients=(acme,))
+    for path in ("/clients", "/audit", "/people"):
+        refused = await b.get(path, status=403)
+        assert "limited to some clients" in refused.text
+    links = (await b.get("/machines")).links
+    assert "/clients" not in links and "/audit" not in links and "/people" not in links

@@ -10,6 +10,7 @@ from typing import Any
 
 from collector import accounts, totp
 from collector.store.base import AuditFilter
+from collector.web.state import WEB
 from tests.collector.conftest import Harness, HarnessFactory
 from tests.collector.web.conftest import (
     Browser,
@@ -55,6 +56,26 @@ async def test_a_wrong_code_is_refused(browser: BrowserFactory) -> None:
     await b.get("/", status=303)
 
 
+async def test_malformed_sign_in_forms_are_refused_and_change_nothing(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    ana = await add_person(b.harness, "viewer", "ana")
+    for fields, message in (
+        ({"username": "", "password": ana.password}, "Enter your user name and password"),
+        ({"username": "ana", "password": ""}, "Enter your user name and password"),
+        ({"username": "ana\x00", "password": ana.password}, "not a user name and password"),
+        ({"username": "a" * 300, "password": ana.password}, "not a user name and password"),
+    ):
+        form = await b.get("/signin")
+        page = await b.post(
+            "/signin", {**fields, "code": "", "csrf": form.csrf, "next": "/"}, status=400
+        )
+        assert message in page.text
+    await b.get("/", status=303)
+    assert not await _audit(b.harness, "web.signed_in")
+
+
 async def test_a_code_is_accepted_once(browser: BrowserFactory) -> None:
     first, second = await browser(), await browser()
     ana = await add_person(first.harness, "viewer", "ana")
@@ -75,14 +96,31 @@ async def test_failed_sign_ins_are_throttled_per_user_even_with_the_right_passwo
         await b.sign_in_as(ana, password="guess guess guess", status=401)
     throttled = await b.sign_in_as(ana, status=429)
     assert "Too many failed sign-ins" in throttled.text
-    reasons = [e.detail["reason"] for e in await _audit(b.harness, "web.sign_in_failed")]
-    assert reasons[0] == "throttled_user"
+    (refusal,) = await _audit(b.harness, "web.sign_in_throttled")
+    assert refusal.detail["reason"] == "throttled_user" and refusal.actor == "ana"
     # Another person from the same address is not locked out by ana's failures...
     bo = await add_person(b.harness, "viewer", "bo")
     await (await browser()).sign_in_as(bo)
     # ...and after the window ana may try again.
     b.harness.clock.advance(minutes=15, seconds=1)
     await b.sign_in_as(ana)
+
+
+async def test_the_count_per_name_holds_across_instances_and_restarts(
+    browser: BrowserFactory, make_harness: HarnessFactory, aiohttp_client: Any
+) -> None:
+    """Failures through one instance count on another sharing the database: a fresh instance
+    (or a restarted one) has no memory of them, but the audit log has."""
+    first = await browser()
+    ana = await add_person(first.harness, "viewer", "ana")
+    for _ in range(5):
+        await first.sign_in_as(ana, password="guess guess guess", status=401)
+    other = await make_harness()
+    elsewhere = Browser(client=await aiohttp_client(other.client.server), harness=other, people={})
+    refused = await elsewhere.sign_in_as(ana, status=429)
+    assert "Too many failed sign-ins" in refused.text
+    other.clock.advance(minutes=15, seconds=1)
+    await elsewhere.sign_in_as(ana)
 
 
 async def test_failed_sign_ins_are_throttled_per_address_across_user_names(
@@ -100,7 +138,12 @@ async def test_failed_sign_ins_are_throttled_per_address_across_user_names(
 async def test_a_recovery_code_signs_in_once(browser: BrowserFactory) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "technician", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "technician",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     codes = await _first_sign_in(b, "ana", str(made.password), made.totp_secret)
     assert len(codes) == 10 and len(set(codes)) == 10
@@ -150,7 +193,12 @@ async def test_the_first_sign_in_sets_up_the_second_factor_and_forces_a_new_pass
 ) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "viewer", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "viewer",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     await _first_sign_in(b, "ana", str(made.password), made.totp_secret)
     # Every page leads to choosing a password until one is chosen.
@@ -180,7 +228,12 @@ async def test_the_first_sign_in_sets_up_the_second_factor_and_forces_a_new_pass
 async def test_a_wrong_first_code_sets_nothing_up(browser: BrowserFactory) -> None:
     b = await browser()
     made = await accounts.create_user(
-        b.harness.store, "ana", "viewer", now=b.harness.clock.now(), actor="test"
+        b.harness.store,
+        "ana",
+        "viewer",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="test",
     )
     form = await b.get("/signin")
     setup = await b.post(
@@ -220,7 +273,13 @@ async def test_resetting_the_second_factor_ends_the_session_and_is_audited(
     browser: BrowserFactory,
 ) -> None:
     b = await (await browser()).sign_in("viewer", name="ana")
-    await accounts.reset_mfa(b.harness.store, "ana", now=b.harness.clock.now(), actor="ada")
+    await accounts.reset_mfa(
+        b.harness.store,
+        "ana",
+        box=b.harness.app[WEB].secret_box(),
+        now=b.harness.clock.now(),
+        actor="ada",
+    )
     await b.get("/", status=303)
     (entry,) = await _audit(b.harness, "user.mfa_reset")
     assert (entry.actor, entry.target) == ("ada", "ana")
@@ -257,6 +316,18 @@ async def test_an_offboard_asks_for_a_fresh_code_after_ten_minutes(
     # Within ten minutes of that code, no new one is asked for.
     b.harness.clock.advance(minutes=9)
     await b.get(f"/machines/{machine_id}/offboard")
+
+
+async def test_guessing_the_fresh_code_is_throttled(browser: BrowserFactory) -> None:
+    b = await (await browser()).sign_in("admin", name="ada")
+    page = await b.get("/clients")
+    b.harness.clock.advance(minutes=11)
+    fields = {"csrf": page.csrf, "name": "Acme"}
+    for guess in range(5):
+        await b.post("/clients", {**fields, "reauth_code": f"{guess:06d}"}, status=401)
+    throttled = await b.post("/clients", {**fields, "reauth_code": b.code()}, status=401)
+    assert "Too many wrong codes" in throttled.text
+    assert await b.harness.store.find_client("Acme") is None
 
 
 async def test_token_sign_in_is_off_by_default(browser: BrowserFactory) -> None:
