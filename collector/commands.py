@@ -55,9 +55,14 @@ class CommandSigner:
         pinned_ids: list[str] | None,
         now: datetime,
         approvals: Sequence[ApprovalRecord] = (),
+        *,
+        with_order: bool = True,
     ) -> SignedCommand:
         """The delivery signature; an offboard with an order carries it and its approvals,
-        bound to this delivery by the order's SHA-256 in the signed payload."""
+        bound to this delivery by the order's SHA-256 in the signed payload. An agent that
+        requires no approvals (`offboard_approvals = 0`, or one that predates orders) gets the
+        command as before, without the order: it uninstalls its whole catalogue."""
+        with_order = with_order and command.order_b64 is not None
         key = self.keyring.signing_key(pinned_ids)
         if key is None:
             raise LookupError("no active signing key is pinned by this agent")
@@ -74,10 +79,10 @@ class CommandSigner:
             issued_at=format_instant(now),
             expires_at=format_instant(now + self.ttl),
             key_id=key.key_id,
-            order_sha256=command.order_sha256,
+            order_sha256=command.order_sha256 if with_order else None,
         )
         signed = sign_command(payload, key.private_key)
-        if command.order_b64 is None:
+        if not with_order:
             return signed
         return msgspec.structs.replace(
             signed,
@@ -93,7 +98,9 @@ async def deliver(
     identity: AgentIdentity,
     pinned_ids: list[str] | None,
     now: datetime,
+    approvals_required: int | None = None,
 ) -> list[SignedCommand]:
+    """`approvals_required`: what the agent said in this heartbeat (None: it did not say)."""
     if not signer.can_sign_for(pinned_ids):
         log.warning(
             "machine %s has a command waiting but its agent pins none of the active keys %s",
@@ -104,7 +111,14 @@ async def deliver(
     records = await store.commands_for_delivery(identity, now=now)
     if not records:
         open_commands.discard(identity.machine_id)
+    with_order = bool(approvals_required)
     return [
-        signer.sign(record, pinned_ids, now, await store.command_approvals(record.command_id))
+        signer.sign(
+            record,
+            pinned_ids,
+            now,
+            await store.command_approvals(record.command_id) if with_order else (),
+            with_order=with_order,
+        )
         for record in records
     ]

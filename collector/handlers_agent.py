@@ -212,7 +212,13 @@ async def heartbeat(request: web.Request) -> web.Response:
     if identity.machine_id not in app[OPEN_COMMANDS]:
         return web.Response(body=_empty_reply(next_s), content_type="application/json")
     commands = await deliver(
-        app[STORE], app[OPEN_COMMANDS], app[SIGNER], identity, body.key_ids, now
+        app[STORE],
+        app[OPEN_COMMANDS],
+        app[SIGNER],
+        identity,
+        body.key_ids,
+        now,
+        approvals_required=body.offboard_approvals,
     )
     metrics.commands_delivered.inc(len(commands))
     return json_response(HeartbeatResponse(next_heartbeat_s=next_s, commands=commands))

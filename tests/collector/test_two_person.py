@@ -195,9 +195,10 @@ async def test_a_registered_operator_is_named_beside_the_signature(fleet: Harnes
     assert signed["approvals"][0]["operator"] == "Alice"
 
 
-async def test_an_agent_in_single_signature_mode_gets_the_order_at_once(
+async def test_an_agent_in_single_signature_mode_gets_the_command_at_once_without_an_order(
     fleet: Harness, keyring: KeyRing
 ) -> None:
+    """`offboard_approvals = 0`: the collector's signature alone, as before orders existed."""
     _, token = await fleet.add_client()
     tech = await fleet.api_token("technician")
     agent = await fleet.enroll(token, "hw-1")
@@ -205,7 +206,8 @@ async def test_an_agent_in_single_signature_mode_gets_the_order_at_once(
     requested = await offboard(fleet, agent["machine_id"], tech)
     assert requested["state"] == "offboard_pending"
     (delivered,) = await beat(fleet, agent, approvals=0)
-    assert decode(delivered, keyring).order_sha256 == requested["order_sha256"]
+    assert decode(delivered, keyring).order_sha256 is None
+    assert "order" not in delivered or delivered["order"] is None
 
 
 async def test_an_agent_that_starts_requiring_two_holds_back_a_pending_order(
