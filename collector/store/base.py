@@ -13,6 +13,8 @@ from collector.rules.clones import Candidate, KnownMachine
 from collector.rules.coverage import MachineHistory
 from collector.rules.network import NetworkReport
 from collector.rules.orders import ApprovalPolicy
+from collector.store.coverage_records import *  # noqa: F403  (part of this interface too)
+from collector.store.coverage_records import CloneSuspicion, DismissedDevice, UnmanagedDevice
 from collector.store.records import *  # noqa: F403  (the records are part of this interface)
 from collector.store.records import (
     AgentEvent,
@@ -23,12 +25,10 @@ from collector.store.records import (
     AuditFilter,
     Client,
     ClientOverview,
-    CloneSuspicion,
     CommandFilter,
     CommandRecord,
     CommandResultRecord,
     Compaction,
-    DismissedDevice,
     EnrollmentTokenInfo,
     EnrollOutcome,
     EnrollRequestRecord,
@@ -47,10 +47,9 @@ from collector.store.records import (
     PresenceHistory,
     Role,
     StateWindows,
-    UnmanagedDevice,
-    UserInfo,
-    UserSecrets,
 )
+from collector.store.user_records import *  # noqa: F403
+from collector.store.user_records import UserInfo, UserSecrets
 from wire.messages import Approval
 
 

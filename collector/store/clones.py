@@ -17,8 +17,9 @@ from collector.rules.clones import (
     resolve,
 )
 from collector.rules.enrollment import approval_lapses
+from collector.store.coverage_records import CloneSuspicion
 from collector.store.part import AUDIT_INSERT, StorePart, audit_row, detail_json
-from collector.store.records import AuditEntry, CloneSuspicion, Conflict, NotFound
+from collector.store.records import AuditEntry, Conflict, NotFound
 from collector.store.sql import Row, Tx
 
 _COLUMNS = (

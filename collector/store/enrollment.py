@@ -12,7 +12,6 @@ from collector.rules.enrollment import (
     EnrollmentPlan,
     HeldEnrollment,
     KnownHardware,
-    approval_lapses,
     decide_enrollment,
     moved_out,
     plan_enrollment,
@@ -26,12 +25,10 @@ from collector.store.records import (
     Conflict,
     EnrollOutcome,
     EnrollRequestRecord,
-    HeldEnrollmentInfo,
     NotFound,
     TokenUsedUp,
 )
-from collector.store.sql import LOCK_REVOCATIONS, Row, Tx, UniqueViolation
-from wire.times import format_instant
+from collector.store.sql import LOCK_REVOCATIONS, Tx, UniqueViolation
 
 _MACHINE_INSERT = (
     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, components, "
@@ -57,7 +54,6 @@ _TOKEN = (
     "SELECT token_id, client_id, max_uses, uses FROM enrollment_tokens WHERE token_hash = ? "
     "AND revoked_at IS NULL AND expires_at > ?"
 )
-_HELD_COLUMNS = "machine_id, client_id, hardware_id, hostname, address, first_at, last_at, attempts"
 
 
 class _NewHardwareRace(Exception):
@@ -367,80 +363,6 @@ class Enrollment(StorePart):
         await cancel_open_commands(tx, old.machine_id, now, actor=plan.audit.actor)
         await self._audit(tx, moved_out(plan, now))
         await revoke_agents(tx, old.machine_id, now)
-
-    async def approve_reenroll(
-        self, machine_id: str, *, now: datetime, actor: str
-    ) -> HeldEnrollmentInfo | None:
-        """Let this machine's hardware enroll again without its credential, once, within 24 h:
-        for the client of its latest held enrollment (a move), else for its own client. The
-        held enrollment approved, or None when none was held."""
-        d = self.dialect
-
-        async def run(tx: Tx) -> HeldEnrollmentInfo | None:
-            machine = await tx.fetchrow(
-                f"SELECT client_id FROM machines WHERE machine_id = ?{d.for_update}", machine_id
-            )
-            if machine is None:
-                raise NotFound("no machine has that id")
-            held = await tx.fetchrow(
-                f"SELECT {_HELD_COLUMNS} FROM held_enrollments WHERE machine_id = ? "
-                "ORDER BY last_at DESC LIMIT 1",
-                machine_id,
-            )
-            info = None if held is None else self._held_info(held)
-            client_id = machine[0] if info is None else info.client_id
-            until = approval_lapses(now)
-            await tx.execute(
-                "UPDATE machines SET reenroll_approved_until = ?, reenroll_approved_by = ?, "
-                "reenroll_approved_client_id = ? WHERE machine_id = ?",
-                until,
-                actor,
-                client_id,
-                machine_id,
-            )
-            await self._audit(
-                tx,
-                AuditEntry(
-                    now,
-                    actor,
-                    "machine.reenroll_approved",
-                    machine_id,
-                    {
-                        "client_id": client_id,
-                        "until": format_instant(until),
-                        "hostname": None if info is None else info.hostname,
-                        "address": None if info is None else info.address,
-                    },
-                ),
-            )
-            return info
-
-        return await self._engine.write(run)
-
-    def _held_info(self, r: Row) -> HeldEnrollmentInfo:
-        d = self.dialect
-        return HeldEnrollmentInfo(
-            r[0], r[1], r[2], r[3], r[4], d.instant(r[5]), d.instant(r[6]), int(r[7])
-        )
-
-    async def held_enrollments(self, machine_id: str | None = None) -> list[HeldEnrollmentInfo]:
-        """Enrollments waiting for a technician (of one machine, or all), newest first."""
-        condition, args = ("WHERE machine_id = ?", [machine_id]) if machine_id else ("", [])
-        rows = await self._engine.fetch(
-            f"SELECT {_HELD_COLUMNS} FROM held_enrollments {condition} ORDER BY last_at DESC",
-            *args,
-        )
-        return [self._held_info(r) for r in rows]
-
-    async def enrollments_by_token_since(self, token_hash: str, since: datetime) -> int:
-        """Agents enrolled with this enrollment token since `since` (for the burst alert)."""
-        row = await self._engine.fetchrow(
-            "SELECT COUNT(*) FROM agents a JOIN enrollment_tokens t "
-            "ON t.token_id = a.enrollment_token_id WHERE t.token_hash = ? AND a.created_at >= ?",
-            token_hash,
-            since,
-        )
-        return 0 if row is None else int(row[0])
 
     async def enroll_new_machines_in_bulk(
         self, requests: Sequence[EnrollRequestRecord], *, now: datetime

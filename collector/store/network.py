@@ -23,15 +23,9 @@ from collector.rules.network import (
     unmanaged_window,
 )
 from collector.store.clones import insert_suspicion
+from collector.store.coverage_records import DeviceNotFound, DismissedDevice, UnmanagedDevice
 from collector.store.part import StorePart
-from collector.store.records import (
-    AuditEntry,
-    Conflict,
-    DeviceNotFound,
-    DismissedDevice,
-    NotFound,
-    UnmanagedDevice,
-)
+from collector.store.records import AuditEntry, Conflict, NotFound
 from collector.store.sql import Row, Tx
 
 _IN_CHUNK = 500

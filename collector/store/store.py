@@ -9,6 +9,7 @@ from collector.store.commands import Commands
 from collector.store.coverage import CoverageHistory
 from collector.store.enrollment import Enrollment
 from collector.store.heartbeats import Heartbeats
+from collector.store.held import HeldEnrollments
 from collector.store.inventory import Inventory
 from collector.store.lifecycle import Lifecycle
 from collector.store.machines import Machines
@@ -22,6 +23,7 @@ from collector.store.views import Views
 class SQLStore(
     ClientsAndTokens,
     Enrollment,
+    HeldEnrollments,
     Heartbeats,
     Commands,
     Orders,

@@ -13,15 +13,9 @@ from datetime import datetime
 from typing import cast
 
 from collector.store.part import StorePart
-from collector.store.records import (
-    AuditEntry,
-    Conflict,
-    NotFound,
-    Role,
-    UserInfo,
-    UserSecrets,
-)
+from collector.store.records import AuditEntry, Conflict, NotFound, Role
 from collector.store.sql import Row, Tx, UniqueViolation
+from collector.store.user_records import UserInfo, UserSecrets
 
 _COLUMNS = (
     "u.user_id, u.name, u.role, u.created_at, u.disabled_at, u.must_change_password, "

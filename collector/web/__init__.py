@@ -10,7 +10,17 @@ from aiohttp import web
 from collector.appkeys import CLOCK, SETTINGS, SIGNER, STORE
 from collector.errors import Handler
 from collector.store.base import AuditEntry
-from collector.web import accounts, admin, coverage, fleet, offboarding, oidc, signin
+from collector.web import (
+    accounts,
+    admin,
+    coverage,
+    fleet,
+    offboarding,
+    oidc,
+    password,
+    signin,
+    signout,
+)
 from collector.web.render import GUARD, STATIC, make_templates
 from collector.web.security import PageGuard, is_page_path
 from collector.web.state import WEB, WebState
@@ -48,7 +58,7 @@ def setup_pages(app: web.Application) -> PageGuard:
     command-signing keys, so every instance given that folder shares sessions. The guard
     returned is what answers requests no route took on page paths."""
     app[WEB] = WebState(make_templates(), app[SIGNER].keyring.folder)
-    for family in (signin, oidc, fleet, offboarding, admin, accounts, coverage):
+    for family in (signin, signout, password, oidc, fleet, offboarding, admin, accounts, coverage):
         app.add_routes(family.routes)
     app.router.add_get("/static/{name}", GUARD.wrap(static_files(STATIC)), name="static")
     app.on_startup.append(_audit_break_glass)

@@ -29,8 +29,6 @@ from collector.web.people import (
     PASSWORD_PAGE,
     SIGN_IN_FAILED,
     SIGNED_IN,
-    SIGNED_OUT,
-    require_session_form,
     safe_next,
     signed_in,
 )
@@ -166,11 +164,11 @@ def _csrf_ok(request: web.Request, form: Any) -> bool:
 
 def _start_session(request: web.Request, claims: SessionClaims, location: str) -> web.Response:
     response = web.Response(status=303, headers={"Location": location})
-    _set_session_cookie(request, response, claims)
+    set_session_cookie(request, response, claims)
     return response
 
 
-def _set_session_cookie(
+def set_session_cookie(
     request: web.Request, response: web.StreamResponse, claims: SessionClaims
 ) -> None:
     _set_cookie(
@@ -318,7 +316,7 @@ async def _signed_in(
     location = PASSWORD_PAGE if user.must_change_password else next_url
     if response is None:
         return _start_session(request, claims, location)
-    _set_session_cookie(request, response, claims)
+    set_session_cookie(request, response, claims)
     return response
 
 
@@ -500,94 +498,3 @@ async def _token_signin(request: web.Request, token: str, next_url: str) -> web.
         )
     )
     return _start_session(request, claims, next_url)
-
-
-@routes.post("/signout")
-async def signout(request: web.Request) -> web.StreamResponse:
-    person = await signed_in(request)
-    if person is not None:
-        form = await request.post()
-        given = form.get("csrf")
-        if not isinstance(given, str) or not request.app[WEB].sealer().check_csrf(
-            "session", person.session_id, given
-        ):
-            raise PageError(403, "Form refused", "Sign out from the button on a page of ours.")
-        await request.app[STORE].add_audit(
-            AuditEntry(
-                request.app[CLOCK].now(),
-                person.name,
-                SIGNED_OUT,
-                session_target(person.session_id),
-                {},
-            )
-        )
-    response = web.Response(status=303, headers={"Location": "/signin?signed_out=1"})
-    response.del_cookie(SESSION_COOKIE, path="/")
-    return response
-
-
-# choosing one's own password
-
-
-def _password_page(
-    request: web.Request, person: Any, *, error: str | None = None, status: int = 200
-) -> web.Response:
-    return render(
-        request,
-        "password.html",
-        {
-            "error": error,
-            "forced": person.must_change_password,
-            "min_length": passwords.MIN_PASSWORD,
-        },
-        person=person,
-        status=status,
-    )
-
-
-@routes.get(PASSWORD_PAGE)
-async def password_form(request: web.Request) -> web.Response:
-    person = await signed_in(request)
-    if person is None:
-        raise Redirect("/signin?next=" + PASSWORD_PAGE)
-    if person.kind != "user":
-        raise PageError(403, "Not a person", "A token session has no password to change.")
-    return _password_page(request, person)
-
-
-@routes.post(PASSWORD_PAGE)
-async def change_password(request: web.Request) -> web.StreamResponse:
-    person, form = await require_session_form(request)
-    if person.kind != "user" or person.user_id is None:
-        raise PageError(403, "Not a person", "A token session has no password to change.")
-    app = request.app
-    current = form.get("current", "")
-    new = form.get("new", "")
-    found = await app[STORE].user_secrets(person.name)
-    if found is None or not await passwords.verify_password_async(found.password_hash, current):
-        return _password_page(
-            request, person, error="Your current password is not right.", status=400
-        )
-    problem = passwords.password_problem(new)
-    if problem is None and new != form.get("repeat", ""):
-        problem = "The two new passwords differ."
-    if problem is None and new == current:
-        problem = "Choose a password other than the one you were given."
-    if problem is not None:
-        return _password_page(request, person, error=problem, status=400)
-    now = app[CLOCK].now()
-    user = await app[STORE].set_password(
-        person.user_id, await passwords.hash_password_async(new), now=now, actor=person.name
-    )
-    # Other sessions of the person have ended (a new epoch); this one goes on under it.
-    claims = SessionClaims(
-        session_id=person.session_id,
-        kind="user",
-        subject=user.user_id,
-        epoch=user.session_epoch,
-        authenticated_at=person.authenticated_at,
-        expires_at=person.expires_at,
-    )
-    response = web.Response(status=303, headers={"Location": "/?password_changed=1"})
-    _set_session_cookie(request, response, claims)
-    return response
