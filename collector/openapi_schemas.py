@@ -64,6 +64,7 @@ EXTRA_SCHEMAS: dict[str, Any] = {
             "offboarded_at": {"anyOf": [INSTANT, {"type": "null"}]},
             "moved_at": {"anyOf": [INSTANT, {"type": "null"}]},
             "moved_to_client_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "pending_kind": {"anyOf": [{"enum": ["pc", "server"]}, {"type": "null"}]},
             "components": COMPONENTS,
         },
     },

@@ -28,6 +28,7 @@ class _Row(msgspec.Struct, frozen=True):
     offboarded_at: datetime | None
     moved_at: datetime | None
     moved_to_client_id: str | None
+    pending_kind: str | None
     components: msgspec.Raw
 
 
@@ -47,6 +48,7 @@ def decode_batch(chunk: bytes) -> list[InventoryRecord]:
             bytes(r.components).decode(),
             r.moved_at,
             r.moved_to_client_id,
+            r.pending_kind,
         )
         for r in _decode_rows(b"[" + chunk + b"]")
     ]

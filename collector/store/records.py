@@ -212,6 +212,9 @@ class InventoryRecord:
     # The instant the same hardware enrolled under another client, ending this record.
     moved_at: datetime | None = None
     moved_to_client_id: str | None = None
+    # A kind the agent reports that an admin has not confirmed yet: as it stands now, not as of
+    # the instant asked (for the change report; the row's `kind` is what is billed).
+    pending_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,11 @@ async def test_heartbeat_updates_changed_facts_and_keeps_absent_ones(harness: Ha
     assert (machine["hostname"], machine["os"]) == ("new-name", "Linux 6.1")
     # A client's machine cannot re-price itself: the reported kind waits for an admin.
     assert (machine["kind"], machine["pending_kind"]) == ("pc", "server")
+    # The inventory bills the confirmed kind and says what waits (for the change report).
+    harness.clock.advance(minutes=1)
+    inventory = await harness.get(f"/v1/inventory?as_of={harness.clock.now().isoformat()}", admin)
+    (row,) = inventory["machines"]
+    assert (row["kind"], row["pending_kind"]) == ("pc", "server")
 
 
 async def test_the_machine_is_the_tokens_never_the_bodys(harness: Harness) -> None:

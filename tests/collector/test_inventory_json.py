@@ -99,6 +99,7 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
             "offboarded_at": None,
             "moved_at": None,
             "moved_to_client_id": None,
+            "pending_kind": None,
             "components": msgspec.Raw(COMPONENTS.encode()),
         },
         {
@@ -111,6 +112,7 @@ async def test_the_inventory_json_is_byte_for_byte_what_the_collector_writes(
             "offboarded_at": offboarded_at,
             "moved_at": None,
             "moved_to_client_id": None,
+            "pending_kind": None,
             "components": msgspec.Raw(b"[]"),
         },
     ]

@@ -43,7 +43,7 @@ def _json_instant(column: str) -> str:
 # filter in each lateral subquery skips the lookup otherwise). Rows come in storage order:
 # one sequential pass, whatever the fleet's size.
 INVENTORY_ROWS_SQL = """
-    SELECT m.machine_id, m.client_id,
+    SELECT m.machine_id, m.client_id, m.pending_kind,
         CASE WHEN m.facts_since <= $1 THEN m.hostname ELSE f.hostname END AS hostname,
         CASE WHEN m.facts_since <= $1 THEN m.kind ELSE f.kind END AS kind,
         CASE WHEN m.first_seen < $1 THEN m.first_seen ELSE c.first_seen END AS first_seen,
@@ -100,6 +100,8 @@ def _inventory_json_sql(rows_sql: str) -> str:
             ',"moved_at":', COALESCE({_json_instant("i.moved_at")}, 'null'),
             ',"moved_to_client_id":', CASE WHEN i.moved_at IS NULL THEN 'null'
                                       ELSE to_json(i.moved_to_client_id)::text END,
+            ',"pending_kind":', CASE WHEN i.pending_kind IS NULL THEN 'null'
+                                ELSE '"' || i.pending_kind || '"' END,
             ',"components":', i.components, '}}'), 'UTF8')
         FROM ({rows_sql}) i
     """

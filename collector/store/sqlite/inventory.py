@@ -41,13 +41,14 @@ def _inventory_object(hostname: str, kind: str, components: str) -> str:
     return (
         'printf(\'{"machine_id":"%s","client_id":"%s","hostname":%s,'
         '"kind":"%s","first_seen":%s,"last_seen":%s,"offboarded_at":%s,'
-        '"moved_at":%s,"moved_to_client_id":%s,"components":%s}\', '
+        '"moved_at":%s,"moved_to_client_id":%s,"pending_kind":%s,"components":%s}\', '
         f"i.machine_id, i.client_id, json_quote({hostname}), {kind}, "
         f"{_json_instant('i.first_seen')}, "
         f"CASE WHEN i.last_seen = :as_of THEN :as_of_json ELSE {_json_instant('i.last_seen')} END, "
         f"COALESCE({_json_instant('i.offboarded_at')}, 'null'), "
         f"COALESCE({_json_instant('i.moved_at')}, 'null'), "
         "CASE WHEN i.moved_at IS NULL THEN 'null' ELSE json_quote(i.moved_to_client_id) END, "
+        "json_quote(i.pending_kind), "
         f"{components})"
     )
 
@@ -60,6 +61,7 @@ def _inventory_object(hostname: str, kind: str, components: str) -> str:
 # machine_id index would visit it at random.
 _INVENTORY_ROWS_SQL = """
     SELECT m.rowid AS position, m.machine_id, m.client_id, m.hostname, m.kind, m.components,
+        m.pending_kind,
         m.facts_since,
         CASE WHEN m.first_seen < :as_of THEN m.first_seen
              ELSE (SELECT MAX(c.first_seen) FROM coverage c WHERE c.machine_id = m.machine_id
