@@ -37,6 +37,7 @@ from billing.push.errors import PushError
 from billing.remote import CollectorError, CollectorSettings
 from billing.review import ReviewBounds
 from billing.summary import preview_json, preview_text, run_summary
+from wire.text import printable_lines
 from wire.times import InstantError, parse_instant
 
 TOKEN_ENV = "RMM_BILLING_TOKEN"
@@ -74,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         InstantError,
         PushError,
     ) as exc:
-        print(f"rmm-billing: error: {exc}", file=sys.stderr)
+        print(f"rmm-billing: error: {printable_lines(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"rmm-billing: error: {exc}", file=sys.stderr)
+        print(f"rmm-billing: error: {printable_lines(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -344,7 +345,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         progress=_progress(),
     )
     outcome = run_month(request)
-    print(run_summary(outcome, request))
+    print(printable_lines(run_summary(outcome, request)))
     return 0
 
 
@@ -372,7 +373,7 @@ def _explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         sys.stdout.buffer.write(explanation_json(explanation))
     else:
-        print(explanation_text(explanation))
+        print(printable_lines(explanation_text(explanation)))
     return 0
 
 
@@ -381,7 +382,7 @@ def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     ledger = ledger_path(args.ledger)
     if args.status:
-        print(status_text(ledger, args.month, args.to))
+        print(printable_lines(status_text(ledger, args.month, args.to)))
         return 0
     if args.to is None or not args.url:
         parser.error("push needs --to TARGET and --url URL (or --status)")
@@ -399,9 +400,9 @@ def _push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     outcome = asyncio.run(push_month(request))
     shown, errors = outcome_text(outcome)
-    print(shown)
+    print(printable_lines(shown))
     if errors:
-        print(errors, file=sys.stderr)
+        print(printable_lines(errors), file=sys.stderr)
     return 0 if outcome.ok else 1
 
 
@@ -424,7 +425,7 @@ def _preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.json:
         sys.stdout.buffer.write(preview_json(month_bill, held) + b"\n")
     else:
-        print(preview_text(month_bill, held))
+        print(printable_lines(preview_text(month_bill, held)))
     return 0
 
 

@@ -8,6 +8,15 @@ import re
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+# The same, but for a text of several lines: its line breaks stay.
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
 def printable(text: str | None) -> str:
     """`text` with every control character replaced by U+FFFD, so it cannot drive a terminal."""
     return _CONTROL.sub("\ufffd", text or "")
+
+
+def printable_lines(text: str | None) -> str:
+    """`printable`, keeping line breaks: for reports that quote host names and client names."""
+    return _CONTROL_BUT_NEWLINE.sub("\ufffd", text or "")
