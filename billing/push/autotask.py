@@ -18,7 +18,7 @@ from urllib.parse import quote
 import msgspec
 
 from billing.push.http import PushError, exchange, retrying
-from billing.push.model import Change, ClientPush, Context
+from billing.push.model import Change, ClientPush, Context, count_of
 
 INTEGRATION_CODE_ENV = "RMM_BILLING_AUTOTASK_INTEGRATION_CODE"
 USERNAME_ENV = "RMM_BILLING_AUTOTASK_USERNAME"
@@ -77,7 +77,7 @@ class Autotask:
                     ("endDate", "gte", day),
                 ),
             )
-            before = int(sum(float(u.get("units") or 0) for u in units))
+            before = int(sum(count_of(u.get("units")) for u in units))
             wanted = item.quantity(kind)
             change = Change(
                 object=f"{where} (contract service {contract_service})",

@@ -14,10 +14,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import msgspec
-
 from billing.push.http import exchange, retrying
-from billing.push.model import Change, ClientPush, Context
+from billing.push.model import Change, ClientPush, Context, encode_exact, quantity_text
 
 COMPANY_ENV = "RMM_BILLING_CONNECTWISE_COMPANY"
 PUBLIC_KEY_ENV = "RMM_BILLING_CONNECTWISE_PUBLIC_KEY"
@@ -35,11 +33,6 @@ def _headers(credentials: dict[str, str]) -> dict[str, str]:
         "Content-Type": "application/json",
         "Accept": "application/json",
     }
-
-
-def _quantity(value: Any) -> str:
-    number = float(value or 0)
-    return str(int(number)) if number.is_integer() else str(number)
 
 
 class ConnectWise:
@@ -70,7 +63,7 @@ class ConnectWise:
                 ),
                 None,
             )
-            before = None if current is None else _quantity(current.get("quantity"))
+            before = None if current is None else quantity_text(current.get("quantity"))
             if current is None and wanted == 0:
                 continue  # nothing there and nothing to bill: no addition of 0 is created
             where = f"agreement {agreement} product {product}"
@@ -83,14 +76,14 @@ class ConnectWise:
             if current is not None:
                 patch = [{"op": "replace", "path": "quantity", "value": wanted}]
                 url, method = f"{base}/{current['id']}", "PATCH"
-                body = msgspec.json.encode(patch)
+                body = encode_exact(patch)
             else:
                 url, method = base, "POST"
-                body = msgspec.json.encode(
+                body = encode_exact(
                     {
                         "product": {"id": product},
                         "quantity": wanted,
-                        "unitPrice": float(item.unit_price(kind) or 0),
+                        "unitPrice": item.exact_unit_price(kind),
                         "effectiveDate": f"{item.invoice.service_period.start}T00:00:00Z",
                         "billCustomer": "Billable",
                         "invoiceDescription": f"{item.invoice.number}",

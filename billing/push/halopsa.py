@@ -12,19 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from billing.push.http import PushError, exchange, retrying
-from billing.push.model import Change, ClientPush, Context
+from billing.push.model import Change, ClientPush, Context, encode_exact, quantity_text
 
 CLIENT_ID_ENV = "RMM_BILLING_HALOPSA_CLIENT_ID"
 CLIENT_SECRET_ENV = "RMM_BILLING_HALOPSA_CLIENT_SECRET"
 CREDENTIALS = (CLIENT_ID_ENV, CLIENT_SECRET_ENV)
-
-
-def _quantity(value: Any) -> str:
-    number = float(value or 0)
-    return str(int(number)) if number.is_integer() else str(number)
 
 
 class HaloPSA:
@@ -71,7 +64,7 @@ class HaloPSA:
             line = next((x for x in lines if x.get("item_id") == item_id), None)
             if line is None and wanted == 0:
                 continue
-            before = None if line is None else _quantity(line.get("qty_order"))
+            before = None if line is None else quantity_text(line.get("qty_order"))
             where = f"recurring invoice {invoice_id} item {item_id}"
             if line is not None and line.get("id") is not None:
                 where += f" (line {line['id']})"
@@ -82,14 +75,14 @@ class HaloPSA:
                     {
                         "item_id": item_id,
                         "qty_order": wanted,
-                        "unit_price": float(item.unit_price(kind) or 0),
+                        "unit_price": item.exact_unit_price(kind),
                     }
                 )
             else:
                 line["qty_order"] = wanted
         if dry_run or not any(change.changed for change in changes):
             return changes
-        body = msgspec.json.encode([{"id": invoice_id, "lines": lines}])
+        body = encode_exact([{"id": invoice_id, "lines": lines}])
 
         async def save() -> object:
             url = f"{base}/api/RecurringInvoice"

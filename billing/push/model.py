@@ -4,12 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from billing.documents import Invoice
 from billing.push.http import Answer, Sleep
+
+# Prices go to the PSAs as exact JSON numbers ("33.30"), never through a float.
+encode_exact = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def count_of(value: Any) -> Decimal:
+    """A quantity a PSA answered with (a number, a numeric string or nothing), exactly."""
+    try:
+        return Decimal(str(value if value is not None else 0))
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def quantity_text(value: Any) -> str:
+    """A PSA's quantity as the change table shows it: `3`, not `3.0`."""
+    number = count_of(value)
+    return str(int(number)) if number == number.to_integral_value() else str(number.normalize())
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +53,9 @@ class ClientPush:
             if line.kind == kind:
                 return line.unit_price
         return None
+
+    def exact_unit_price(self, kind: str) -> Decimal:
+        return Decimal(self.unit_price(kind) or "0")
 
 
 @dataclass(frozen=True, slots=True)
