@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from billing.bills import BillingError, MonthBill
 from billing.documents import Invoice, decode_invoice, encode_invoice
-from billing.engine import BillingError, MonthBill
 from billing.ledger import Ledger, NewInvoice
 from billing.months import Month
 from billing.pricebook import Seller

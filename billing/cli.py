@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from billing.approval import approve, would_hold
-from billing.engine import BillingError
+from billing.bills import BillingError
 from billing.explain_command import (
     ExplainRequest,
     explain_client,

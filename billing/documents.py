@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from billing.engine import (
+from billing.bills import (
     Added,
     BilledMachine,
     ClientBill,

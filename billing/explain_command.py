@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from billing.engine import BillingError
+from billing.bills import BillingError
 from billing.explain import Explained, explain
 from billing.inventory import InventoryDocument, decode_inventory, peek_as_of, read_inventory_file
 from billing.months import Month

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from billing.bills import BillingError, MonthBill
 from billing.documents import (
     CreditNote,
     HeldDraft,
@@ -33,7 +34,7 @@ from billing.documents import (
     encode_invoice,
     encode_reports,
 )
-from billing.engine import BillingError, MonthBill, MonthRun, Role, preview_month
+from billing.engine import MonthRun, Role, preview_month
 from billing.explain import billed_rows
 from billing.inventory import (
     InventoryDocument,

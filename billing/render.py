@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from billing.bills import ClientBill
 from billing.documents import BuyerBlock, CreditNote, Invoice, LineEntry, SellerBlock
-from billing.engine import ClientBill
 from billing.explain import Explained, billed_rows
 from wire.times import format_instant
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import msgspec
 
+from billing.bills import ClientBill, MonthBill
 from billing.documents import LineEntry, line_entries, money
-from billing.engine import ClientBill, MonthBill
 from billing.job import RunOutcome, RunRequest
 from billing.render import plural, totals_by_currency
 from billing.rules import expires_at

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.engine import BillingError, ClientBill, MonthBill, bill_month
+from billing.bills import BillingError, ClientBill, MonthBill
+from billing.engine import bill_month
 from billing.inventory import Component, Machine
 from billing.months import Month
 from billing.pricebook import PriceBook

@@ -9,8 +9,9 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from billing.bills import MonthBill
 from billing.currencies import MINOR_UNITS, minor_unit
-from billing.engine import MonthBill, bill_month
+from billing.engine import bill_month
 from billing.inventory import Machine
 from billing.rules import line_amount
 from tests.billing.factories import MARCH, at, client, machine, price_book

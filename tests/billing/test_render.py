@@ -7,6 +7,7 @@ import io
 
 import msgspec
 
+from billing.bills import BilledMachine
 from billing.documents import (
     BuyerBlock,
     Invoice,
@@ -15,7 +16,6 @@ from billing.documents import (
     ServicePeriod,
     credit_note_for,
 )
-from billing.engine import BilledMachine
 from billing.render import credit_note_html, html_file_name, invoice_html, invoices_csv
 from tests.billing.factories import at
 
