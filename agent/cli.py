@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _guarded(config: AgentConfig, action: Any) -> int:
-    from agent.service import AgentError
+    from agent.enrolling import AgentError
     from agent.state import StateError, exclusive
 
     try:
@@ -168,8 +168,8 @@ def _enroll(config: AgentConfig, *, force: bool) -> int:
 
 
 async def _enroll_async(config: AgentConfig, *, previous: Credential | None) -> Credential:
+    from agent.enrolling import enroll
     from agent.identity import detect_identity
-    from agent.service import enroll
     from agent.state import StateStore
 
     identity = await asyncio.to_thread(detect_identity, kind_override=config.kind)

@@ -32,23 +32,23 @@ from agent.client import (
     AwaitingApproval,
     CollectorClient,
     CollectorError,
-    CollectorUnavailable,
     Rejected,
     Unauthorized,
     retrying,
 )
 from agent.config import AGENT_COMPONENT, AgentConfig
-from agent.events import MAX_EVENTS_PER_REQUEST, Event, new_event
+from agent.enrolling import AgentError, enroll
+from agent.events import Event, new_event
 from agent.identity import Identity
 from agent.network import NetworkWatcher
 from agent.probes import Prober, Sample, logged_in_users
-from agent.spool import Spool, SpoolItem
+from agent.spool import Spool
+from agent.spool_delivery import deliver_spool
 from agent.state import Credential, KnownStatus, StateStore
 from agent.version import agent_version
 from wire.clock import Clock, SystemClock
 from wire.messages import (
     Component,
-    EnrollRequest,
     HeartbeatRequest,
     HeartbeatResponse,
     SignedCommand,
@@ -66,10 +66,6 @@ COMMAND_GRACE_S = 2.0
 JITTER_FRACTION = 0.1
 UNAUTHORIZED_JITTER = (0.5, 1.0)  # fraction of `retry_max_s` to wait after a 401
 ENROLL_RETRY_JITTER = (0.75, 1.25)  # of `enroll_retry_s`, for an enrollment held for approval
-
-
-class AgentError(Exception):
-    """A condition the agent cannot run through (not enrolled, enrollment refused)."""
 
 
 class Stopping(Exception):
@@ -97,61 +93,6 @@ class LogCommands:
                 "so it stays pending on the collector",
                 command.command_id,
             )
-
-
-async def enroll(
-    config: AgentConfig,
-    identity: Identity,
-    client: CollectorClient,
-    state: StateStore,
-    *,
-    retry_sleep: Sleep,
-    attempts: int | None = None,
-    clock: Clock | None = None,
-    previous: Credential | None = None,
-) -> Credential:
-    """Enroll this machine with the config's `enrollment_token` and store the credential (0600).
-
-    `previous` (the credential being replaced) proves to the collector that this is the same
-    agent enrolling again. Without proof the collector may hold known hardware for a
-    technician's approval: `AwaitingApproval`, and the previous credential stays as it was.
-    """
-    if not config.enrollment_token:
-        raise AgentError(f"{config.source}: enrollment_token: is required to enroll this machine")
-    request = EnrollRequest(
-        enrollment_token=config.enrollment_token,
-        hardware_id=identity.hardware_id,
-        hostname=identity.hostname,
-        os=identity.os,
-        kind=identity.kind,
-        agent_version=agent_version(),
-        previous_agent_token=previous.agent_token if previous is not None else None,
-    )
-    policy = retrying(max_wait=config.retry_max_s, sleep=retry_sleep, attempts=attempts)
-    response = None
-    async for attempt in policy:
-        with attempt:
-            response = await client.enroll(request)
-    assert response is not None
-    credential = Credential(
-        agent_id=response.agent_id,
-        agent_token=response.agent_token,
-        machine_id=response.machine_id,
-        collector_url=config.collector_url,
-        hardware_id=identity.hardware_id,
-        enrolled_at=(clock or SystemClock()).now(),
-        heartbeat_interval_s=max(1, response.heartbeat_interval_s),
-    )
-    await asyncio.to_thread(state.save_credential, credential)
-    await asyncio.to_thread(state.clear_reenroll)
-    log.info(
-        "enrolled with %s as agent %s (machine %s, %s)",
-        config.collector_url,
-        credential.agent_id,
-        credential.machine_id,
-        identity.kind,
-    )
-    return credential
 
 
 class Agent:
@@ -451,64 +392,7 @@ class Agent:
         if self._departed:
             return 0
         async with self._flush_lock:
-            return await self._flush()
-
-    async def _flush(self) -> int:
-        delivered = 0
-        while True:
-            items = await asyncio.to_thread(self._spool.pending, 4 * MAX_EVENTS_PER_REQUEST)
-            if not items:
-                return delivered
-            index = 0
-            while index < len(items):
-                item = items[index]
-                if item.kind == "event":
-                    batch = _event_batch(items, index)
-                    ok = await self._send_events(batch)
-                    index += len(batch)
-                else:
-                    batch = [item]
-                    ok = await self._send_result(item)
-                    index += 1
-                if not ok:
-                    return delivered
-                delivered += len(batch)
-
-    async def _send_events(self, batch: list[SpoolItem]) -> bool:
-        events: list[Event] = [item.event() for item in batch]
-        try:
-            await self._client.send_events(events)
-        except CollectorUnavailable as exc:
-            log.warning("could not deliver %d spooled events (%s); kept for later", len(batch), exc)
-            return False
-        except Unauthorized:
-            return False
-        except Rejected as exc:
-            log.error(
-                "collector refused %d spooled events and they were dropped: %s", len(batch), exc
-            )
-        await asyncio.to_thread(self._spool.acknowledge, batch)
-        return True
-
-    async def _send_result(self, item: SpoolItem) -> bool:
-        result = item.result()
-        try:
-            await self._client.send_result(result.command_id, bytes(result.body))
-        except CollectorUnavailable as exc:
-            log.warning("could not deliver the result of command %s (%s)", result.command_id, exc)
-            return False
-        except Unauthorized:
-            return False
-        except Rejected as exc:
-            log.error(
-                "collector refused the result of command %s (%s); set aside in the spool",
-                result.command_id,
-                exc,
-            )
-            await asyncio.to_thread(self._spool.set_aside, item)
-            return True
-        await asyncio.to_thread(self._spool.acknowledge, [item])
-        return True
+            return await deliver_spool(self._spool, self._client)
 
     async def _deliver_commands(self, commands: Sequence[SignedCommand]) -> None:
         ids = [c.command_id for c in commands]
@@ -611,12 +495,3 @@ class Agent:
             log.info("collector did not answer during shutdown; the spool keeps what is owed")
         await self._save_status()
         log.info("agent stopped")
-
-
-def _event_batch(items: list[SpoolItem], start: int) -> list[SpoolItem]:
-    batch: list[SpoolItem] = []
-    for item in items[start:]:
-        if item.kind != "event" or len(batch) == MAX_EVENTS_PER_REQUEST:
-            break
-        batch.append(item)
-    return batch

@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestServer
 
 from agent.client import CollectorClient
 from agent.config import parse_config
+from agent.enrolling import AgentError
 from agent.events import new_event
 from agent.identity import Identity
 from agent.network import NetworkWatcher
 from agent.probes import Prober
-from agent.service import Agent, AgentError, Stopping
+from agent.service import Agent, Stopping
 from agent.spool import Spool
 from agent.state import Credential, StateStore
 from tests.agent.fake_collector import FakeCollector, Reply
