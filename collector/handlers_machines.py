@@ -12,8 +12,7 @@ from collector.handlers_people import person, visible_machine
 from collector.requests import KindRequest
 from collector.rules.enrollment import approval_lapses
 from collector.store.base import NotFound
-from collector.store.records import HeldEnrollmentInfo
-from collector.views import machine_view, with_buffered
+from collector.views import held_view, machine_view, with_buffered
 from wire.times import format_instant
 
 routes = json_routes()
@@ -36,18 +35,6 @@ async def set_kind(request: web.Request) -> web.Response:
     return json_response(machine_view(with_buffered(record, app[BUFFER]), windows))
 
 
-def held_json(held: HeldEnrollmentInfo) -> dict[str, object]:
-    return {
-        "machine_id": held.machine_id,
-        "client_id": held.client_id,
-        "hostname": held.hostname,
-        "address": held.address,
-        "first_at": format_instant(held.first_at),
-        "last_at": format_instant(held.last_at),
-        "attempts": held.attempts,
-    }
-
-
 @routes.post("/v1/machines/{machine_id}/approve-reenroll")
 async def approve_reenroll(request: web.Request) -> web.Response:
     """A technician lets known hardware enroll again without its credential (24 h, once)."""
@@ -64,7 +51,7 @@ async def approve_reenroll(request: web.Request) -> web.Response:
         {
             "machine_id": machine_id,
             "approved_until": format_instant(approval_lapses(app[CLOCK].now())),
-            "held": None if held is None else held_json(held),
+            "held": None if held is None else held_view(held),
         }
     )
 
@@ -76,4 +63,4 @@ async def list_held(request: web.Request) -> web.Response:
     check_query(request, ("machine",))
     machine_id = request.query.get("machine") or None
     held = await request.app[STORE].held_enrollments(machine_id)
-    return json_response({"held": [held_json(h) for h in held if token.sees(h.client_id)]})
+    return json_response({"held": [held_view(h) for h in held if token.sees(h.client_id)]})

@@ -11,6 +11,7 @@ import msgspec
 from collector.buffer import HeartbeatBuffer
 from collector.store.base import (
     AuditEntry,
+    HeldEnrollmentInfo,
     MachineRecord,
     StateWindows,
     machine_state,
@@ -103,3 +104,16 @@ def audit_view(entry_id: int, entry: AuditEntry) -> AuditView:
         target=entry.target,
         detail=entry.detail,
     )
+
+
+def held_view(held: HeldEnrollmentInfo) -> dict[str, Any]:
+    """An enrollment held for a technician's approval, as the API and the CLI show it."""
+    return {
+        "machine_id": held.machine_id,
+        "client_id": held.client_id,
+        "hostname": held.hostname,
+        "address": held.address,
+        "first_at": format_instant(held.first_at),
+        "last_at": format_instant(held.last_at),
+        "attempts": held.attempts,
+    }

@@ -8,22 +8,9 @@ from typing import Any
 from collector.cli.common import CliError, command, emit, local_actor
 from collector.settings import Settings
 from collector.store.base import NotFound, Store
-from collector.store.records import HeldEnrollmentInfo
+from collector.views import held_view
 from wire.clock import SystemClock
 from wire.text import printable
-from wire.times import format_instant
-
-
-def held_view(held: HeldEnrollmentInfo) -> dict[str, Any]:
-    return {
-        "machine_id": held.machine_id,
-        "client_id": held.client_id,
-        "hostname": held.hostname,
-        "address": held.address,
-        "first_at": format_instant(held.first_at),
-        "last_at": format_instant(held.last_at),
-        "attempts": held.attempts,
-    }
 
 
 async def approve_reenroll(store: Store, settings: Settings, args: argparse.Namespace) -> None:
