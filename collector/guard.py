@@ -6,8 +6,8 @@ does not rely on it.
 
 Each connection is wrapped by `GuardedProtocol`: its deadline closes it when the headers of its next
 request have not arrived within `header_timeout_s` of the connection (or within
-`idle_timeout_s` of the previous answer). `guarded`, wrapped around every route, stops the timer
-while a request is handled; bodies are read under `body_timeout_s`
+`idle_timeout_s` of the previous answer). `guarded`, wrapped around every route, lifts the
+deadline while a request is handled; bodies are read under `body_timeout_s`
 (`collector.bodies.read_body`). Connections from one address beyond `max_per_address` are
 closed at once, except from trusted proxies, through which every client comes.
 """

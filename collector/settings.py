@@ -37,7 +37,7 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 75.0
-    max_connections_per_address: int = 256
+    max_connections_per_address: int = 2048
     command_ttl_s: int = 600
     command_poll_s: float = 2.0
     keys_dir: str = ""
@@ -96,7 +96,8 @@ _HELP: dict[str, str] = {
     "body_timeout_s": "seconds a request's body has to arrive once its headers are in",
     "idle_timeout_s": "seconds a kept-alive connection may wait before its next request",
     "max_connections_per_address": "open connections allowed from one address (trusted "
-    "proxies exempt); 0 = no cap",
+    "proxies exempt; each agent keeps one open, so size it above the largest client site "
+    "behind one NAT address); 0 = no cap",
     "events_per_hour": "events one agent may send in an hour; more are refused (429) and "
     "dropped by the agent",
     "offboard_requests_per_hour": "refuse (429) single-machine offboard requests beyond this "
