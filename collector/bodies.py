@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 from aiohttp import web
@@ -19,12 +19,23 @@ S = TypeVar("S")
 MAX_BODY = 1024 * 1024
 
 
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+class Decoder(Protocol):
+    def decode(self, body: bytes, /) -> Any: ...
+
+
+_decoders: dict[type[Any], Decoder] = {}
+
+
+def decode_with(struct: type[Any], decoder: Decoder) -> None:
+    """Bodies of `struct` are read by `decoder` (which must answer as msgspec's would)."""
+    _decoders[struct] = decoder
 
 
 async def read_body(request: web.Request, timeout_s: float) -> bytes:
     """The body, which must arrive within `timeout_s`; a client that trickles it gets a 408
     and its connection is closed once that is sent (the rest of its body is never read)."""
+    if request.content.is_eof():
+        return await request.read()  # already all in (a heartbeat comes with its headers)
     try:
         async with asyncio.timeout(timeout_s):
             return await request.read()

@@ -10,7 +10,6 @@ from typing import Any, TypeVar, cast
 import msgspec
 from aiohttp import web
 
-from collector.guard import guarded
 from collector.store.base import InvalidText, StoreError
 from collector.store.sql import StoreUnavailable
 from wire.messages import ErrorBody
@@ -135,7 +134,7 @@ class WrappedRoutes(web.RouteTableDef):
         register = super().route(method, path, **kwargs)
 
         def add(handler: _H) -> _H:
-            register(guarded(self._wrap(cast(Handler, handler))))
+            register(self._wrap(cast(Handler, handler)))
             return handler
 
         return add

@@ -1,26 +1,31 @@
 """Slow and greedy clients: deadlines for a request's headers and body, and a connection cap per
-address. aiohttp waits for headers and bodies as long as a client likes, so a client sending a
-byte every few seconds holds a connection (and its memory) for ever; a few thousand of them
-starve the agents. In production a reverse proxy does this too (`deploy/nginx/`); the collector
-does not rely on it.
+address. aiohttp waits for a connection's first headers as long as its keep-alive timeout, so a
+client sending a byte every few seconds holds a connection (and its memory) that long; a few
+thousand of them starve the agents. In production a reverse proxy does this too
+(`deploy/nginx/`); the collector does not rely on it.
 
-Each connection is wrapped by `GuardedProtocol`: its deadline closes it when the headers of its next
-request have not arrived within `header_timeout_s` of the connection (or within
-`idle_timeout_s` of the previous answer). `guarded`, wrapped around every route, lifts the
-deadline while a request is handled; bodies are read under `body_timeout_s`
-(`collector.bodies.read_body`). Connections from one address beyond `max_per_address` are
-closed at once, except from trusted proxies, through which every client comes.
+Each connection is wrapped by `GuardedProtocol`: a new connection whose first request's headers
+have not arrived within `header_timeout_s` is closed. After that aiohttp's own keep-alive timer,
+set to `idle_timeout_s` by the runner, closes a connection whose next request's headers have not
+arrived within that time of the previous answer (bytes of an unfinished request do not extend
+it). Bodies are read under `body_timeout_s` (`collector.bodies.read_body`). Connections from one
+address beyond `max_per_address` are closed at once, except from trusted proxies, through which
+every client comes.
+
+Nothing here runs per request: the wrapper looks for the end of the headers only until the
+first request's have come, then passes each chunk on with one flag test, and one sweep per site
+checks the deadlines (heartbeats are the hot path; a timer or a route wrapper per request cost
+them several per cent).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -46,7 +51,8 @@ class ConnectionGuard:
         self.max_per_address = max_per_address
         self._trusted = trusted
         self._per_address: Counter[str] = Counter()
-        self._by_transport: dict[int, GuardedProtocol] = {}
+        # Connections whose first request's headers are not in yet, by id of their transport.
+        self._waiting: dict[int, GuardedProtocol] = {}
         self._sweeping: asyncio.TimerHandle | None = None
         self.closed_slow = 0
         self.refused_over_cap = 0
@@ -57,13 +63,12 @@ class ConnectionGuard:
         return min(1.0, self.header_timeout_s / 2)
 
     def _sweep(self) -> None:
-        """One timer for all connections: requests only move their connection's deadline,
-        which costs the hot path two attribute writes instead of a timer each."""
+        """One timer for all connections still waiting for their first headers."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for protocol in [p for p in self._by_transport.values() if p.deadline < now]:
+        for protocol in [p for p in self._waiting.values() if p.deadline < now]:
             protocol.too_slow()
-        self._sweeping = loop.call_later(self.sweep_s, self._sweep) if self._by_transport else None
+        self._sweeping = loop.call_later(self.sweep_s, self._sweep) if self._waiting else None
 
     def _exempt(self, host: str) -> bool:
         try:
@@ -88,32 +93,31 @@ class ConnectionGuard:
     def connections(self, host: str) -> int:
         return self._per_address.get(host, 0)
 
-    def register(self, transport: asyncio.BaseTransport, protocol: GuardedProtocol) -> None:
-        self._by_transport[id(transport)] = protocol
+    def waiting(self, transport: asyncio.BaseTransport, protocol: GuardedProtocol) -> None:
+        self._waiting[id(transport)] = protocol
         if self._sweeping is None:
             self._sweeping = asyncio.get_running_loop().call_later(self.sweep_s, self._sweep)
 
-    def forget(self, transport: asyncio.BaseTransport) -> None:
-        self._by_transport.pop(id(transport), None)
-
-    def protocol_of(self, transport: asyncio.BaseTransport | None) -> GuardedProtocol | None:
-        return None if transport is None else self._by_transport.get(id(transport))
+    def arrived(self, transport: asyncio.BaseTransport) -> None:
+        self._waiting.pop(id(transport), None)
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: GuardedProtocol(self, factory())
 
 
 class GuardedProtocol(asyncio.Protocol):
-    """Passes everything to aiohttp's own protocol; adds the deadline and the per-address cap."""
+    """Passes everything to aiohttp's own protocol; adds the first-headers deadline and the
+    per-address cap."""
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self._guard = guard
         self._inner = inner
         self._transport: asyncio.Transport | None = None
         self._host: str | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        # Loop time by which the next request's headers must be in; infinite while one runs.
+        # Loop time by which the first request's headers must be in; infinite once they are.
         self.deadline = math.inf
+        self._tail = b""  # the last bytes seen while looking for the end of the headers
+        self._headers_in = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -125,18 +129,9 @@ class GuardedProtocol(asyncio.Protocol):
             transport.abort()
             return
         self._transport, self._host = transport, host
-        self._loop = asyncio.get_running_loop()
-        self._guard.register(transport, self)
-        self.arm(self._guard.header_timeout_s)
+        self.deadline = asyncio.get_running_loop().time() + self._guard.header_timeout_s
+        self._guard.waiting(transport, self)
         self._inner.connection_made(transport)
-
-    def arm(self, seconds: float) -> None:
-        """Close the connection unless the next request's headers come within `seconds`."""
-        if self._loop is not None:
-            self.deadline = self._loop.time() + seconds
-
-    def disarm(self) -> None:
-        self.deadline = math.inf
 
     def too_slow(self) -> None:
         self.deadline = math.inf
@@ -146,17 +141,31 @@ class GuardedProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.disarm()
+        self.deadline = math.inf
         if self._transport is None:
             return  # refused at connection_made: aiohttp never saw it
-        self._guard.forget(self._transport)
+        self._guard.arrived(self._transport)
         assert self._host is not None
         self._guard.release(self._host)
         self._transport = None
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._headers_in:
+            self._look_for_end_of_headers(data)
         self._inner.data_received(data)
+
+    def _look_for_end_of_headers(self, data: bytes) -> None:
+        """A blank line ends the headers (CRLF, or a bare LF that lenient parsers accept)."""
+        seen = self._tail + data
+        if b"\n\r\n" in seen or b"\n\n" in seen:
+            self._headers_in = True
+            self.deadline = math.inf
+            self._tail = b""
+            if self._transport is not None:
+                self._guard.arrived(self._transport)
+        else:
+            self._tail = seen[-2:]
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()
@@ -169,30 +178,6 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard", ConnectionGuard)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def guarded(handler: Handler) -> Handler:
-    """`handler` run with the connection's deadline off (its headers are in); after the answer
-    the connection has until the idle deadline to start its next request. Wrapped per route, as
-    the JSON errors are (`collector.errors`): an aiohttp middleware costs every request more."""
-
-    @functools.wraps(handler)
-    async def run(request: web.Request) -> web.StreamResponse:
-        guard = request.app.get(GUARD)
-        protocol = None if guard is None else guard.protocol_of(request.transport)
-        if protocol is None:
-            return await handler(request)
-        assert guard is not None
-        protocol.disarm()
-        try:
-            return await handler(request)
-        finally:
-            protocol.arm(guard.idle_timeout_s)
-
-    return run
 
 
 class GuardedSite(web.BaseSite):

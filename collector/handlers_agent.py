@@ -26,10 +26,11 @@ from collector.appkeys import (
     STORE,
 )
 from collector.auth import authenticate_agent, bearer_token, cached_agent
-from collector.bodies import json_response, read_json
+from collector.bodies import decode_with, json_response, read_json
 from collector.clones import CLONE_SPLITS, after_enrollment, prepare_enrollment, refuse_split_copy
 from collector.commands import deliver
 from collector.errors import ApiError, json_routes
+from collector.fast_decode import FastDecoder
 from collector.network_buffer import ReceivedHeartbeat
 from collector.rules.orders import policy_text
 from collector.store.base import (
@@ -60,6 +61,7 @@ MAX_EVENT_DETAIL = 4096
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
+decode_with(ReceivedHeartbeat, FastDecoder(ReceivedHeartbeat))  # the hot path
 _by_name = operator.attrgetter("name")
 
 

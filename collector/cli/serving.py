@@ -44,8 +44,12 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 async def serve_forever(store: Store, settings: Settings, banner: str = "") -> None:
     app = create_app(settings, store=store, clock=SystemClock())
+    # aiohttp's keep-alive timer is the idle deadline between requests (collector.guard).
     runner = web.AppRunner(
-        app, access_log=log if settings.access_log else None, handle_signals=False
+        app,
+        access_log=log if settings.access_log else None,
+        handle_signals=False,
+        keepalive_timeout=settings.idle_timeout_s,
     )
     await runner.setup()
     site = GuardedSite(

@@ -18,6 +18,7 @@ from tests.support.processes import free_port, start_collector
 ENV = {
     "RMM_COLLECTOR_HEADER_TIMEOUT_S": "0.5",
     "RMM_COLLECTOR_BODY_TIMEOUT_S": "0.5",
+    "RMM_COLLECTOR_IDLE_TIMEOUT_S": "1.5",
     "RMM_COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS": "4",
 }
 
@@ -75,6 +76,45 @@ def test_headers_sent_a_byte_at_a_time_do_not_keep_a_connection(collector: int) 
             pass
         took = time.monotonic() - started
     assert took < 3
+
+
+def answer_to(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    sock.settimeout(3)
+    return sock.recv(4096)
+
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_kept_alive_connection_outlives_the_header_deadline_until_the_idle_one(
+    collector: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", collector)) as sock:
+        # The blank line that ends the headers split across two packets still counts.
+        sock.sendall(HEALTHZ[:-1])
+        time.sleep(0.2)
+        assert b" 200 " in answer_to(sock, HEALTHZ[-1:])
+        time.sleep(0.8)  # past the 0.5 s header deadline, within the 1.5 s idle one
+        assert b" 200 " in answer_to(sock, HEALTHZ)
+        took = closed_within(sock, 5)
+    assert took is not None and 1.0 < took < 3.5
+
+
+def test_the_next_request_sent_a_byte_at_a_time_does_not_keep_a_connection(
+    collector: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", collector)) as sock:
+        assert b" 200 " in answer_to(sock, HEALTHZ)
+        started = time.monotonic()
+        try:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        took = time.monotonic() - started
+    assert took < 4
 
 
 def test_a_body_that_trickles_in_is_refused_and_the_connection_closed(collector: int) -> None:
