@@ -157,7 +157,8 @@ def test_a_crash_between_the_saved_result_and_departure_still_departs(
         what="the departure",
         on_timeout=agent.log,
     )
-    assert agent.process is not None and agent.process.wait(timeout=15) == 0
+    assert agent.process is not None
+    assert agent.process.wait(timeout=15) == 0, agent.log()
     assert command_state(collector, command_id)() == "offboarded"
     assert [line[0] for line in journal_lines(journal)] == ["start", "end"]
     wait_for(removed.exists, what="the detached self-removal step")
