@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector import operator_keys
 from collector.cli import main
 from tests.collector.conftest import Harness, StoreLocation
 from tests.collector.test_offboarding import report
 
 
 @pytest.fixture
-async def store_location(tmp_path: Any) -> StoreLocation:
+async def store_location(tmp_path: Path) -> StoreLocation:
     """The CLI only speaks HTTP: one engine is enough here (the store suite covers both)."""
     return StoreLocation("sqlite", str(tmp_path / "collector.sqlite3"))
 
@@ -259,6 +261,74 @@ async def test_offboard_wait_exits_0_once_offboarded(fleet: Harness, setup: Setu
     status, out, _ = await waiting
     assert status == 0
     assert out.startswith("offboarded after ") and "failed" not in out
+
+
+async def test_approve_wait_follows_the_approved_offboard_to_its_failure(
+    fleet: Harness, setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, agent, headers = setup
+    monkeypatch.setenv(operator_keys.PASSPHRASE_ENV, "a long passphrase")
+    lines = {who: operator_keys.generate(tmp_path / f"{who}.key") for who in ("alice", "bob")}
+    await fleet.heartbeat(
+        agent["agent_token"],
+        offboard_approvals=2,
+        operator_key_ids=[line.partition(":")[0] for line in lines.values()],
+    )
+    status, out, err = await cli(
+        "offboard",
+        agent["machine_id"],
+        "--reason",
+        "returned",
+        "--yes",
+        "--key",
+        str(tmp_path / "alice.key"),
+    )
+    assert status == 0, err
+    command_id = err.split("command ")[1].split()[0]
+    assert out.splitlines()[2].split() == ["state", "awaiting_approval"]
+    assert out.splitlines()[3].startswith("approvals  1 of 2 approval(s): tina (")
+
+    status, _, err = await cli(
+        "approve", "--batch", "b-1", "--key", str(tmp_path / "bob.key"), "--wait"
+    )
+    assert status == 2 and "--wait follows one command" in err
+
+    waiting = asyncio.create_task(
+        cli(
+            "approve",
+            command_id,
+            "--key",
+            str(tmp_path / "bob.key"),
+            "--yes",
+            "--wait",
+            "--poll",
+            "0.05",
+            "--timeout",
+            "30",
+        )
+    )
+    for _ in range(400):
+        if (await fleet.get(f"/v1/commands/{command_id}", headers))["state"] != (
+            "awaiting_approval"
+        ):
+            break
+        await asyncio.sleep(0.05)
+    await fleet.heartbeat(agent["agent_token"])  # delivered
+    await report(
+        fleet,
+        agent["agent_token"],
+        command_id,
+        "failed",
+        FAILED_STEPS,
+        reason="not removed: antivirus",
+    )
+    status, out, err = await waiting
+    assert status == 3, err
+    assert "signed: offboard_pending; 2 of 2 approval(s)" in err
+    assert out.splitlines()[0].startswith("offboard_failed after ")  # and nothing before it
+    assert (
+        "  failed step   antivirus: `apt-get -y purge clamav-daemon` exited with status 100"
+    ) in out.splitlines()
 
 
 def test_remote_help_tells_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
