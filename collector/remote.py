@@ -205,7 +205,7 @@ async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
     if not args.yes and sys.stdin.isatty():
         answer = await asyncio.to_thread(
             input,
-            f"Offboard {machine['hostname']} ({machine['machine_id']}) of client "
+            f"Offboard {printable(machine['hostname'])} ({machine['machine_id']}) of client "
             f"{machine['client_id']}? This uninstalls every component. [y/N] ",
         )
         if answer.strip().lower() not in ("y", "yes"):

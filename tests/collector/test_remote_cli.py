@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,29 @@ async def test_remote_offboard_prints_the_command_and_its_json_only_with_json(
     assert status == 0
     answered = json.loads(out)
     assert (answered["command_id"], answered["state"]) == (command_id, "offboard_pending")
+
+
+class Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_the_offboard_prompt_shows_a_printable_hostname_and_no_requests_nothing(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, agent, _ = setup
+    asked: list[str] = []
+
+    def answer(prompt: str) -> str:
+        asked.append(prompt)
+        return "n"
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr("builtins.input", answer)
+    status, out, err = await cli("offboard", agent["machine_id"], "--reason", "returned")
+    assert status == 1 and out == "" and "nothing requested" in err
+    (prompt,) = asked
+    assert prompt.startswith("Offboard front-desk\ufffd]0;owned\ufffd (") and "\x1b" not in prompt
 
 
 async def test_offboard_wait_says_which_step_failed_its_exit_status_and_how_its_output_ended(
