@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -33,13 +34,43 @@ from agent.steps import (
 )
 from wire.clock import Clock
 from wire.messages import CommandResultRequest, RunningStep, StepResult
+from wire.text import output_end, printable
 from wire.times import InstantError, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STEP_TIMEOUT_S = 600.0
+# How much of a failed step's output its log line quotes: the last lines, where tools say why.
+LOG_OUTPUT_LINES = 5
+LOG_OUTPUT_CHARS = 1000
 
 Progress = Callable[[str, Sequence[StepResult], RunningStep | None], Awaitable[None]]
+
+
+def failed_step_line(step: StepResult) -> str:
+    """A failed step in one line: the component, the step's argv, how it ended and the last lines
+    of its output (joined with ` | `: journald and the event log keep one entry per line)."""
+    if not step.argv:
+        # A check, or a component the agent could not act on: the output says what it found.
+        return printable(f"{step.component} failed: {step.output_tail.strip() or step.status}")
+    if step.status == "timeout":
+        how = "timed out"
+    elif step.exit_code is not None:
+        how = f"exited with status {step.exit_code}"
+    else:
+        how = "did not run to an exit status"
+    end = " | ".join(output_end(step.output_tail, LOG_OUTPUT_LINES))[-LOG_OUTPUT_CHARS:]
+    return (
+        f"{printable(step.component)} failed: step `{printable(shlex.join(step.argv))}` {how}; "
+        f"output ends: {end or '(no output)'}"
+    )
+
+
+def log_failure(command_id: str, result: CommandResultRequest) -> None:
+    """The agent's own record of a failed offboard: a line per failed step, with the command."""
+    for step in result.steps:
+        if step.status in ("failed", "timeout"):
+            log.error("offboard %s: %s", printable(command_id), failed_step_line(step))
 
 
 class Offboarder:
@@ -102,20 +133,13 @@ class _Run:
         failed = [s for s in self._steps if s.status in ("failed", "timeout")]
         if complete:
             return CommandResultRequest(status="succeeded", steps=self._steps)
-        for step in failed:
-            log.error(
-                "offboard %s: %s failed: %s%s; output ends: %s",
-                self._job.command_id,
-                step.component,
-                " ".join(step.argv) if step.argv else "check",
-                f" exited with status {step.exit_code}" if step.exit_code is not None else "",
-                step.output_tail[-500:].strip() or "(no output)",
-            )
-        return CommandResultRequest(
+        result = CommandResultRequest(
             status="failed",
             reason=f"not removed: {', '.join(dict.fromkeys(s.component for s in failed))}",
             steps=self._steps,
         )
+        log_failure(self._job.command_id, result)
+        return result
 
     async def _component(self, spec: ComponentSpec) -> bool:
         before = await self._check(spec.name, "precheck")

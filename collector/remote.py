@@ -16,13 +16,27 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from collector import operator_keys, remote_orders
+from collector import operator_keys, remote_orders, remote_views
+from collector.tables import fields
 from wire.text import printable
 
 TOKEN_ENV = "RMM_API_TOKEN"
 URL_ENV = "RMM_API_URL"
-FINAL_STATES = ("offboarded", "offboard_failed")
+FINAL_STATES = ("offboarded", "offboard_failed", "cancelled")
 OPEN_STATES = ("awaiting_approval", "offboard_pending")
+
+# Exit statuses, as `remote --help` tells them.
+EXIT_DECLINED = 1
+EXIT_ERROR = 2
+EXIT_FAILED = 3
+EXIT_STATUSES = """\
+exit status:
+  0  done (with --wait: the machine is offboarded)
+  1  declined at the confirmation prompt; nothing was requested or signed
+  2  refused by the collector, not reachable, a bad key, or still open at --timeout
+  3  the offboard failed or was cancelled (the failed step, its exit status and the
+     end of its output are printed), or some approvals of a bulk order were refused
+"""
 
 
 class RemoteError(Exception):
@@ -71,11 +85,13 @@ async def resolve_machine(api: Api, name_or_id: str) -> dict[str, Any]:
     return only
 
 
-def _machine_line(m: dict[str, Any]) -> str:
-    return (
-        f"{m['machine_id']}  {m['hostname']:<24} {m['kind']:<6} {m['state']:<16} "
-        f"last seen {m['last_seen']}"
-    )
+async def client_names(api: Api) -> dict[str, str]:
+    """Client ids to names, for people's tables; ids alone if the token cannot list them."""
+    try:
+        listed = await api.call("GET", "/v1/clients")
+    except RemoteError:
+        return {}
+    return {c["client_id"]: c["name"] for c in listed.get("clients", [])}
 
 
 async def cmd_machines(api: Api, args: argparse.Namespace) -> int:
@@ -87,28 +103,47 @@ async def cmd_machines(api: Api, args: argparse.Namespace) -> int:
     payload = await api.call("GET", f"/v1/machines?{query}")
     if args.json:
         print(json.dumps(payload))
-    else:
-        for machine in payload["machines"]:
-            print(_machine_line(machine))
+        return 0
+    print(remote_views.machines_table(payload["machines"], await client_names(api)))
+    if payload.get("next_cursor"):
+        print("(more machines: narrow the list with --client, --state or --hostname)")
     return 0
 
 
 async def cmd_machine(api: Api, args: argparse.Namespace) -> int:
     machine = await resolve_machine(api, args.machine)
-    print(json.dumps(machine, indent=None if args.json else 2))
+    if args.json:
+        print(json.dumps(machine))
+    else:
+        print(remote_views.machine_summary(machine, await client_names(api)))
     return 0
 
 
 async def cmd_command(api: Api, args: argparse.Namespace) -> int:
+    if args.wait:
+        return await wait_for_end(api, args.command_id, args)
     command = await api.call("GET", f"/v1/commands/{quote(args.command_id)}")
-    print(json.dumps(command, indent=None if args.json else 2))
+    if args.json:
+        print(json.dumps(command))
+    else:
+        print(remote_views.command_summary(command, await client_names(api)))
     return 0
 
 
+def _steps_so_far(command: dict[str, Any]) -> list[dict[str, Any]]:
+    result = command.get("result") or {}
+    progress = command.get("progress") or {}
+    steps: list[dict[str, Any]] = result.get("steps") or progress.get("steps") or []
+    return steps
+
+
 async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float) -> dict[str, Any]:
-    """Poll the command until it ends, printing each change of state or delivery."""
+    """Poll the command until it ends, printing each change of state or delivery and each step
+    the agent reports as it runs."""
     deadline = time.monotonic() + timeout_s
     seen: tuple[Any, ...] = ()
+    steps_shown = 0
+    running_shown: Any = None
     while True:
         command: dict[str, Any] = await api.call("GET", f"/v1/commands/{quote(command_id)}")
         progress = (command["state"], command["delivered_at"], command["rejections"])
@@ -120,6 +155,19 @@ async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float)
             if command["rejections"]:
                 note += f"; the agent refused {command['rejections']} delivery(ies)"
             print(f"  {command['state']}: {note}", file=sys.stderr, flush=True)
+        steps = _steps_so_far(command)
+        for step in steps[steps_shown:]:
+            print(f"  {remote_views.progress_line(step)}", file=sys.stderr, flush=True)
+        steps_shown = max(steps_shown, len(steps))
+        running = (command.get("progress") or {}).get("running")
+        if running and running != running_shown and command["state"] not in FINAL_STATES:
+            print(
+                f"  running {printable(running.get('component'))}: "
+                f"`{remote_views.command_line(running.get('argv') or [])}`",
+                file=sys.stderr,
+                flush=True,
+            )
+        running_shown = running
         if command["state"] in FINAL_STATES:
             return command
         if time.monotonic() >= deadline:
@@ -128,6 +176,23 @@ async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float)
                 f"{timeout_s:.0f} s; follow it with `remote command {command_id}`"
             )
         await asyncio.sleep(interval_s)
+
+
+async def wait_for_end(api: Api, command_id: str, args: argparse.Namespace) -> int:
+    """Follow a command to its end and say how it ended: on failure the failed step, its exit
+    status and the end of its output (on stderr with --json, whose stdout stays the command)."""
+    started = time.monotonic()
+    command = await follow(api, command_id, args.timeout, args.poll)
+    failure = remote_views.failure_report(command)
+    if args.json:
+        print(json.dumps(command))
+        if failure:
+            print("\n".join(failure), file=sys.stderr)
+    else:
+        print(f"{command['state']} after {time.monotonic() - started:.1f} s")
+        if failure:
+            print("\n".join(failure))
+    return 0 if command["state"] == "offboarded" else EXIT_FAILED
 
 
 async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
@@ -140,12 +205,12 @@ async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
     if not args.yes and sys.stdin.isatty():
         answer = await asyncio.to_thread(
             input,
-            f"Offboard {machine['hostname']} ({machine['machine_id']}) of client "
+            f"Offboard {printable(machine['hostname'])} ({machine['machine_id']}) of client "
             f"{machine['client_id']}? This uninstalls every component. [y/N] ",
         )
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing requested", file=sys.stderr)
-            return 1
+            return EXIT_DECLINED
     body: dict[str, Any] = {"reason": args.reason}
     if args.ticket:
         body["ticket"] = args.ticket
@@ -169,17 +234,20 @@ async def cmd_offboard(api: Api, args: argparse.Namespace) -> int:
             f"{accepted['command_id']} --key THEIR_KEY_FILE",
             file=sys.stderr,
         )
-    if not args.wait:
+    if args.wait:
+        return await wait_for_end(api, accepted["command_id"], args)
+    if args.json:
         print(json.dumps(accepted))
-        return 0
-    started = time.monotonic()
-    command = await follow(api, accepted["command_id"], args.timeout, args.poll)
-    print(
-        json.dumps(command)
-        if args.json
-        else f"{command['state']} after {time.monotonic() - started:.1f} s"
-    )
-    return 0 if command["state"] == "offboarded" else 3
+    else:
+        rows: list[tuple[str, object]] = [
+            ("command", accepted["command_id"]),
+            ("machine", f"{machine['hostname']} ({machine['machine_id']})"),
+            ("state", accepted["state"]),
+        ]
+        if accepted.get("approvals_required"):
+            rows.append(("approvals", remote_orders.signatures_line(accepted)))
+        print(fields(rows))
+    return 0
 
 
 async def _offboard_client(api: Api, args: argparse.Namespace, key: Any) -> int:
@@ -201,10 +269,12 @@ async def _offboard_client(api: Api, args: argparse.Namespace, key: Any) -> int:
         file=sys.stderr,
     )
     if not machines:
+        if args.json:
+            print(json.dumps({"batch_id": None, "commands": 0}))
         return 0
     if not await remote_orders.confirm(f"Order all {len(machines)} offboards?", args):
         print("nothing requested", file=sys.stderr)
-        return 1
+        return EXIT_DECLINED
     body: dict[str, Any] = {"reason": args.reason, "expected_count": len(machines)}
     if args.ticket:
         body["ticket"] = args.ticket
@@ -217,20 +287,57 @@ async def _offboard_client(api: Api, args: argparse.Namespace, key: Any) -> int:
             if command.get("order") and command["state"] in OPEN_STATES:
                 data, _ = remote_orders.read_order(command)
                 orders.append((command["command_id"], data))
-        status = await remote_orders.send_batch(api, orders, key)
+        _, failed = await remote_orders.send_batch(api, orders, key)
+        status = EXIT_FAILED if failed else 0
     print(
         f"a second operator approves them with: rmm-collector remote approve --batch "
         f"{batch['batch_id']} --key THEIR_KEY_FILE",
         file=sys.stderr,
     )
-    print(json.dumps({"batch_id": batch["batch_id"], "commands": len(batch["commands"])}))
+    if args.json:
+        print(json.dumps({"batch_id": batch["batch_id"], "commands": len(batch["commands"])}))
+    else:
+        print(fields([("batch", batch["batch_id"]), ("orders", len(batch["commands"]))]))
     return status
+
+
+async def cmd_approve(api: Api, args: argparse.Namespace) -> int:
+    if args.wait and args.batch:
+        raise RemoteError("--wait follows one command; follow a bulk order's with `remote command`")
+    status = await remote_orders.cmd_approve(api, args)
+    if status != 0 or not args.wait:
+        return status
+    return await wait_for_end(api, args.command_id, args)
 
 
 async def cmd_exposure(api: Api, args: argparse.Namespace) -> int:
     report = await api.call("GET", "/v1/reports/exposure")
-    print(json.dumps(report, indent=None if args.json else 2))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(remote_views.exposure_report(report, await client_names(api)))
     return 0
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    """`--json` after the action too (`remote offboard HOST --json`); not giving it there keeps
+    what was given before the action."""
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
+    )
+
+
+def _wait_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"follow {what} until it ends; on failure print the failed step, its exit status "
+        "and the end of its output, and exit with status 3",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600, help="seconds to wait (default 3600)"
+    )
+    parser.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -238,24 +345,39 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "remote",
         help="technicians' client over the HTTP API (audited under your token)",
         description="Talk to a collector over its API with your own token. The token is read "
-        f"from {TOKEN_ENV} or --token-file (keeps it out of shell history).",
+        f"from {TOKEN_ENV} or --token-file (keeps it out of shell history). Every action prints "
+        "a table or a summary; with --json, the API's JSON.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     remote.add_argument(
         "--url", default=os.environ.get(URL_ENV), help=f"collector URL (env {URL_ENV})"
     )
     remote.add_argument("--token-file", type=Path, help="file holding your API token")
     remote.add_argument("--token", help=f"your API token (prefer {TOKEN_ENV} or --token-file)")
-    remote.add_argument("--json", action="store_true", help="print JSON")
+    remote.add_argument("--json", action="store_true", help="print the API's JSON")
     actions = remote.add_subparsers(dest="remote_command", required=True, metavar="ACTION")
-    p = actions.add_parser("machines", help="list machines")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_STATUSES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _json_flag(p)
+        return p
+
+    p = action("machines", "list machines")
     p.add_argument("--client")
     p.add_argument("--state")
     p.add_argument("--hostname", help="part of the hostname")
     p.set_defaults(remote_handler=cmd_machines)
-    p = actions.add_parser("machine", help="show one machine (id or exact hostname)")
+    p = action("machine", "show one machine (id or exact hostname)")
     p.add_argument("machine")
     p.set_defaults(remote_handler=cmd_machine)
-    p = actions.add_parser("offboard", help="request an offboard and optionally follow it")
+    p = action("offboard", "request an offboard and optionally follow it")
     p.add_argument("machine", nargs="?", help="machine id or exact hostname")
     p.add_argument(
         "--key", type=Path, metavar="FILE", help="your operator key: sign the order as requester"
@@ -264,21 +386,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="with --client: one order per machine")
     p.add_argument("--reason", required=True, help="why (kept in the audit log)")
     p.add_argument("--ticket", help="ticket reference")
-    p.add_argument("--wait", action="store_true", help="follow until offboarded or failed")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between checks")
+    _wait_flags(p, "the offboard")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(remote_handler=cmd_offboard)
-    p = actions.add_parser("approve", help="sign an offboard order (second operator)")
+    p = action("approve", "sign an offboard order (second operator)")
     p.add_argument("command_id", nargs="?", help="the command whose order to sign")
     p.add_argument("--batch", metavar="ID", help="sign every order of a bulk offboard")
     p.add_argument("--key", type=Path, required=True, metavar="FILE", help="your operator key")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(remote_handler=remote_orders.cmd_approve)
-    p = actions.add_parser("command", help="show one command")
+    _wait_flags(p, "the approved offboard")
+    p.set_defaults(remote_handler=cmd_approve)
+    p = action("command", "show one command: its state, steps and, if it failed, why")
     p.add_argument("command_id")
+    _wait_flags(p, "the command")
     p.set_defaults(remote_handler=cmd_command)
-    p = actions.add_parser("exposure", help="licence exposure report")
+    p = action("exposure", "licence exposure report")
     p.set_defaults(remote_handler=cmd_exposure)
     return remote
 
@@ -328,4 +450,4 @@ def run(args: argparse.Namespace) -> int:
         operator_keys.OperatorKeyError,
     ) as exc:
         print(f"rmm-collector remote: {printable(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR

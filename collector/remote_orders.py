@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector import operator_keys
+from collector.tables import fields
 from wire.orders import OffboardOrder, OrderRefused, decode_order, order_digest, sign_order
 from wire.signing import pin_line
 from wire.text import printable
@@ -100,7 +102,7 @@ def signatures_line(command: dict[str, Any]) -> str:
         for a in command.get("approvals", [])
     ]
     required = command.get("approvals_required", 0)
-    return (
+    return printable(
         f"{len([a for a in command.get('approvals', []) if a.get('counted', True)])} of "
         f"{required} approval(s): {', '.join(signed) or 'none yet'}"
     )
@@ -122,10 +124,20 @@ async def cmd_approve(api: Any, args: argparse.Namespace) -> int:
         return 1
     answer = await sign_command(api, command, key)
     print(f"signed: {answer['state']}; {signatures_line(answer)}", file=sys.stderr)
+    if getattr(args, "wait", False):
+        return 0  # what `--wait` follows is printed at the end
     if args.json:
-        import json
-
         print(json.dumps(answer))
+    else:
+        print(
+            fields(
+                [
+                    ("command", answer["command_id"]),
+                    ("state", answer["state"]),
+                    ("approvals", signatures_line(answer)),
+                ]
+            )
+        )
     return 0
 
 
@@ -145,17 +157,28 @@ async def _approve_batch(api: Any, args: argparse.Namespace, key: Ed25519Private
         print(f"  {printable(order.hostname)}: {', '.join(order.components)}", file=sys.stderr)
     if len(orders) > 20:
         print(f"  ... and {len(orders) - 20} more", file=sys.stderr)
-    if not orders:
+    signed = failed = 0
+    if orders:
+        if not await confirm(f"Sign all {len(orders)} orders?", args):
+            print("nothing signed", file=sys.stderr)
+            return 1
+        signed, failed = await send_batch(
+            api, [(c["command_id"], data) for c, data, _ in orders], key
+        )
+    else:
         print("nothing to sign", file=sys.stderr)
-        return 0
-    if not await confirm(f"Sign all {len(orders)} orders?", args):
-        print("nothing signed", file=sys.stderr)
-        return 1
-    return await send_batch(api, [(c["command_id"], data) for c, data, _ in orders], key)
+    if args.json:
+        print(json.dumps({"batch_id": args.batch, "signed": signed, "failed": failed}))
+    else:
+        print(fields([("batch", args.batch), ("signed", signed), ("refused", failed)]))
+    return 0 if failed == 0 else 3
 
 
-async def send_batch(api: Any, orders: list[tuple[str, bytes]], key: Ed25519PrivateKey) -> int:
-    """Sign every order locally, then send the signatures in requests of 500."""
+async def send_batch(
+    api: Any, orders: list[tuple[str, bytes]], key: Ed25519PrivateKey
+) -> tuple[int, int]:
+    """Sign every order locally, then send the signatures in requests of 500: how many the
+    collector took, and how many it refused (each refusal printed)."""
     approvals = [{"command_id": cid, **approval_body(data, key)} for cid, data in orders]
     failed = 0
     for start in range(0, len(approvals), 500):
@@ -165,6 +188,6 @@ async def send_batch(api: Any, orders: list[tuple[str, bytes]], key: Ed25519Priv
         for result in answer["results"]:
             if "error" in result:
                 failed += 1
-                print(f"  {result['command_id']}: {result['detail']}", file=sys.stderr)
+                print(f"  {result['command_id']}: {printable(result['detail'])}", file=sys.stderr)
     print(f"signed {len(approvals) - failed} of {len(approvals)} order(s)", file=sys.stderr)
-    return 0 if failed == 0 else 3
+    return len(approvals) - failed, failed

@@ -20,3 +20,10 @@ def printable(text: str | None) -> str:
 def printable_lines(text: str | None) -> str:
     """`printable`, keeping line breaks: for reports that quote host names and client names."""
     return _CONTROL_BUT_NEWLINE.sub("\ufffd", text or "")
+
+
+def output_end(text: str | None, lines: int) -> list[str]:
+    """The last `lines` non-blank lines of a program's output, each `printable`: the end of an
+    uninstall step's output is where it says why it failed."""
+    kept = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
+    return [printable(line) for line in kept[-lines:]]

@@ -219,6 +219,7 @@ def test_a_200_machine_client_is_offboarded_with_two_commands_in_under_a_minute(
         "--key",
         str(tmp_path / "alice.key"),
         "--yes",
+        "--json",
         env=env,
     )
     assert ordered.returncode == 0, ordered.stderr
