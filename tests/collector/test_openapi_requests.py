@@ -121,6 +121,9 @@ class Document:
             found.append(("an object", {}))
             if schema.get("minItems", 0) > 0:
                 found.append(("too few items", []))
+            if "maxItems" in schema:
+                (item, *_) = self.valid(schema["items"])
+                found.append(("too many items", [item] * (schema["maxItems"] + 1)))
         if kind == "object":
             found.append(("a list", []))
         return found
@@ -128,8 +131,10 @@ class Document:
     def invalid_bodies(self, schema: dict[str, Any]) -> list[tuple[str, Any]]:
         schema = self.resolve(schema)
         (minimal, *_) = self.objects(schema)
-        found: list[tuple[str, Any]] = [("not an object", []), ("unknown field", {**minimal})]
-        found[1][1]["colour"] = "blue"
+        found: list[tuple[str, Any]] = [
+            ("not an object", []),
+            ("unknown field", {**minimal, "colour": "blue"}),
+        ]
         assert schema.get("additionalProperties") is False
         for name in schema.get("required", []):
             found.append((f"{name} missing", {k: v for k, v in minimal.items() if k != name}))
