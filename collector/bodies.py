@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -12,9 +13,11 @@ from aiohttp import web
 
 from collector.appkeys import SETTINGS
 from collector.errors import ApiError
+from collector.requests import Query, parameter_schemas
 from wire.times import InstantError, parse_instant
 
 S = TypeVar("S")
+Q = TypeVar("Q", bound=Query)
 
 MAX_BODY = 1024 * 1024
 
@@ -79,29 +82,51 @@ def check_query(request: web.Request, allowed: Iterable[str]) -> None:
         raise ApiError(400, "invalid_parameter", "a query parameter contains a NUL character")
 
 
-def query_instant(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
+
+
+def _refusal(name: str, schema: dict[str, Any], error: str) -> str:
+    if "enum" in schema:
+        return f"{name} must be one of {', '.join(schema['enum'])}"
+    if schema.get("type") == "integer":
+        return f"{name} must be a whole number from {schema['minimum']} to {schema['maximum']}"
+    if "examples" in schema:
+        return f"{name} must look like {schema['examples'][0]}"
+    return f"{name}: {error}"
+
+
+def read_query(request: web.Request, query: type[Q]) -> Q:
+    """The query string decoded with `query`, whose fields are also the parameters the OpenAPI
+    document lists: a parameter it does not name, a NUL character, or a value outside the
+    field's schema is a 400 (`unknown_parameter`, `invalid_parameter`, `invalid_<name>`)."""
+    check_query(request, query.__struct_fields__)
+    given: dict[str, str] = {}
+    for name, value in request.query.items():
+        if value or name not in query.blank_is_absent:
+            given.setdefault(name, value)  # a repeated parameter: the first one counts
+    try:
+        return msgspec.convert(given, query, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT_FIELD.search(message)
+        if at is None:
+            raise ApiError(400, "invalid_parameter", message) from exc
+        name = at.group(1)
+        detail = _refusal(name, parameter_schemas(query)[name], message[: at.start()])
+        raise ApiError(400, f"invalid_{name}", detail) from exc
+
+
+def query_instant(raw: str | None, name: str) -> datetime | None:
+    """A query parameter's instant (a field of a `Query` whose schema says date-time)."""
     if raw is None:
         return None
     # An unencoded '+' in an offset arrives as a space (form decoding); read it as meant.
-    raw = raw.replace(" ", "+")
+    # RFC 3339 lets the 'T' and 'Z' be lower case.
+    text = raw.replace(" ", "+").upper()
     try:
-        return parse_instant(raw)
+        return parse_instant(text)
     except InstantError as exc:
         raise ApiError(400, f"invalid_{name}", str(exc)) from exc
-
-
-def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be a whole number") from exc
-    if not low <= value <= high:
-        raise ApiError(400, f"invalid_{name}", f"{name} must be between {low} and {high}")
-    return value
 
 
 def json_response(payload: object, status: int = 200) -> web.Response:

@@ -19,13 +19,12 @@ from collector.appkeys import (
 )
 from collector.auth import authenticate_agent
 from collector.background import state_windows
-from collector.bodies import check_query, json_response, query_int, read_json
+from collector.bodies import check_query, json_response, read_json, read_query
 from collector.errors import ApiError, json_routes
 from collector.handlers_orders import order_view
 from collector.handlers_people import person, visible, visible_machine
-from collector.requests import OffboardRequest
+from collector.requests import CommandsQuery, OffboardRequest
 from collector.store.base import (
-    COMMAND_STATES,
     AuditEntry,
     CommandFilter,
     CommandRecord,
@@ -158,16 +157,13 @@ async def get_command(request: web.Request) -> web.Response:
 @routes.get("/v1/commands")
 async def list_commands(request: web.Request) -> web.Response:
     token = await person(request, "commands.read")
-    check_query(request, ("state", "machine", "limit", "cursor"))
-    state = request.query.get("state")
-    if state is not None and state not in COMMAND_STATES:
-        raise ApiError(400, "invalid_state", f"state must be one of {', '.join(COMMAND_STATES)}")
-    limit = query_int(request, "limit", default=500, low=1, high=5000)
+    query = read_query(request, CommandsQuery)
+    limit = query.limit
     commands = await request.app[STORE].list_commands(
         CommandFilter(
-            state=state,
-            machine_id=request.query.get("machine"),
-            after_command_id=request.query.get("cursor"),
+            state=query.state,
+            machine_id=query.machine,
+            after_command_id=query.cursor,
             limit=limit + 1,
             client_ids=token.clients,
         )

@@ -9,11 +9,17 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from collector.appkeys import CLOCK, SETTINGS, STORE
-from collector.bodies import check_query, json_response, read_json
+from collector.bodies import check_query, json_response, read_json, read_query
 from collector.clones import note_resolution
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person, visible, visible_machine
-from collector.requests import DismissRequest, ResolveCloneRequest, RestoreRequest
+from collector.requests import (
+    CoverageQuery,
+    DismissRequest,
+    ResolveCloneRequest,
+    RestoreRequest,
+    UnmanagedQuery,
+)
 from collector.rules.clones import ResolutionError
 from collector.rules.coverage import MonthError, Statement, coverage_statement, month_bounds
 from collector.rules.network import device_mac, normalize_mac
@@ -71,10 +77,7 @@ async def list_unmanaged(request: web.Request) -> web.Response:
     `?dismissed=1`, also the devices dismissed (with who and why)."""
     token = await person(request, "machines.read")
     visible(token, request.match_info["client_id"], "client")
-    check_query(request, ("dismissed",))
-    dismissed_flag = request.query.get("dismissed")
-    if dismissed_flag not in (None, "0", "1"):
-        raise ApiError(400, "invalid_dismissed", "dismissed must be 0 or 1")
+    dismissed_flag = read_query(request, UnmanagedQuery).dismissed
     store = request.app[STORE]
     client_id = request.match_info["client_id"]
     try:
@@ -226,11 +229,11 @@ async def coverage(request: web.Request) -> web.Response:
     `collector.rules.coverage` for what it counts."""
     token = await person(request, "machines.read")
     visible(token, request.match_info["client_id"], "client")
-    check_query(request, ("month",))
+    month = read_query(request, CoverageQuery).month
     found = await client_statement(
         request.app[STORE],
         request.match_info["client_id"],
-        request.query.get("month"),
+        month,
         request.app[CLOCK].now(),
         grace=timedelta(seconds=request.app[SETTINGS].online_window_s),
     )

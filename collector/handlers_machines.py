@@ -6,10 +6,10 @@ from aiohttp import web
 
 from collector.appkeys import BUFFER, CLOCK, SETTINGS, STORE
 from collector.background import state_windows
-from collector.bodies import check_query, json_response, read_json
+from collector.bodies import check_query, json_response, read_json, read_query
 from collector.errors import ApiError, json_routes
 from collector.handlers_people import person, visible_machine
-from collector.requests import KindRequest
+from collector.requests import HeldQuery, KindRequest
 from collector.rules.enrollment import approval_lapses
 from collector.store.base import NotFound
 from collector.views import held_view, machine_view, with_buffered
@@ -60,7 +60,6 @@ async def approve_reenroll(request: web.Request) -> web.Response:
 async def list_held(request: web.Request) -> web.Response:
     """Enrollments of known hardware waiting for a technician, newest first."""
     token = await person(request, "machines.read")
-    check_query(request, ("machine",))
-    machine_id = request.query.get("machine") or None
+    machine_id = read_query(request, HeldQuery).machine
     held = await request.app[STORE].held_enrollments(machine_id)
     return json_response({"held": [held_view(h) for h in held if token.sees(h.client_id)]})

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 import msgspec
 from aiohttp import web
 
 from collector.appkeys import AGENT_TOKENS, AUTH_LIMITER, BUFFER, CLOCK, SETTINGS, STORE
 from collector.auth import Permission, authenticate_person
 from collector.background import state_windows
-from collector.bodies import check_query, json_response, query_instant, query_int
+from collector.bodies import check_query, json_response, query_instant, read_query
 from collector.errors import ApiError, json_routes
+from collector.requests import AuditQuery, EventsQuery, InventoryQuery, MachinesQuery
 from collector.store.base import (
-    MACHINE_STATES,
     ApiTokenInfo,
     AuditFilter,
     MachineFilter,
     UnmanagedDevice,
 )
 from collector.views import audit_view, machine_view, with_buffered
-from wire.messages import Kind
 from wire.times import format_instant
 
 routes = json_routes()
@@ -58,20 +55,14 @@ def whole_fleet(token: ApiTokenInfo, what: str) -> None:
 @routes.get("/v1/machines")
 async def list_machines(request: web.Request) -> web.Response:
     token = await person(request, "machines.read")
-    check_query(request, ("client", "state", "kind", "hostname", "limit", "cursor"))
-    state = request.query.get("state")
-    if state is not None and state not in MACHINE_STATES:
-        raise ApiError(400, "invalid_state", f"state must be one of {', '.join(MACHINE_STATES)}")
-    kind = request.query.get("kind")
-    if kind is not None and kind not in get_args(Kind):
-        raise ApiError(400, "invalid_kind", "kind must be 'pc' or 'server'")
-    limit = query_int(request, "limit", default=1000, low=1, high=10_000)
+    query = read_query(request, MachinesQuery)
+    limit = query.limit
     machine_filter = MachineFilter(
-        client_id=request.query.get("client"),
-        state=state,
-        kind=kind,
-        hostname_contains=request.query.get("hostname"),
-        after_machine_id=request.query.get("cursor"),
+        client_id=query.client,
+        state=query.state,
+        kind=query.kind,
+        hostname_contains=query.hostname,
+        after_machine_id=query.cursor,
         limit=limit + 1,
         client_ids=token.clients,
     )
@@ -104,14 +95,13 @@ async def get_machine(request: web.Request) -> web.Response:
 @routes.get("/v1/machines/{machine_id}/events")
 async def machine_events(request: web.Request) -> web.Response:
     token = await person(request, "machines.read")
-    check_query(request, ("limit",))
+    query = read_query(request, EventsQuery)
     machine_id = request.match_info["machine_id"]
     record = await request.app[STORE].get_machine(machine_id)
     if record is None:
         raise ApiError(404, "machine_not_found", "no machine has that id")
     visible(token, record.client_id)
-    limit = query_int(request, "limit", default=200, low=1, high=5000)
-    events = await request.app[STORE].list_events(machine_id, limit=limit)
+    events = await request.app[STORE].list_events(machine_id, limit=query.limit)
     return json_response(
         {
             "events": [
@@ -141,9 +131,9 @@ def inventory_device(device: UnmanagedDevice) -> dict[str, str]:
 async def inventory(request: web.Request) -> web.StreamResponse:
     """Every machine enrolled before `as_of`, each field as it stood then; streamed in batches."""
     whole_fleet(await person(request, "inventory.read"), "the whole inventory")
-    check_query(request, ("as_of",))
+    query = read_query(request, InventoryQuery)
     now = request.app[CLOCK].now()
-    as_of = query_instant(request, "as_of") or now
+    as_of = query_instant(query.as_of, "as_of") or now
     if as_of > now:
         raise ApiError(
             400,
@@ -171,15 +161,14 @@ async def inventory(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/audit")
 async def audit(request: web.Request) -> web.Response:
     await person(request, "audit.read")
-    check_query(request, ("actor", "action", "target", "since", "before", "limit"))
-    before = request.query.get("before")
+    query = read_query(request, AuditQuery)
     audit_filter = AuditFilter(
-        actor=request.query.get("actor"),
-        action=request.query.get("action"),
-        target=request.query.get("target"),
-        since=query_instant(request, "since"),
-        before_id=query_int(request, "before", default=0, low=1, high=2**62) if before else None,
-        limit=query_int(request, "limit", default=500, low=1, high=5000),
+        actor=query.actor,
+        action=query.action,
+        target=query.target,
+        since=query_instant(query.since, "since"),
+        before_id=query.before,
+        limit=query.limit,
     )
     entries = await request.app[STORE].list_audit(audit_filter)
     next_before = entries[-1][0] if len(entries) == audit_filter.limit else None

@@ -14,9 +14,17 @@ from collector.openapi_schemas import (
     MACHINE_ID,
     operation,
     path_param,
-    query_param,
+    query_params,
 )
-from collector.requests import PEOPLE_BODIES
+from collector.requests import (
+    PEOPLE_BODIES,
+    AuditQuery,
+    CommandsQuery,
+    EventsQuery,
+    HeldQuery,
+    InventoryQuery,
+    MachinesQuery,
+)
 from wire.messages import (
     CommandProgressRequest,
     CommandResultRequest,
@@ -83,17 +91,7 @@ def build_spec() -> dict[str, Any]:
                 "List machines (viewer and up)",
                 "200",
                 "MachineList",
-                params=[
-                    query_param("client", "client id"),
-                    query_param(
-                        "state",
-                        "online, offline, expired, offboard_pending, offboarded, offboard_failed",
-                    ),
-                    query_param("kind", "pc or server"),
-                    query_param("hostname", "case-insensitive part of the hostname"),
-                    query_param("limit", "page size, 1 to 10000", {"type": "integer"}),
-                    query_param("cursor", "next_cursor of the previous page"),
-                ],
+                params=query_params(MachinesQuery),
             )
         },
         "/v1/machines/{machine_id}": {
@@ -104,7 +102,7 @@ def build_spec() -> dict[str, Any]:
                 "Events the machine's agent reported, newest first",
                 "200",
                 "MachineEvents",
-                params=[MACHINE_ID, query_param("limit", "at most this many", {"type": "integer"})],
+                params=[MACHINE_ID, *query_params(EventsQuery)],
             )
         },
         "/v1/inventory": {
@@ -112,13 +110,7 @@ def build_spec() -> dict[str, Any]:
                 "Every machine enrolled before as_of, each field as it stood then (billing, admin)",
                 "200",
                 "Inventory",
-                params=[
-                    query_param(
-                        "as_of",
-                        "ISO-8601 instant with offset; default now; not in the future",
-                        {"type": "string", "format": "date-time"},
-                    )
-                ],
+                params=query_params(InventoryQuery),
             )
         },
         "/v1/audit": {
@@ -126,16 +118,7 @@ def build_spec() -> dict[str, Any]:
                 "The audit log, newest first (admin)",
                 "200",
                 "AuditLog",
-                params=[
-                    query_param("actor", "exact actor"),
-                    query_param("action", "exact action"),
-                    query_param("target", "exact target"),
-                    query_param(
-                        "since", "ISO-8601 instant", {"type": "string", "format": "date-time"}
-                    ),
-                    query_param("before", "next_before of the previous page", {"type": "integer"}),
-                    query_param("limit", "page size, 1 to 5000", {"type": "integer"}),
-                ],
+                params=query_params(AuditQuery),
             )
         },
         "/v1/machines/{machine_id}/offboard": {
@@ -152,12 +135,7 @@ def build_spec() -> dict[str, Any]:
                 "List commands (viewer and up)",
                 "200",
                 "CommandList",
-                params=[
-                    query_param("state", "offboard_pending, offboarded or offboard_failed"),
-                    query_param("machine", "machine id"),
-                    query_param("limit", "page size, 1 to 5000", {"type": "integer"}),
-                    query_param("cursor", "next_cursor of the previous page"),
-                ],
+                params=query_params(CommandsQuery),
             )
         },
         "/v1/commands/{command_id}": {
@@ -196,7 +174,7 @@ def build_spec() -> dict[str, Any]:
                 "Enrollments of known hardware held until a technician approves them",
                 "200",
                 "HeldEnrollments",
-                params=[query_param("machine", "machine id")],
+                params=query_params(HeldQuery),
             )
         },
         "/v1/commands/{command_id}/approvals": {

@@ -8,9 +8,10 @@ from collector.openapi_schemas import (
     INSTANT,
     MACHINE_ID,
     operation,
-    query_param,
+    query_params,
     ref,
 )
+from collector.requests import CoverageQuery, UnmanagedQuery
 
 _CLIENT_ID = {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _MAC = {
@@ -149,7 +150,7 @@ def coverage_paths() -> dict[str, Any]:
                 "(viewer and up); dismissed=1 adds the dismissed ones",
                 "200",
                 "UnmanagedDevices",
-                params=[_CLIENT_ID, query_param("dismissed", "0 or 1")],
+                params=[_CLIENT_ID, *query_params(UnmanagedQuery)],
             )
         },
         "/v1/machines/{machine_id}/clones": {
@@ -178,10 +179,7 @@ def coverage_paths() -> dict[str, Any]:
                 "dismissed devices, a summary line (viewer and up)",
                 "200",
                 "CoverageStatement",
-                params=[
-                    _CLIENT_ID,
-                    query_param("month", "YYYY-MM (UTC); default the current month"),
-                ],
+                params=[_CLIENT_ID, *query_params(CoverageQuery)],
             )
         },
         "/v1/clients/{client_id}/unmanaged/{mac}/dismiss": {

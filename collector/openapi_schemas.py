@@ -1,10 +1,13 @@
 """Pieces of the OpenAPI document: response schemas that no request struct describes (the
-request bodies' schemas come from their msgspec structs, in `collector.openapi`) and the
-helpers that write an operation."""
+request bodies' schemas come from their msgspec structs, in `collector.openapi`, and the query
+parameters from the structs in `collector.requests`) and the helpers that write an operation."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from collector.requests import Query, parameter_schemas
+from collector.store.records import COMMAND_STATES, MACHINE_STATES
 
 INSTANT = {"type": "string", "format": "date-time"}
 COMPONENTS = {"type": "array", "items": {"$ref": "#/components/schemas/Component"}}
@@ -30,16 +33,7 @@ EXTRA_SCHEMAS: dict[str, Any] = {
             "kind": {"enum": ["pc", "server"]},
             "first_seen": INSTANT,
             "last_seen": INSTANT,
-            "state": {
-                "enum": [
-                    "online",
-                    "offline",
-                    "expired",
-                    "offboard_pending",
-                    "offboarded",
-                    "offboard_failed",
-                ]
-            },
+            "state": {"enum": list(MACHINE_STATES)},
             "offboarded_at": {"anyOf": [INSTANT, {"type": "null"}]},
             "agent_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
             "components": COMPONENTS,
@@ -108,7 +102,7 @@ EXTRA_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "command_id": {"type": "string"},
-            "state": {"enum": ["offboard_pending", "offboarded", "offboard_failed"]},
+            "state": {"enum": list(COMMAND_STATES)},
         },
     },
     "Command": {
@@ -119,7 +113,7 @@ EXTRA_SCHEMAS: dict[str, Any] = {
             "machine_id": {"type": "string"},
             "client_id": {"type": "string"},
             "agent_id": {"type": "string"},
-            "state": {"enum": ["offboard_pending", "offboarded", "offboard_failed"]},
+            "state": {"enum": list(COMMAND_STATES)},
             "issuer": {"type": "string"},
             "reason": {"type": "string"},
             "ticket": {"anyOf": [{"type": "string"}, {"type": "null"}]},
@@ -201,16 +195,19 @@ ERRORS = {
 }
 
 
-def query_param(
-    name: str, description: str, schema: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
+def query_params(query: type[Query]) -> list[dict[str, Any]]:
+    """The operation's query parameters: the fields of the struct its handler decodes the query
+    string with (`collector.bodies.read_query`), each with that field's schema."""
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": schema.get("description", name),
+            "schema": {k: v for k, v in schema.items() if k != "description"},
+        }
+        for name, schema in parameter_schemas(query).items()
+    ]
 
 
 def operation(

@@ -6,15 +6,19 @@ would name the proxy. `X-Forwarded-For` names the client, but anyone can send it
 when the peer is a proxy listed in `trusted_proxies`, and only as far back as that chain of
 trusted proxies goes. Each trusted proxy appends the address it saw; the right-most entry that is
 not a trusted proxy is the client, and whatever stands left of it is the client's own say-so.
+
+`X-Forwarded-Proto` is read the same way: it decides whether the pages set Secure cookies and
+HSTS, so only a trusted proxy may say that the client spoke HTTPS to it.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from aiohttp import web
 
-from collector.settings import Network
+from collector.settings import Network, parse_networks
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,3 +59,21 @@ def client_address(request: web.Request, networks: tuple[Network, ...]) -> str:
         if not _trusted(address, networks):
             break
     return str(client)
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_networks(text: str) -> tuple[Network, ...]:
+    """`trusted_proxies` as networks, parsed once per distinct setting (it was validated at
+    start-up)."""
+    return parse_networks(text)
+
+
+def forwarded_https(request: web.Request, networks: tuple[Network, ...]) -> bool:
+    """True when the peer is a proxy in `networks` and says the client reached it over HTTPS;
+    from anyone else `X-Forwarded-Proto` means nothing."""
+    peer = _address(request.remote or "")
+    if peer is None or not _trusted(peer, networks):
+        return False
+    # The proxy nearest the client writes the first entry; it is the scheme the browser used.
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https"

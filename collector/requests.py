@@ -1,16 +1,29 @@
-"""Bodies people's endpoints accept. They refuse fields they do not know (agent messages, in
-`wire.messages`, ignore them), and the OpenAPI document is generated from these same structs, so
-the description and the checks cannot disagree."""
+"""Bodies and query strings people's endpoints accept. They refuse fields and parameters they do
+not know (agent messages, in `wire.messages`, ignore unknown fields), and the OpenAPI document is
+generated from these same structs, so the description and the checks cannot disagree."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from wire.messages import NO_NUL
+from collector.store.records import CommandState, MachineState
+from wire.messages import NO_NUL, Kind
 
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=NO_NUL)]
+# Said in words: blank is no reason (no NUL either, as everywhere).
+NOT_BLANK = "^\\s*[^\\x00\\s][^\\x00]*$"
+Reason = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=1000,
+        pattern=NOT_BLANK,
+        description="why, in words (not blank)",
+        examples=["laptop returned to the client"],
+    ),
+]
 Ticket = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
@@ -93,3 +106,117 @@ PEOPLE_BODIES = (
     RestoreRequest,
     ResolveCloneRequest,
 )
+
+
+# Query strings. Each endpoint's parameters are one struct: `collector.bodies.read_query` decodes
+# the query string with it (text converted to the field's type) and `collector.openapi` lists its
+# fields as the operation's parameters, with the same schemas.
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every parameter is optional. Those named in `blank_is_absent` given empty (`?before=`)
+    count as not given."""
+
+    blank_is_absent: ClassVar[frozenset[str]] = frozenset()
+
+
+def _text(description: str) -> msgspec.Meta:
+    return msgspec.Meta(pattern=NO_NUL, description=description)
+
+
+def _instant(description: str) -> msgspec.Meta:
+    return msgspec.Meta(
+        pattern=NO_NUL,
+        description=f"{description}; an ISO-8601 (RFC 3339) instant with an offset",
+        extra_json_schema={"format": "date-time"},
+    )
+
+
+def _page_size(high: int) -> msgspec.Meta:
+    return msgspec.Meta(ge=1, le=high, description=f"page size, 1 to {high}")
+
+
+MachineParam = Annotated[str, _text("machine id")]
+CursorParam = Annotated[str, _text("next_cursor of the previous page")]
+Limit5000 = Annotated[int, _page_size(5000)]
+Month = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[0-9]{4}-(0[1-9]|1[0-2])$",
+        description="YYYY-MM (UTC); default the current month; a month that has not begun "
+        "is refused",
+        examples=["2026-03"],
+    ),
+]
+
+
+class MachinesQuery(Query, frozen=True):
+    client: Annotated[str, _text("client id")] | None = None
+    state: Annotated[MachineState, msgspec.Meta(description="the machine's state")] | None = None
+    kind: Annotated[Kind, msgspec.Meta(description="pc or server")] | None = None
+    hostname: Annotated[str, _text("case-insensitive part of the hostname")] | None = None
+    limit: Annotated[int, _page_size(10_000)] = 1000
+    cursor: CursorParam | None = None
+
+
+class EventsQuery(Query, frozen=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000, description="at most this many")] = 200
+
+
+class InventoryQuery(Query, frozen=True):
+    as_of: Annotated[str, _instant("default now; not in the future")] | None = None
+
+
+class AuditQuery(Query, frozen=True):
+    blank_is_absent = frozenset({"before"})
+
+    actor: Annotated[str, _text("exact actor")] | None = None
+    action: Annotated[str, _text("exact action")] | None = None
+    target: Annotated[str, _text("exact target")] | None = None
+    since: Annotated[str, _instant("entries at or after it")] | None = None
+    before: (
+        Annotated[int, msgspec.Meta(ge=1, le=2**62, description="next_before of the previous page")]
+        | None
+    ) = None
+    limit: Limit5000 = 500
+
+
+class CommandsQuery(Query, frozen=True):
+    state: Annotated[CommandState, msgspec.Meta(description="the command's state")] | None = None
+    machine: MachineParam | None = None
+    limit: Limit5000 = 500
+    cursor: CursorParam | None = None
+
+
+class HeldQuery(Query, frozen=True):
+    blank_is_absent = frozenset({"machine"})
+
+    machine: MachineParam | None = None
+
+
+class UnmanagedQuery(Query, frozen=True):
+    dismissed: (
+        Annotated[Literal["0", "1"], msgspec.Meta(description="1 adds the dismissed devices")]
+        | None
+    ) = None
+
+
+class CoverageQuery(Query, frozen=True):
+    blank_is_absent = frozenset({"month"})
+
+    month: Month | None = None
+
+
+@functools.cache
+def parameter_schemas(query: type[Query]) -> dict[str, dict[str, Any]]:
+    """The JSON schema of each parameter of `query`, for a value given: never null, since a
+    parameter not given takes its default."""
+    _, components = msgspec.json.schema_components((query,))
+    found: dict[str, dict[str, Any]] = {}
+    for name, field in components[query.__name__]["properties"].items():
+        schema = {k: v for k, v in field.items() if k not in ("anyOf", "default")}
+        for alternative in field.get("anyOf", ()):
+            if alternative != {"type": "null"}:
+                schema.update(alternative)
+        found[name] = schema
+    return found

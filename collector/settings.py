@@ -110,7 +110,8 @@ _HELP: dict[str, str] = {
     "tls_cert": "PEM certificate chain: serve HTTPS instead of HTTP",
     "tls_key": "PEM private key for --tls-cert",
     "trusted_proxies": "comma-separated addresses or networks of reverse proxies whose "
-    "X-Forwarded-For names the client (e.g. 127.0.0.1 for nginx on this host)",
+    "X-Forwarded-For names the client and whose X-Forwarded-Proto says it used HTTPS (Secure "
+    "cookies, HSTS) (e.g. 127.0.0.1 for nginx on this host)",
     "access_log": "log every request (off by default: it costs throughput)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "web_token_signin": "break-glass: also let the pages be signed in to with an API token "

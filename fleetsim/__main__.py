@@ -1,5 +1,5 @@
 import sys
 
-from fleetsim.cli import main
+from fleetsim.console import main
 
 sys.exit(main())

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from collector.appkeys import SETTINGS
 from collector.errors import RETRY_AFTER_S, Handler
+from collector.proxies import forwarded_https, trusted_networks
 from collector.store.base import InvalidText
 from collector.store.sql import StoreUnavailable
 
@@ -69,9 +70,13 @@ class Redirect(Exception):
 
 
 def is_secure(request: web.Request) -> bool:
-    """Served over TLS, by the collector itself or by the reverse proxy in front of it."""
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return request.secure or bool(request.app[SETTINGS].tls_cert) or forwarded == "https"
+    """Served over TLS, by the collector itself or by a trusted reverse proxy in front of it."""
+    settings = request.app[SETTINGS]
+    return (
+        request.secure
+        or bool(settings.tls_cert)
+        or forwarded_https(request, trusted_networks(settings.trusted_proxies))
+    )
 
 
 def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

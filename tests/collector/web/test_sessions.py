@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collector.app import create_app
 from collector.settings import Settings
 from collector.store.base import AuditFilter
@@ -44,8 +46,8 @@ async def test_the_session_cookie_is_httponly_strict_expiring_and_reveals_nothin
     assert "tina" not in value and tina.password not in value
 
 
-async def test_behind_tls_the_cookie_is_secure(browser: BrowserFactory) -> None:
-    b = await browser()
+async def _sign_in_claiming_https(b: Browser) -> Any:
+    """A sign-in whose request says, in `X-Forwarded-Proto`, that the browser used HTTPS."""
     vic = await add_person(b.harness, "viewer", "vic")
     form = await b.get("/signin")
     resp = await b.client.post(
@@ -61,8 +63,35 @@ async def test_behind_tls_the_cookie_is_secure(browser: BrowserFactory) -> None:
         allow_redirects=False,
     )
     assert resp.status == 303
+    return resp
+
+
+async def test_behind_a_trusted_proxy_that_speaks_tls_the_cookie_is_secure(
+    make_harness: HarnessFactory, aiohttp_client: Any
+) -> None:
+    harness = await make_harness(trusted_proxies="127.0.0.1")
+    client = await aiohttp_client(harness.client.server)
+    resp = await _sign_in_claiming_https(Browser(client=client, harness=harness, people={}))
     assert "Secure" in resp.headers["Set-Cookie"]
     assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+# No proxy trusted at all; a proxy trusted elsewhere, not this peer (the test connects from
+# 127.0.0.1).
+@pytest.mark.parametrize("trusted_proxies", ["", "192.0.2.0/24"])
+async def test_forwarded_proto_from_a_peer_that_is_no_trusted_proxy_means_nothing(
+    make_harness: HarnessFactory, aiohttp_client: Any, trusted_proxies: str
+) -> None:
+    """Anyone can write the header; only a proxy the collector trusts may say TLS was used."""
+    harness = await make_harness(trusted_proxies=trusted_proxies)
+    client = await aiohttp_client(harness.client.server)
+    b = Browser(client=client, harness=harness, people={})
+    resp = await _sign_in_claiming_https(b)
+    assert "Secure" not in resp.headers["Set-Cookie"]
+    assert "Strict-Transport-Security" not in resp.headers
+    page = await b.client.get("/signin", headers={"X-Forwarded-Proto": "https"})
+    assert page.status == 200
+    assert "Strict-Transport-Security" not in page.headers
 
 
 async def test_the_sign_in_form_needs_its_own_csrf_token(browser: BrowserFactory) -> None:
