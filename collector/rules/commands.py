@@ -110,6 +110,23 @@ def missing_steps(command: CommandRecord, steps_json: str) -> list[str]:
     return sorted(named - reported)
 
 
+def components_after_offboard(components_json: str, command: CommandRecord, steps_json: str) -> str:
+    """The machine's components once its offboard completed, in the heartbeat's shape.
+
+    A completed offboard means the agent confirmed every component the order named gone (or
+    never installed), and the agent removes itself after its final report: those are now
+    `missing`, without a version. A component the order did not name and the report says
+    nothing about (reported only after the request) keeps what it last reported."""
+    removed = set(json.loads(command.components_json or "[]")) | {AGENT_ITSELF}
+    removed |= {step.get("component") for step in json.loads(steps_json)}
+    after = []
+    for component in json.loads(components_json or "[]"):
+        if component.get("name") in removed:
+            component = {**component, "status": "missing", "version": None}
+        after.append(component)
+    return json.dumps(after, separators=(",", ":"))
+
+
 Effect = Literal["refuse", "count_rejection", "ignore_repeat", "complete", "fail"]
 
 

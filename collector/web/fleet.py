@@ -175,7 +175,8 @@ async def machines(request: web.Request) -> web.Response:
                 for m in (with_buffered(m, app[BUFFER]) for m in found.machines)
             ],
             "summaries": {
-                m.machine_id: views.component_summary(m.components_json) for m in found.machines
+                m.machine_id: views.component_summary(m.components_json, m.offboard_state)
+                for m in found.machines
             },
             "pager": views.pager("/machines", params, page=page, size=PAGE_SIZE, total=found.total),
             "params": params,

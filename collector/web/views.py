@@ -131,9 +131,17 @@ def components_of(components_json: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda c: (not c.get("required", True), str(c.get("name"))))
 
 
-def component_summary(components_json: str) -> str:
-    """`4 running`, or what is wrong: `antivirus stopped, backup missing`."""
+def component_summary(components_json: str, state: str | None = None) -> str:
+    """`4 running`, or what is wrong: `antivirus stopped, backup missing`. For an offboarded
+    machine, what the offboard removed: its agent reports no more, so nothing is `running`
+    now; a component it did not remove is told as of its last report."""
     components = components_of(components_json)
+    if state == "offboarded":
+        kept = [c for c in components if c.get("status") != "missing"]
+        if not kept:
+            return "removed by the offboard"
+        told = ", ".join(f"{c.get('name')} {c.get('status')}" for c in kept)
+        return f"offboarded; last reported before it: {told}"
     if not components:
         return "none reported"
     wrong = [
