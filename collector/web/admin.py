@@ -12,6 +12,7 @@ from collector.background import state_windows
 from collector.store.base import AuditFilter, Client, Conflict, NotFound
 from collector.tokens import hash_token, new_token
 from collector.web import views
+from collector.web.audit_rows import audit_rows, named_ids
 from collector.web.people import Person, require, require_form
 from collector.web.policy import PENDING_FOR, STALE_AFTER
 from collector.web.render import page_routes, render
@@ -186,7 +187,9 @@ async def audit(request: web.Request) -> web.Response:
         before_id=int(before_raw) if before_raw else None,
         limit=AUDIT_PAGE,
     )
-    entries = await request.app[STORE].list_audit(audit_filter)
+    store = request.app[STORE]
+    entries = await store.list_audit(audit_filter)
+    machines, agents = await store.machine_names(named_ids(entries))
     older = (
         views.url("/audit", {**params, "before": entries[-1][0]})
         if len(entries) == AUDIT_PAGE
@@ -196,7 +199,7 @@ async def audit(request: web.Request) -> web.Response:
         request,
         "audit.html",
         {
-            "entries": entries,
+            "entries": audit_rows(entries, machines, agents),
             "params": params,
             "older_url": older,
             "newest_url": views.url("/audit", params) if before_raw else None,

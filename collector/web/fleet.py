@@ -13,7 +13,6 @@ from collector.background import state_windows
 from collector.store.base import (
     COMPONENT_STATUS_FILTERS,
     MACHINE_STATES,
-    AuditEntry,
     AuditFilter,
     ClientOverview,
     CommandFilter,
@@ -25,6 +24,7 @@ from collector.store.base import (
 )
 from collector.views import machine_flags, with_buffered
 from collector.web import views
+from collector.web.audit_rows import AuditRow, audit_rows, named_ids
 from collector.web.people import Person, require, require_form
 from collector.web.policy import (
     ATTENTION_LIMIT,
@@ -208,11 +208,12 @@ async def machine(request: web.Request) -> web.Response:
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     since = windows.now - timedelta(days=views.TIMELINE_DAYS) - EXPIRY
 
-    async def audit_trail() -> list[tuple[int, AuditEntry]]:
+    async def audit_trail() -> list[AuditRow]:
         """The machine's audit entries, for those who may read the audit log (as in the API)."""
         if not person.can("audit.read"):
             return []
-        return await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
+        entries = await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
+        return audit_rows(entries, *await store.machine_names(named_ids(entries)))
 
     client, commands, history, audit, held = await asyncio.gather(
         store.find_client(record.client_id),

@@ -38,6 +38,8 @@ from collector.web.policy import (
 )
 from collector.web.render import page_routes, render
 from collector.web.security import PageError, Redirect
+from collector.web.step_rows import StepRow, first_failed, step_rows
+from wire.times import parse_instant
 
 routes = page_routes()
 
@@ -179,6 +181,7 @@ async def command(request: web.Request) -> web.Response:
         _order(app[STORE], found),
     )
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
+    rows = step_rows(_steps(found))
     return render(
         request,
         "command.html",
@@ -190,7 +193,8 @@ async def command(request: web.Request) -> web.Response:
             "machine_state": None if record is None else machine_state(record, windows),
             "client": client,
             "final": found.state in FINAL_STATES,
-            "steps": _steps(found),
+            "steps": rows,
+            "failed_step": _failed_step(found, rows),
             "running_text": _running_text(found),
             "last_rejection_text": _rejection_text(found),
         },
@@ -221,9 +225,13 @@ async def command_live(request: web.Request) -> web.Response:
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     view = command_view(found)
     state = None if record is None else machine_state(record, windows)
+    rows = step_rows(_steps(found))
+    failed = _failed_step(found, rows)
     return json_response(
         {
             **view,
+            "step_rows": [row.as_json() for row in rows],
+            "failed_step": None if failed is None else failed.as_json(),
             "state_label": views.STATE_LABELS[found.state],
             "final": found.state in FINAL_STATES,
             "machine_state": state,
@@ -250,12 +258,21 @@ def _steps(command: CommandRecord) -> list[dict[str, Any]]:
     return list(_progress(command).get("steps") or [])
 
 
+def _failed_step(command: CommandRecord, rows: list[StepRow]) -> StepRow | None:
+    """On a failed offboard, the step that failed (shown first, prominently)."""
+    if command.state != "offboard_failed":
+        return None
+    return first_failed(rows)
+
+
 def _running_text(command: CommandRecord) -> str | None:
     running = _progress(command).get("running")
     if command.state != "offboard_pending" or not running:
         return None
-    argv = " ".join(running.get("argv") or [])
-    return f"{running.get('component')}: {argv} (since {running.get('started_at')})"
+    argv = " ".join(running.get("argv") or []) or "(a check, no command run)"
+    started = running.get("started_at")
+    since = f" (since {views.instant(parse_instant(started))})" if started else ""
+    return f"{running.get('component') or '—'}: {argv}{since}"
 
 
 def _rejection_text(command: CommandRecord) -> str | None:
