@@ -199,12 +199,20 @@ class DayCell:
     title: str
 
 
+# An upper bound on the width of one character of a cutoff label (9.5 px, bold when billed), in
+# the timeline's own units: a label that would run past the right edge is drawn left of its line.
+LABEL_CHAR_WIDTH = 5.5
+
+
 @dataclass(frozen=True, slots=True)
 class CutoffMark:
     x: float
     label: str
     billed: bool
     why: str
+    # Where the label is drawn: after the line ("start"), or before it ("end") near the edge.
+    label_x: float = 0.0
+    label_anchor: str = "start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,15 +309,21 @@ def timeline(history: PresenceHistory, now: datetime) -> Timeline:
                 title=f"{day:%a %d %b %Y}: {label}",
             )
         )
+    width = TIMELINE_LEFT * 2 + TIMELINE_DAYS * DAY_WIDTH
     cutoffs = []
     for cutoff in month_starts(start, now):
         billed, why = billed_at(history, cutoff)
+        x = x_of(cutoff)
+        label = f"{cutoff:%d %b} cutoff: {'billed' if billed else 'not billed'}"
+        fits = x + 3 + len(label) * LABEL_CHAR_WIDTH <= width - TIMELINE_LEFT
         cutoffs.append(
             CutoffMark(
-                x=x_of(cutoff),
-                label=f"{cutoff:%d %b} cutoff: {'billed' if billed else 'not billed'}",
+                x=x,
+                label=label,
                 billed=billed,
                 why=why,
+                label_x=x + 3 if fits else x - 3,
+                label_anchor="start" if fits else "end",
             )
         )
     months = [
@@ -321,7 +335,7 @@ def timeline(history: PresenceHistory, now: datetime) -> Timeline:
         months.insert(0, MonthLabel(x=TIMELINE_LEFT + 2, text=f"{start:%d %b %Y}"))
     expiry = now - EXPIRY
     return Timeline(
-        width=TIMELINE_LEFT * 2 + TIMELINE_DAYS * DAY_WIDTH,
+        width=width,
         height=TIMELINE_TOP + CELL_HEIGHT + 34,
         cell_top=TIMELINE_TOP,
         cell_height=CELL_HEIGHT,
