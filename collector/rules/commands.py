@@ -41,8 +41,13 @@ class OffboardTarget:
 
     @property
     def component_names(self) -> list[str]:
-        """What the offboard will uninstall: the components the machine reports."""
-        return sorted({c["name"] for c in json.loads(self.components_json) if "name" in c})
+        return order_components(self.components_json)
+
+
+def order_components(components_json: str) -> list[str]:
+    """The component names an offboard's order carries: those the machine last reported (the
+    agent runs the uninstall steps of its own configuration for each of these it knows)."""
+    return sorted({c["name"] for c in json.loads(components_json or "[]") if "name" in c})
 
 
 def decide_offboard_request(

@@ -13,7 +13,6 @@ from collector.background import state_windows
 from collector.bodies import json_response
 from collector.handlers_commands import command_view
 from collector.store.base import (
-    Client,
     CommandFilter,
     CommandRecord,
     Conflict,
@@ -25,6 +24,7 @@ from collector.store.base import (
 )
 from collector.web import views
 from collector.web.fleet import machine_or_404
+from collector.web.offboard_plan import offboard_plan
 from collector.web.people import (
     Person,
     require,
@@ -44,17 +44,21 @@ from wire.times import parse_instant
 routes = page_routes()
 
 
-def _offboard_form(
+async def _offboard_form(
     request: web.Request,
     person: Person,
     record: MachineRecord,
-    client: Client | None,
     *,
-    pending: CommandRecord | None,
     values: dict[str, str],
     errors: dict[str, str],
     status: int = 200,
 ) -> web.Response:
+    store = request.app[STORE]
+    client, commands = await asyncio.gather(
+        store.find_client(record.client_id),
+        store.list_commands(CommandFilter(machine_id=record.machine_id, limit=200)),
+    )
+    pending = next((c for c in commands if c.state == "offboard_pending"), None)
     return render(
         request,
         "offboard.html",
@@ -62,6 +66,7 @@ def _offboard_form(
             "machine": record,
             "client": client,
             "pending": pending,
+            "plan": offboard_plan(record.components_json, commands, pending),
             "values": values,
             "errors": errors,
             "max_reason": MAX_REASON,
@@ -72,24 +77,13 @@ def _offboard_form(
     )
 
 
-async def _pending_command(request: web.Request, machine_id: str) -> CommandRecord | None:
-    pending = await request.app[STORE].list_commands(
-        CommandFilter(state="offboard_pending", machine_id=machine_id, limit=1)
-    )
-    return pending[0] if pending else None
-
-
 @routes.get("/machines/{machine_id}/offboard")
 async def offboard_form(request: web.Request) -> web.Response:
     person = await require(request, "offboard.request")
     record = await machine_or_404(request, request.match_info["machine_id"], person)
     if record.offboard_state == "offboarded":
         raise PageError(409, "Already offboarded", f"{record.hostname} is already offboarded.")
-    client, pending = await asyncio.gather(
-        request.app[STORE].find_client(record.client_id),
-        _pending_command(request, record.machine_id),
-    )
-    return _offboard_form(request, person, record, client, pending=pending, values={}, errors={})
+    return await _offboard_form(request, person, record, values={}, errors={})
 
 
 @routes.post("/machines/{machine_id}/offboard")
@@ -113,16 +107,10 @@ async def offboard(request: web.Request) -> web.Response:
     if form.get("confirm") != record.machine_id:
         errors["confirm"] = "Tick the box to confirm this machine and client."
     if errors:
-        client, pending = await asyncio.gather(
-            app[STORE].find_client(record.client_id),
-            _pending_command(request, record.machine_id),
-        )
-        return _offboard_form(
+        return await _offboard_form(
             request,
             person,
             record,
-            client,
-            pending=pending,
             values={"reason": reason, "ticket": ticket},
             errors=errors,
             status=400,

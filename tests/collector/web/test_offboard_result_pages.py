@@ -26,9 +26,11 @@ class _Text(HTMLParser):
 
 
 def text_of(html: str) -> str:
+    """The text as read: the parts joined by spaces, none before punctuation or after "("."""
     parser = _Text()
     parser.feed(html)
-    return " ".join(parser.parts)
+    text = " ".join(parser.parts)
+    return re.sub(r"\( ", "(", re.sub(r" ([,.:;)])", r"\1", text))
 
 
 def section(page: Page, pattern: str) -> str:
