@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -189,7 +190,9 @@ async def audit(request: web.Request) -> web.Response:
     )
     store = request.app[STORE]
     entries = await store.list_audit(audit_filter)
-    machines, agents = await store.machine_names(named_ids(entries))
+    (machines, agents), clients = await asyncio.gather(
+        store.machine_names(named_ids(entries)), store.list_clients()
+    )
     older = (
         views.url("/audit", {**params, "before": entries[-1][0]})
         if len(entries) == AUDIT_PAGE
@@ -199,7 +202,9 @@ async def audit(request: web.Request) -> web.Response:
         request,
         "audit.html",
         {
-            "entries": audit_rows(entries, machines, agents),
+            "entries": audit_rows(
+                entries, machines, agents, {c.client_id: c.name for c in clients}
+            ),
             "params": params,
             "older_url": older,
             "newest_url": views.url("/audit", params) if before_raw else None,

@@ -20,6 +20,8 @@ class Detail:
     text: str
     # Set when the value names a machine (itself, or through one of its agents).
     machine: MachineName | None = None
+    # Set when the value is a client's id: the client's name.
+    client_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class AuditRow:
     actor_machine: MachineName | None
     # The machine the entry is about, when its target is a machine (or an agent) id.
     target_machine: MachineName | None
+    # The client's name, when the target is a client id.
+    target_client: str | None
     details: list[Detail]
 
 
@@ -79,7 +83,10 @@ def audit_rows(
     entries: Iterable[tuple[int, AuditEntry]],
     machines: dict[str, MachineName],
     agents: dict[str, MachineName],
+    clients: dict[str, str],
 ) -> list[AuditRow]:
+    """`clients` maps client ids to names."""
+
     def named(value: Any) -> MachineName | None:
         if not isinstance(value, str):
             return None
@@ -93,13 +100,15 @@ def audit_rows(
             if text is None:
                 continue
             machine = named(value) if key in (*_MACHINE_KEYS, *_AGENT_KEYS) else None
-            details.append(Detail(key, text, machine))
+            client = clients.get(value) if key == "client_id" and isinstance(value, str) else None
+            details.append(Detail(key, text, machine, client))
         rows.append(
             AuditRow(
                 entry_id=entry_id,
                 entry=entry,
                 actor_machine=agents.get(entry.actor),
                 target_machine=named(entry.target),
+                target_client=clients.get(entry.target),
                 details=details,
             )
         )

@@ -213,7 +213,9 @@ async def machine(request: web.Request) -> web.Response:
         if not person.can("audit.read"):
             return []
         entries = await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
-        return audit_rows(entries, *await store.machine_names(named_ids(entries)))
+        machines, agents = await store.machine_names(named_ids(entries))
+        clients = {c.client_id: c.name for c in await store.list_clients()}
+        return audit_rows(entries, machines, agents, clients)
 
     client, commands, history, audit, held = await asyncio.gather(
         store.find_client(record.client_id),

@@ -177,6 +177,9 @@ async def test_the_audit_log_names_machines_and_agents_and_tells_failed_steps_in
     page = await b.get("/audit")
     assert not re.search(r"\bNone\b|\{'|'exit_code'", page.text)
     assert agent["agent_id"] not in page.text and agent["machine_id"] not in page.text
+    client = await b.harness.store.find_client("Acme Dental")
+    assert client is not None and client.client_id not in page.text
+    assert "client_id Acme Dental" in page.text
     assert "agent of front-desk (Acme Dental)" in page.text
     assert f"/machines/{agent['machine_id']}" in page.links
     assert (
