@@ -41,8 +41,13 @@ class OffboardTarget:
 
     @property
     def component_names(self) -> list[str]:
-        """What the offboard will uninstall: the components the machine reports."""
-        return sorted({c["name"] for c in json.loads(self.components_json) if "name" in c})
+        return order_components(self.components_json)
+
+
+def order_components(components_json: str) -> list[str]:
+    """The component names an offboard's order carries: those the machine last reported (the
+    agent runs the uninstall steps of its own configuration for each of these it knows)."""
+    return sorted({c["name"] for c in json.loads(components_json or "[]") if "name" in c})
 
 
 def decide_offboard_request(
@@ -108,6 +113,23 @@ def missing_steps(command: CommandRecord, steps_json: str) -> list[str]:
     named = set(json.loads(command.components_json or "[]")) - {AGENT_ITSELF}
     reported = {step.get("component") for step in json.loads(steps_json)}
     return sorted(named - reported)
+
+
+def components_after_offboard(components_json: str, command: CommandRecord, steps_json: str) -> str:
+    """The machine's components once its offboard completed, in the heartbeat's shape.
+
+    A completed offboard means the agent confirmed every component the order named gone (or
+    never installed), and the agent removes itself after its final report: those are now
+    `missing`, without a version. A component the order did not name and the report says
+    nothing about (reported only after the request) keeps what it last reported."""
+    removed = set(json.loads(command.components_json or "[]")) | {AGENT_ITSELF}
+    removed |= {step.get("component") for step in json.loads(steps_json)}
+    after = []
+    for component in json.loads(components_json or "[]"):
+        if component.get("name") in removed:
+            component = {**component, "status": "missing", "version": None}
+        after.append(component)
+    return json.dumps(after, separators=(",", ":"))
 
 
 Effect = Literal["refuse", "count_rejection", "ignore_repeat", "complete", "fail"]

@@ -37,6 +37,7 @@ from collector.store.records import (
     HeldEnrollmentInfo,
     InventoryRecord,
     MachineFilter,
+    MachineName,
     MachinePage,
     MachineQuery,
     MachineRecord,
@@ -223,6 +224,11 @@ class Store(Protocol):
     # audit
     async def add_audit(self, entry: AuditEntry) -> None: ...
     async def list_audit(self, audit_filter: AuditFilter) -> list[tuple[int, AuditEntry]]: ...
+    async def machine_names(
+        self, ids: frozenset[str]
+    ) -> tuple[dict[str, MachineName], dict[str, MachineName]]:
+        """Of `ids`, the machines and the agents (with their machine) they name."""
+        ...
 
     # aggregates and pages for the NOC's web pages (server-side, so they stay fast on big fleets)
     async def client_overview(

@@ -11,6 +11,7 @@ from datetime import datetime
 from collector.rules.commands import (
     OffboardTarget,
     ResultDecision,
+    components_after_offboard,
     decide_offboard_request,
     decide_progress,
     decide_result,
@@ -281,6 +282,32 @@ class Commands(StorePart):
 
         return await self._engine.write(run)
 
+    async def _components_removed(
+        self, tx: Tx, command: CommandRecord, steps_json: str, now: datetime
+    ) -> None:
+        """What the completed offboard left on the machine, as of its completion: a facts row
+        from `now` on, so an inventory as of any earlier instant keeps the components of the
+        heartbeat it stood on."""
+        row = await tx.fetchrow(
+            "SELECT components FROM machines WHERE machine_id = ?", command.machine_id
+        )
+        assert row is not None
+        components = components_after_offboard(row[0], command, steps_json)
+        await tx.execute(
+            "INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components) "
+            "SELECT machine_id, ?, hostname, os, kind, ? FROM machines WHERE machine_id = ? "
+            "ON CONFLICT (machine_id, valid_from) DO UPDATE SET components = excluded.components",
+            now,
+            components,
+            command.machine_id,
+        )
+        await tx.execute(
+            "UPDATE machines SET components = ?, facts_since = ? WHERE machine_id = ?",
+            components,
+            now,
+            command.machine_id,
+        )
+
     async def _apply_result(
         self,
         tx: Tx,
@@ -316,6 +343,7 @@ class Commands(StorePart):
                 now,
                 command.machine_id,
             )
+            await self._components_removed(tx, command, result.steps_json, now)
             await tx.execute(
                 "UPDATE coverage SET offboarded_at = ? WHERE machine_id = ? AND first_seen = "
                 "(SELECT first_seen FROM machines WHERE machine_id = ?)",

@@ -237,6 +237,16 @@ class AuditFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineName:
+    """How a person knows a machine the audit log names by id (or through one of its agents)."""
+
+    machine_id: str
+    hostname: str
+    client_id: str
+    client_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AgentEvent:
     event_id: str
     at: datetime

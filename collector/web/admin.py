@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from collector.background import state_windows
 from collector.store.base import AuditFilter, Client, Conflict, NotFound
 from collector.tokens import hash_token, new_token
 from collector.web import views
+from collector.web.audit_rows import audit_rows, named_ids
 from collector.web.people import Person, require, require_form
 from collector.web.policy import PENDING_FOR, STALE_AFTER
 from collector.web.render import page_routes, render
@@ -186,7 +188,11 @@ async def audit(request: web.Request) -> web.Response:
         before_id=int(before_raw) if before_raw else None,
         limit=AUDIT_PAGE,
     )
-    entries = await request.app[STORE].list_audit(audit_filter)
+    store = request.app[STORE]
+    entries = await store.list_audit(audit_filter)
+    (machines, agents), clients = await asyncio.gather(
+        store.machine_names(named_ids(entries)), store.list_clients()
+    )
     older = (
         views.url("/audit", {**params, "before": entries[-1][0]})
         if len(entries) == AUDIT_PAGE
@@ -196,7 +202,9 @@ async def audit(request: web.Request) -> web.Response:
         request,
         "audit.html",
         {
-            "entries": entries,
+            "entries": audit_rows(
+                entries, machines, agents, {c.client_id: c.name for c in clients}
+            ),
             "params": params,
             "older_url": older,
             "newest_url": views.url("/audit", params) if before_raw else None,

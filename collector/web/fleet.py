@@ -13,7 +13,6 @@ from collector.background import state_windows
 from collector.store.base import (
     COMPONENT_STATUS_FILTERS,
     MACHINE_STATES,
-    AuditEntry,
     AuditFilter,
     ClientOverview,
     CommandFilter,
@@ -25,6 +24,7 @@ from collector.store.base import (
 )
 from collector.views import machine_flags, with_buffered
 from collector.web import views
+from collector.web.audit_rows import AuditRow, audit_rows, named_ids
 from collector.web.people import Person, require, require_form
 from collector.web.policy import (
     ATTENTION_LIMIT,
@@ -175,7 +175,8 @@ async def machines(request: web.Request) -> web.Response:
                 for m in (with_buffered(m, app[BUFFER]) for m in found.machines)
             ],
             "summaries": {
-                m.machine_id: views.component_summary(m.components_json) for m in found.machines
+                m.machine_id: views.component_summary(m.components_json, m.offboard_state)
+                for m in found.machines
             },
             "pager": views.pager("/machines", params, page=page, size=PAGE_SIZE, total=found.total),
             "params": params,
@@ -207,11 +208,14 @@ async def machine(request: web.Request) -> web.Response:
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     since = windows.now - timedelta(days=views.TIMELINE_DAYS) - EXPIRY
 
-    async def audit_trail() -> list[tuple[int, AuditEntry]]:
+    async def audit_trail() -> list[AuditRow]:
         """The machine's audit entries, for those who may read the audit log (as in the API)."""
         if not person.can("audit.read"):
             return []
-        return await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
+        entries = await store.list_audit(AuditFilter(target=record.machine_id, limit=50))
+        machines, agents = await store.machine_names(named_ids(entries))
+        clients = {c.client_id: c.name for c in await store.list_clients()}
+        return audit_rows(entries, machines, agents, clients)
 
     client, commands, history, audit, held = await asyncio.gather(
         store.find_client(record.client_id),

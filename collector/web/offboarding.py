@@ -13,7 +13,6 @@ from collector.background import state_windows
 from collector.bodies import json_response
 from collector.handlers_commands import command_view
 from collector.store.base import (
-    Client,
     CommandFilter,
     CommandRecord,
     Conflict,
@@ -25,6 +24,7 @@ from collector.store.base import (
 )
 from collector.web import views
 from collector.web.fleet import machine_or_404
+from collector.web.offboard_plan import offboard_plan
 from collector.web.people import (
     Person,
     require,
@@ -38,21 +38,27 @@ from collector.web.policy import (
 )
 from collector.web.render import page_routes, render
 from collector.web.security import PageError, Redirect
+from collector.web.step_rows import StepRow, first_failed, step_rows
+from wire.times import parse_instant
 
 routes = page_routes()
 
 
-def _offboard_form(
+async def _offboard_form(
     request: web.Request,
     person: Person,
     record: MachineRecord,
-    client: Client | None,
     *,
-    pending: CommandRecord | None,
     values: dict[str, str],
     errors: dict[str, str],
     status: int = 200,
 ) -> web.Response:
+    store = request.app[STORE]
+    client, commands = await asyncio.gather(
+        store.find_client(record.client_id),
+        store.list_commands(CommandFilter(machine_id=record.machine_id, limit=200)),
+    )
+    pending = next((c for c in commands if c.state == "offboard_pending"), None)
     return render(
         request,
         "offboard.html",
@@ -60,6 +66,7 @@ def _offboard_form(
             "machine": record,
             "client": client,
             "pending": pending,
+            "plan": offboard_plan(record.components_json, commands, pending),
             "values": values,
             "errors": errors,
             "max_reason": MAX_REASON,
@@ -70,24 +77,13 @@ def _offboard_form(
     )
 
 
-async def _pending_command(request: web.Request, machine_id: str) -> CommandRecord | None:
-    pending = await request.app[STORE].list_commands(
-        CommandFilter(state="offboard_pending", machine_id=machine_id, limit=1)
-    )
-    return pending[0] if pending else None
-
-
 @routes.get("/machines/{machine_id}/offboard")
 async def offboard_form(request: web.Request) -> web.Response:
     person = await require(request, "offboard.request")
     record = await machine_or_404(request, request.match_info["machine_id"], person)
     if record.offboard_state == "offboarded":
         raise PageError(409, "Already offboarded", f"{record.hostname} is already offboarded.")
-    client, pending = await asyncio.gather(
-        request.app[STORE].find_client(record.client_id),
-        _pending_command(request, record.machine_id),
-    )
-    return _offboard_form(request, person, record, client, pending=pending, values={}, errors={})
+    return await _offboard_form(request, person, record, values={}, errors={})
 
 
 @routes.post("/machines/{machine_id}/offboard")
@@ -111,16 +107,10 @@ async def offboard(request: web.Request) -> web.Response:
     if form.get("confirm") != record.machine_id:
         errors["confirm"] = "Tick the box to confirm this machine and client."
     if errors:
-        client, pending = await asyncio.gather(
-            app[STORE].find_client(record.client_id),
-            _pending_command(request, record.machine_id),
-        )
-        return _offboard_form(
+        return await _offboard_form(
             request,
             person,
             record,
-            client,
-            pending=pending,
             values={"reason": reason, "ticket": ticket},
             errors=errors,
             status=400,
@@ -179,6 +169,7 @@ async def command(request: web.Request) -> web.Response:
         _order(app[STORE], found),
     )
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
+    rows = step_rows(_steps(found))
     return render(
         request,
         "command.html",
@@ -190,7 +181,8 @@ async def command(request: web.Request) -> web.Response:
             "machine_state": None if record is None else machine_state(record, windows),
             "client": client,
             "final": found.state in FINAL_STATES,
-            "steps": _steps(found),
+            "steps": rows,
+            "failed_step": _failed_step(found, rows),
             "running_text": _running_text(found),
             "last_rejection_text": _rejection_text(found),
         },
@@ -221,9 +213,13 @@ async def command_live(request: web.Request) -> web.Response:
     windows = state_windows(app[CLOCK], app[SETTINGS].online_window_s)
     view = command_view(found)
     state = None if record is None else machine_state(record, windows)
+    rows = step_rows(_steps(found))
+    failed = _failed_step(found, rows)
     return json_response(
         {
             **view,
+            "step_rows": [row.as_json() for row in rows],
+            "failed_step": None if failed is None else failed.as_json(),
             "state_label": views.STATE_LABELS[found.state],
             "final": found.state in FINAL_STATES,
             "machine_state": state,
@@ -250,12 +246,21 @@ def _steps(command: CommandRecord) -> list[dict[str, Any]]:
     return list(_progress(command).get("steps") or [])
 
 
+def _failed_step(command: CommandRecord, rows: list[StepRow]) -> StepRow | None:
+    """On a failed offboard, the step that failed (shown first, prominently)."""
+    if command.state != "offboard_failed":
+        return None
+    return first_failed(rows)
+
+
 def _running_text(command: CommandRecord) -> str | None:
     running = _progress(command).get("running")
     if command.state != "offboard_pending" or not running:
         return None
-    argv = " ".join(running.get("argv") or [])
-    return f"{running.get('component')}: {argv} (since {running.get('started_at')})"
+    argv = " ".join(running.get("argv") or []) or "(a check, no command run)"
+    started = running.get("started_at")
+    since = f" (since {views.instant(parse_instant(started))})" if started else ""
+    return f"{running.get('component') or '—'}: {argv}{since}"
 
 
 def _rejection_text(command: CommandRecord) -> str | None:

@@ -131,9 +131,17 @@ def components_of(components_json: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda c: (not c.get("required", True), str(c.get("name"))))
 
 
-def component_summary(components_json: str) -> str:
-    """`4 running`, or what is wrong: `antivirus stopped, backup missing`."""
+def component_summary(components_json: str, state: str | None = None) -> str:
+    """`4 running`, or what is wrong: `antivirus stopped, backup missing`. For an offboarded
+    machine, what the offboard removed: its agent reports no more, so nothing is `running`
+    now; a component it did not remove is told as of its last report."""
     components = components_of(components_json)
+    if state == "offboarded":
+        kept = [c for c in components if c.get("status") != "missing"]
+        if not kept:
+            return "removed by the offboard"
+        told = ", ".join(f"{c.get('name')} {c.get('status')}" for c in kept)
+        return f"offboarded; last reported before it: {told}"
     if not components:
         return "none reported"
     wrong = [
@@ -191,12 +199,20 @@ class DayCell:
     title: str
 
 
+# An upper bound on the width of one character of a cutoff label (9.5 px, bold when billed), in
+# the timeline's own units: a label that would run past the right edge is drawn left of its line.
+LABEL_CHAR_WIDTH = 5.5
+
+
 @dataclass(frozen=True, slots=True)
 class CutoffMark:
     x: float
     label: str
     billed: bool
     why: str
+    # Where the label is drawn: after the line ("start"), or before it ("end") near the edge.
+    label_x: float = 0.0
+    label_anchor: str = "start"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,15 +309,21 @@ def timeline(history: PresenceHistory, now: datetime) -> Timeline:
                 title=f"{day:%a %d %b %Y}: {label}",
             )
         )
+    width = TIMELINE_LEFT * 2 + TIMELINE_DAYS * DAY_WIDTH
     cutoffs = []
     for cutoff in month_starts(start, now):
         billed, why = billed_at(history, cutoff)
+        x = x_of(cutoff)
+        label = f"{cutoff:%d %b} cutoff: {'billed' if billed else 'not billed'}"
+        fits = x + 3 + len(label) * LABEL_CHAR_WIDTH <= width - TIMELINE_LEFT
         cutoffs.append(
             CutoffMark(
-                x=x_of(cutoff),
-                label=f"{cutoff:%d %b} cutoff: {'billed' if billed else 'not billed'}",
+                x=x,
+                label=label,
                 billed=billed,
                 why=why,
+                label_x=x + 3 if fits else x - 3,
+                label_anchor="start" if fits else "end",
             )
         )
     months = [
@@ -313,7 +335,7 @@ def timeline(history: PresenceHistory, now: datetime) -> Timeline:
         months.insert(0, MonthLabel(x=TIMELINE_LEFT + 2, text=f"{start:%d %b %Y}"))
     expiry = now - EXPIRY
     return Timeline(
-        width=TIMELINE_LEFT * 2 + TIMELINE_DAYS * DAY_WIDTH,
+        width=width,
         height=TIMELINE_TOP + CELL_HEIGHT + 34,
         cell_top=TIMELINE_TOP,
         cell_height=CELL_HEIGHT,

@@ -20,7 +20,8 @@ _FLUSH_CHUNK = 2000
 # The flush of one chunk of machines. The CTEs read the rows as they stood when the
 # statement began; the UPDATE takes `last_seen` and `presence_start` from the row as it is when
 # locked, so a concurrent enrollment is never undone. `newest` keeps a heartbeat flushed late
-# by another instance from overwriting newer facts; `last_seen` never moves backwards.
+# by another instance from overwriting newer facts, and `fresh` one older than the facts the
+# row holds (checked again on the locked row); `last_seen` never moves backwards.
 _APPLY_SQL = """
     WITH b AS (
         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],
@@ -31,6 +32,9 @@ _APPLY_SQL = """
         SELECT m.machine_id, m.presence_start, m.last_seen, b.first_at, b.last_at,
                b.first_at - m.last_seen > $8::interval AS new_run,
                b.last_at >= m.last_seen AS newest,
+               -- Not older than the row's facts (an enrollment, a confirmed kind or a
+               -- completed offboard may have written newer facts since it was received).
+               b.last_at >= m.last_seen AND b.last_at >= m.facts_since AS fresh,
                m.hostname <> COALESCE(b.hostname, m.hostname)
                    OR m.os <> COALESCE(b.os, m.os)
                    OR m.components <> b.components AS changed,
@@ -52,7 +56,7 @@ _APPLY_SQL = """
     changed_facts AS (
         INSERT INTO facts (machine_id, valid_from, hostname, os, kind, components)
         SELECT machine_id, last_at, hostname, os, kind, components FROM cur
-        WHERE newest AND changed
+        WHERE fresh AND changed
         ON CONFLICT (machine_id, valid_from) DO UPDATE SET hostname = EXCLUDED.hostname,
             os = EXCLUDED.os, kind = EXCLUDED.kind, components = EXCLUDED.components
     )
@@ -60,13 +64,17 @@ _APPLY_SQL = """
         presence_start = CASE WHEN cur.new_run THEN cur.first_at
                               ELSE LEAST(m.presence_start, cur.first_at) END,
         last_seen = GREATEST(m.last_seen, cur.last_at),
-        hostname = CASE WHEN cur.newest THEN cur.hostname ELSE m.hostname END,
-        os = CASE WHEN cur.newest THEN cur.os ELSE m.os END,
+        hostname = CASE WHEN cur.fresh AND cur.last_at >= m.facts_since
+                          THEN cur.hostname ELSE m.hostname END,
+        os = CASE WHEN cur.fresh AND cur.last_at >= m.facts_since
+                    THEN cur.os ELSE m.os END,
         pending_kind = CASE WHEN cur.newest THEN cur.pending_kind ELSE m.pending_kind END,
         clock_offset_ms = CASE WHEN cur.newest THEN cur.clock_offset_ms
                                ELSE m.clock_offset_ms END,
-        components = CASE WHEN cur.newest THEN cur.components ELSE m.components END,
-        facts_since = CASE WHEN cur.newest AND cur.changed THEN cur.last_at
+        components = CASE WHEN cur.fresh AND cur.last_at >= m.facts_since
+                            THEN cur.components ELSE m.components END,
+        facts_since = CASE WHEN cur.fresh AND cur.changed AND cur.last_at >= m.facts_since
+                           THEN cur.last_at
                            ELSE m.facts_since END
     FROM cur WHERE m.machine_id = cur.machine_id
 """

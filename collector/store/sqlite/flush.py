@@ -3,7 +3,8 @@
 It applies `collector.rules.presence.closes_run` to every row at once: a heartbeat further than
 the online window from the machine's last one closes the current run of presence. Facts
 (hostname, os, kind, components) get a new history row only when they change, and only from a
-heartbeat newer than the machine row (an enrollment may have written newer facts since).
+heartbeat newer than the machine row and its facts (an enrollment, a confirmed kind or a
+completed offboard may have written newer facts since).
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ def apply_heartbeats(
         "COALESCE(b.clock_offset_ms, m.clock_offset_ms), "
         # A gap longer than the online window ends the current run of presence.
         "b.first_at - m.last_seen > ?, b.last_at >= m.last_seen, "
-        # Facts change only from a heartbeat newer than the row (an enrollment may have
-        # written newer facts since the heartbeat was received).
-        f"b.last_at >= m.last_seen AND ({_FACTS_CHANGED.format(m='m')}) "
+        # Facts change only from a heartbeat newer than the row and than its facts (an
+        # enrollment, a confirmed kind or a completed offboard may have written newer facts
+        # since the heartbeat was received).
+        "b.last_at >= m.last_seen AND b.last_at >= m.facts_since "
+        f"AND ({_FACTS_CHANGED.format(m='m')}) "
         "FROM temp.heartbeat_batch b JOIN machines m ON m.machine_id = b.machine_id",
         (gap_us,),
     )
@@ -100,13 +103,15 @@ def apply_heartbeats(
         "presence_start = CASE WHEN p.new_run THEN p.first_at "
         "ELSE MIN(machines.presence_start, p.first_at) END, "
         "last_seen = MAX(machines.last_seen, p.last_at), "
-        "hostname = CASE WHEN p.newest THEN p.hostname ELSE machines.hostname END, "
-        "os = CASE WHEN p.newest THEN p.os ELSE machines.os END, "
+        "hostname = CASE WHEN p.newest AND p.last_at >= machines.facts_since "
+        "THEN p.hostname ELSE machines.hostname END, "
+        "os = CASE WHEN p.newest AND p.last_at >= machines.facts_since "
+        "THEN p.os ELSE machines.os END, "
         "pending_kind = CASE WHEN p.newest THEN p.pending_kind ELSE machines.pending_kind END, "
         "clock_offset_ms = CASE WHEN p.newest THEN p.clock_offset_ms "
         "ELSE machines.clock_offset_ms END, "
-        "components = CASE WHEN p.newest THEN p.components "
-        "ELSE machines.components END, "
+        "components = CASE WHEN p.newest AND p.last_at >= machines.facts_since "
+        "THEN p.components ELSE machines.components END, "
         "facts_since = CASE WHEN p.changed THEN p.last_at ELSE machines.facts_since END "
         "FROM temp.heartbeat_plan p WHERE machines.rowid = p.rid"
     )

@@ -33,6 +33,7 @@
   }
 
   function showSteps(list) {
+    // The page's own rendering of each step (fields, the end of its output), from the JSON.
     if (!steps || !list || !list.length) {
       return;
     }
@@ -41,17 +42,60 @@
     }
     list.forEach(function (step) {
       var row = document.createElement("tr");
+      if (step.failed) {
+        row.className = "step-failed";
+      }
       cell(row, step.component);
       var code = document.createElement("code");
-      code.textContent = (step.argv || []).join(" ");
+      code.textContent = step.command;
       cell(row, "").replaceChildren(code);
       cell(row, step.status);
       cell(row, step.exit_code);
-      var pre = document.createElement("pre");
-      pre.className = "tail";
-      pre.textContent = step.output_tail || "";
-      cell(row, "").replaceChildren(pre);
+      cell(row, step.duration);
+      var output = cell(row, "");
+      if (step.tail) {
+        var pre = document.createElement("pre");
+        pre.className = "tail";
+        pre.textContent = step.tail;
+        output.replaceChildren(pre);
+        if (step.tail_note) {
+          var note = document.createElement("p");
+          note.className = "tail-note";
+          note.textContent = step.tail_note + " (reload the page for all of it)";
+          output.appendChild(note);
+        }
+      }
       steps.appendChild(row);
+    });
+  }
+
+  function showFailure(command) {
+    var panel = document.getElementById("failed-step");
+    if (!panel) {
+      return;
+    }
+    panel.hidden = command.state !== "offboard_failed";
+    var reason = panel.querySelector("[data-failed-reason]");
+    if (reason) {
+      reason.textContent = command.result && command.result.reason ? command.result.reason : "";
+    }
+    var step = command.failed_step;
+    panel.querySelectorAll("[data-failed-at], [data-failed-step]").forEach(function (el) {
+      el.hidden = !step;
+    });
+    if (!step) {
+      return;
+    }
+    panel.querySelectorAll("[data-failed]").forEach(function (el) {
+      var name = el.getAttribute("data-failed");
+      var value = step[name];
+      if (name === "tail_note") {
+        el.textContent = value ? " (" + value + ")" : "";
+      } else if (name === "tail") {
+        el.textContent = value || "(no output)";
+      } else {
+        el.textContent = value === null || value === undefined ? "" : String(value);
+      }
     });
   }
 
@@ -70,11 +114,8 @@
     set("result_reason", command.result ? command.result.reason : null);
     set("running_text", command.running_text);
     set("last_rejection_text", command.last_rejection_text);
-    if (command.result) {
-      showSteps(command.result.steps);
-    } else if (command.progress) {
-      showSteps(command.progress.steps);
-    }
+    showSteps(command.step_rows);
+    showFailure(command);
   }
 
   function poll() {

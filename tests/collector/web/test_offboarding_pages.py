@@ -24,7 +24,8 @@ async def test_the_form_names_the_machine_and_client_and_the_request_is_audited(
     machine_id = agent["machine_id"]
     form = await b.get(f"/machines/{machine_id}/offboard")
     assert "Offboard front-desk of Acme Dental?" in form.text
-    assert "Yes, offboard front-desk of Acme Dental and uninstall every component" in form.text
+    assert "Yes, offboard front-desk of Acme Dental , then remove its agent." in form.text
+    assert "the order names none, so the agent runs no uninstall step" in form.text
     answer = await b.post(
         f"/machines/{machine_id}/offboard",
         {"csrf": form.csrf, "reason": "laptop returned", "ticket": "T-1042", "confirm": machine_id},
