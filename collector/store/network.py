@@ -130,14 +130,18 @@ class Network(StorePart):
             return
 
         async def run(tx: Tx) -> None:
-            await self._watch_mac_switches(tx, batch)
+            before = await self._watch_mac_switches(tx, batch)
+            # A machine's own MACs rarely change: rewritten only when they did.
+            moved = [
+                r for r in batch if not r.own_macs or before.get(r.machine_id) != set(r.own_macs)
+            ]
             await tx.executemany(
-                "DELETE FROM machine_macs WHERE machine_id = ?", [(r.machine_id,) for r in batch]
+                "DELETE FROM machine_macs WHERE machine_id = ?", [(r.machine_id,) for r in moved]
             )
             await tx.executemany(
                 "INSERT INTO machine_macs (machine_id, mac) VALUES (?, ?) "
                 "ON CONFLICT (machine_id, mac) DO NOTHING",
-                [(r.machine_id, mac) for r in batch for mac in r.own_macs],
+                [(r.machine_id, mac) for r in moved for mac in r.own_macs],
             )
             await tx.executemany(_DAY_UPSERT, _day_rows(batch))
             await tx.executemany(_SET_UPSERT, [_set_row(r) for r in batch if r.neighbors])
@@ -157,9 +161,12 @@ class Network(StorePart):
 
         return await self._engine.write(run)
 
-    async def _watch_mac_switches(self, tx: Tx, batch: Sequence[NetworkReport]) -> None:
+    async def _watch_mac_switches(
+        self, tx: Tx, batch: Sequence[NetworkReport]
+    ) -> dict[str, set[str]]:
         """A machine whose own MACs switch back to those of before (two hosts behind one
-        credential taking turns) is flagged `clone_suspected` (`collector.rules.clones`)."""
+        credential taking turns) is flagged `clone_suspected` (`collector.rules.clones`).
+        Returns the MACs stored before, of the machines in `batch` that reported some."""
         d = self.dialect
         before: dict[str, set[str]] = {}
         switches: dict[str, MacSwitch] = {}
@@ -199,6 +206,7 @@ class Network(StorePart):
             )
             if clue is not None:
                 await insert_suspicion(tx, r.machine_id, "heartbeats", clue_candidates(clue), r.at)
+        return before
 
     def _device(self, r: Row, seen_by: dict[tuple[str, str], set[str]]) -> UnmanagedDevice:
         d = self.dialect

@@ -376,3 +376,23 @@ async def test_sightings_older_than_the_retention_horizon_are_compacted(
     assert await harness.store.compact_sightings(horizon_start=seen_at + timedelta(days=40)) == 2
     body = await harness.get(f"/v1/inventory?as_of={past}", billing)
     assert body["unmanaged"] == []
+
+
+async def test_a_machine_that_changes_its_mac_no_longer_owns_the_old_one(
+    harness: Harness,
+) -> None:
+    acme = await office(harness)
+    viewer = await harness.api_token("viewer")
+    old_nic = "02:00:00:00:00:01"
+    front, back = acme["front"]["agent_token"], acme["back"]["agent_token"]
+    harness.clock.advance(minutes=15)
+    await harness.heartbeat(front, network=section([old_nic], [("192.168.1.50", PRINTER)]))
+    await harness.heartbeat(back, network=section(["02:00:00:00:00:02"], [("10.0.0.1", old_nic)]))
+    await harness.flush()
+    # front-desk still owns its MAC (its section repeated it): only the printer is unmanaged.
+    assert [d["mac"] for d in await unmanaged(harness, acme["client_id"], viewer)] == [PRINTER]
+    harness.clock.advance(minutes=15)
+    await harness.heartbeat(front, network=section(["02:00:00:00:00:09"], []))  # a new NIC
+    await harness.flush()
+    devices = await unmanaged(harness, acme["client_id"], viewer)
+    assert sorted(d["mac"] for d in devices) == sorted([PRINTER, old_nic])
