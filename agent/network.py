@@ -1,10 +1,11 @@
 """The heartbeat's `network` section: this machine's interfaces and the LAN neighbours it has seen.
 
 The collector lists neighbours whose MAC belongs to no enrolled machine, so the NOC finds the
-machines that never got an agent. Own interfaces come from psutil; neighbours from the kernel's
-ARP table (`/proc/net/arp`, else `ip neigh`) on Linux and `arp -a` on Windows and macOS, so no
-dependency is added. MACs are lower-case with colons; broadcast, multicast and all-zero MACs are
-noise and dropped; at most 512 neighbours are sent.
+machines that never got an agent. Own interfaces come from psutil, the default route's address
+first (the one the NOC shows); neighbours from the kernel's ARP table (`/proc/net/arp`, else
+`ip neigh`) on Linux and `arp -a` on Windows and macOS, so no dependency is added. MACs are
+lower-case with colons; broadcast, multicast and all-zero MACs are noise and dropped; at most 512
+neighbours are sent.
 
 Reading the tables never slows a heartbeat: `NetworkWatcher.refresh` runs in the background after
 a cycle, and a cycle only sends the latest reading, when it changed or 15 minutes after the last
@@ -40,6 +41,9 @@ _WINDOWS_ARP = re.compile(
     r"^\s*(\d{1,3}(?:\.\d{1,3}){3})\s+([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})\s"
 )
 _BSD_ARP = re.compile(r"\((?P<ip>[0-9a-fA-F.:]+)\) at (?P<mac>[0-9a-fA-F:]+)")
+# Documentation addresses (never routed anywhere real): connecting a UDP socket to one makes the
+# kernel choose the default route and its source address, and sends no packet.
+_ROUTE_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
 
 
 def normalize_mac(text: str) -> str | None:
@@ -64,6 +68,30 @@ def _usable_ip(text: str) -> str | None:
     if address.version == 6 and address.is_link_local:
         return None
     return str(address)
+
+
+def default_route_address() -> str | None:
+    """The address the default route leaves from (what the NOC calls the machine's IP), IPv4
+    before IPv6; None without a route."""
+    for family, target in _ROUTE_PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                return _usable_ip(str(probe.getsockname()[0]))
+        except OSError:
+            continue
+    return None
+
+
+def ordered_addresses(addresses: Iterable[str], primary: str | None) -> list[str]:
+    """The default route's address first (if it is one of them), then IPv4 before IPv6, each
+    in numeric order: the first is the one to show."""
+
+    def key(text: str) -> tuple[bool, int, int]:
+        address = ipaddress.ip_address(text)
+        return (text != primary, address.version, int(address))
+
+    return sorted(set(addresses), key=key)[:MAX_OWN_ADDRESSES]
 
 
 def parse_proc_net_arp(text: str) -> list[tuple[str, str]]:
@@ -123,11 +151,13 @@ class NetworkReader:
         ps: Any = None,
         run: Runner = run_command,
         root: Path = Path("/"),
+        primary: Callable[[], str | None] = default_route_address,
     ) -> None:
         self._system = system
         self._ps = ps
         self._run = run
         self._root = root
+        self._primary = primary
 
     def read(self) -> NetworkInfo:
         macs, addresses = self._own()
@@ -157,7 +187,12 @@ class NetworkReader:
                     ip = _usable_ip(entry.address or "")
                     if ip is not None:
                         addresses.add(ip)
-        return sorted(macs)[:MAX_OWN_MACS], sorted(addresses)[:MAX_OWN_ADDRESSES]
+        try:
+            primary = self._primary()
+        except Exception as exc:
+            log.debug("the default route could not be read: %s", exc)
+            primary = None
+        return sorted(macs)[:MAX_OWN_MACS], ordered_addresses(addresses, primary)
 
     def _neighbors(self) -> list[NetworkNeighbor]:
         try:

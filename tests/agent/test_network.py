@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def reader(system: str, *, arp: str | None = None, tool: str = "", tmp_path: Pat
     def run(argv: object, *, timeout: float = 10.0) -> Completed:
         return Completed(0, tool)
 
-    return NetworkReader(system, ps=FakeInterfaces(), run=run, root=root)
+    return NetworkReader(system, ps=FakeInterfaces(), run=run, root=root, primary=lambda: None)
 
 
 # psutil's own record type for an interface address (its module moved between psutil versions).
@@ -120,6 +121,38 @@ def test_linux_reads_its_interfaces_and_the_kernel_arp_table(tmp_path: Path) -> 
     assert info.macs == ["52:54:00:12:34:56"]
     assert info.addresses == ["192.168.1.10", "2001:db8::10"]
     assert info.neighbors == EXPECTED
+
+
+class ServerWithDocker(FakeInterfaces):
+    """A server with a public address, a container bridge and the LAN it is reached on."""
+
+    def net_if_addrs(self) -> dict[str, list[object]]:
+        interfaces = super().net_if_addrs()
+        interfaces["docker0"] = [SNICADDR(socket.AF_INET, "172.17.0.1", None, None, None)]
+        interfaces["eth1"] = [SNICADDR(socket.AF_INET, "84.17.3.9", None, None, None)]
+        return interfaces
+
+
+def test_the_default_routes_address_comes_first_then_ipv4_before_ipv6_in_numeric_order(
+    tmp_path: Path,
+) -> None:
+    def read(primary: Callable[[], str | None]) -> list[str]:
+        reader = NetworkReader("Linux", ps=ServerWithDocker(), root=tmp_path, primary=primary)
+        return reader.read().addresses
+
+    assert read(lambda: "192.168.1.10") == [
+        "192.168.1.10",
+        "84.17.3.9",
+        "172.17.0.1",
+        "2001:db8::10",
+    ]
+    assert read(lambda: None) == ["84.17.3.9", "172.17.0.1", "192.168.1.10", "2001:db8::10"]
+    assert read(lambda: "10.9.9.9")[0] == "84.17.3.9"  # not one of its own: no preference
+
+    def broken() -> str | None:
+        raise OSError("no route")
+
+    assert read(broken) == ["84.17.3.9", "172.17.0.1", "192.168.1.10", "2001:db8::10"]
 
 
 def test_linux_without_proc_net_arp_asks_ip_neigh(tmp_path: Path) -> None:
