@@ -30,11 +30,22 @@ class HeartbeatBuffer:
         kind: str | None,
         components_json: str,
         clock_offset_ms: int | None = None,
+        agent_version: str | None = None,
+        users: str | None = None,
     ) -> None:
         record = self._pending.get(machine_id)
         if record is None:
             self._pending[machine_id] = HeartbeatRecord(
-                machine_id, at, at, hostname, os, kind, components_json, clock_offset_ms
+                machine_id,
+                at,
+                at,
+                hostname,
+                os,
+                kind,
+                components_json,
+                clock_offset_ms,
+                agent_version,
+                users,
             )
             return
         record.last_at = max(record.last_at, at)
@@ -44,6 +55,10 @@ class HeartbeatBuffer:
         record.components_json = components_json
         if clock_offset_ms is not None:
             record.clock_offset_ms = clock_offset_ms
+        if agent_version is not None:
+            record.agent_version = agent_version
+        if users is not None:
+            record.users = users
 
     def take(self) -> list[HeartbeatRecord]:
         """Everything buffered so far; the buffer starts empty again. What is taken counts as

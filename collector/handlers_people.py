@@ -62,6 +62,7 @@ async def list_machines(request: web.Request) -> web.Response:
         state=query.state,
         kind=query.kind,
         hostname_contains=query.hostname,
+        search=(query.q or "").strip() or None,
         after_machine_id=query.cursor,
         limit=limit + 1,
         client_ids=token.clients,

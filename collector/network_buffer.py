@@ -40,6 +40,7 @@ class _Neighbor(msgspec.Struct, frozen=True):
 
 class _Section(msgspec.Struct, frozen=True):
     macs: Annotated[list[_Text], msgspec.Meta(max_length=64)] = []
+    addresses: Annotated[list[_Text], msgspec.Meta(max_length=128)] = []
     neighbors: Annotated[list[_Neighbor], msgspec.Meta(max_length=MAX_NEIGHBORS)] = []
 
 
@@ -102,6 +103,7 @@ class NetworkBuffer:
                     at,
                     section.macs,
                     [(n.mac, n.ip) for n in section.neighbors if "\x00" not in n.ip],
+                    section.addresses,
                 )
             )
         return reports + [r for m, r in returned.items() if m not in pending]

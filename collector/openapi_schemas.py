@@ -37,6 +37,9 @@ EXTRA_SCHEMAS: dict[str, Any] = {
             "offboarded_at": {"anyOf": [INSTANT, {"type": "null"}]},
             "agent_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
             "components": COMPONENTS,
+            "agent_version": {"type": ["string", "null"]},
+            "users": {"type": ["array", "null"], "items": {"type": "string"}},
+            "addresses": {"type": ["array", "null"], "items": {"type": "string"}},
         },
     },
     "MachineList": {

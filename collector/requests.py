@@ -150,11 +150,17 @@ Month = Annotated[
 ]
 
 
+Search = Annotated[
+    str, _text("case-insensitive part of the hostname, an IP address, a user or the OS")
+]
+
+
 class MachinesQuery(Query, frozen=True):
     client: Annotated[str, _text("client id")] | None = None
     state: Annotated[MachineState, msgspec.Meta(description="the machine's state")] | None = None
     kind: Annotated[Kind, msgspec.Meta(description="pc or server")] | None = None
     hostname: Annotated[str, _text("case-insensitive part of the hostname")] | None = None
+    q: Search | None = None
     limit: Annotated[int, _page_size(10_000)] = 1000
     cursor: CursorParam | None = None
 

@@ -40,6 +40,11 @@ class MachineView(msgspec.Struct, frozen=True, kw_only=True):
     pending_kind: str | None = None
     # What the NOC should look at: `clock_skew` (over a minute either way) and more to come.
     flags: list[str] = []
+    # As last reported: the agent's version, who is logged in, the machine's own IP addresses
+    # (from its network section); null when never reported.
+    agent_version: str | None = None
+    users: list[str] | None = None
+    addresses: list[str] | None = None
 
 
 class AuditView(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +97,9 @@ def machine_view(record: MachineRecord, windows: StateWindows) -> MachineView:
         clock_offset_s=None if record.clock_offset_ms is None else record.clock_offset_ms / 1000,
         flags=machine_flags(record),
         pending_kind=record.pending_kind,
+        agent_version=record.agent_version,
+        users=None if record.users is None else list(record.users),
+        addresses=None if record.addresses is None else list(record.addresses),
     )
 
 

@@ -16,13 +16,16 @@ two devices, and neither client ever sees the other's.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from wire.times import EXPIRY
 
 UNMANAGED_WINDOW = EXPIRY
+MAX_OWN_ADDRESSES = 128
 _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAC = re.compile(r"^[0-9a-fA-F]{1,2}([:-])(?:[0-9a-fA-F]{1,2}\1){4}[0-9a-fA-F]{1,2}$")
@@ -69,6 +72,8 @@ class NetworkReport:
     own_macs: tuple[str, ...]
     # (mac, ip) per device, one per MAC, never one of the machine's own.
     neighbors: tuple[tuple[str, str], ...]
+    # The machine's own IP addresses (`own_addresses`), shown to the NOC and searched.
+    addresses: tuple[str, ...] = ()
 
     @property
     def day(self) -> int:
@@ -81,6 +86,7 @@ def network_report(
     at: datetime,
     macs: list[str],
     neighbors: list[tuple[str, str]],
+    addresses: Iterable[str] = (),
 ) -> NetworkReport:
     """Normalise and filter what an agent sent: noise and malformed MACs dropped, each MAC once
     (the last address given for it wins), the machine's own MACs never counted as neighbours."""
@@ -91,7 +97,27 @@ def network_report(
         mac = device_mac(mac_text)
         if mac is not None and mac not in own_set and ip.strip():
             devices[mac] = ip.strip()
-    return NetworkReport(machine_id, client_id, at, tuple(own), tuple(sorted(devices.items())))
+    return NetworkReport(
+        machine_id,
+        client_id,
+        at,
+        tuple(own),
+        tuple(sorted(devices.items())),
+        own_addresses(addresses),
+    )
+
+
+def own_addresses(texts: Iterable[str]) -> tuple[str, ...]:
+    """A machine's own IP addresses as the NOC reads them: each valid one once, in its
+    canonical form and in the agent's order (it sends its default route's address first);
+    text that is no address is dropped."""
+    found: dict[str, None] = {}
+    for text in texts:
+        try:
+            found[str(ipaddress.ip_address(text.strip()))] = None
+        except ValueError:
+            continue
+    return tuple(found)[:MAX_OWN_ADDRESSES]
 
 
 def day_number(at: datetime) -> int:

@@ -32,8 +32,8 @@ from collector.store.sql import LOCK_REVOCATIONS, Tx, UniqueViolation
 
 _MACHINE_INSERT = (
     "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, components, "
-    "first_seen, presence_start, last_seen, facts_since, agent_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "first_seen, presence_start, last_seen, facts_since, agent_id, agent_version) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COVERAGE_INSERT = "INSERT INTO coverage (machine_id, first_seen) VALUES (?, ?)"
 _FACTS_UPSERT = (
@@ -262,6 +262,7 @@ class Enrollment(StorePart):
                     now,
                     now,
                     request.agent_id,
+                    request.agent_version,
                 )
             except UniqueViolation as exc:
                 raise _NewHardwareRace from exc
@@ -278,8 +279,8 @@ class Enrollment(StorePart):
             await tx.execute(
                 "UPDATE machines SET hostname = ?, os = ?, kind = ?, pending_kind = ?, "
                 "components = ?, last_seen = ?, facts_since = ?, agent_id = ?, "
-                "reenroll_approved_until = NULL, reenroll_approved_by = NULL, "
-                "reenroll_approved_client_id = NULL"
+                "agent_version = COALESCE(?, agent_version), reenroll_approved_until = NULL, "
+                "reenroll_approved_by = NULL, reenroll_approved_client_id = NULL"
                 + (", presence_start = ?" if plan.closes_presence_run else "")
                 + (
                     ", first_seen = ?, offboard_state = NULL, offboarded_at = NULL, "
@@ -296,6 +297,7 @@ class Enrollment(StorePart):
                 plan.last_seen,
                 now,
                 request.agent_id,
+                request.agent_version,
                 *([now] if plan.closes_presence_run else []),
                 *([now] if restart else []),
                 machine_id,
@@ -413,6 +415,7 @@ class Enrollment(StorePart):
                             now,
                             now,
                             r.agent_id,
+                            r.agent_version,
                         )
                         for r, p in pairs
                     ],

@@ -2,9 +2,10 @@
 
 Sections are buffered in memory and written by the last-seen flush, one transaction per flush
 for every machine that sent one (`collector.network_buffer`): the heartbeat path never waits
-for them. A machine's own MACs are replaced by its latest section; each device gets one row per
-UTC day it was seen (`neighbor_days`), so the devices unmanaged as of any past instant are known
-exactly, and a row per machine and day naming the devices it saw (`neighbor_sets`).
+for them. A machine's own MACs and addresses are replaced by its latest section; each device
+gets one row per UTC day it was seen (`neighbor_days`), so the devices unmanaged as of any past
+instant are known exactly, and a row per machine and day naming the devices it saw
+(`neighbor_sets`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ class Network(StorePart):
                 "INSERT INTO machine_macs (machine_id, mac) VALUES (?, ?) "
                 "ON CONFLICT (machine_id, mac) DO NOTHING",
                 [(r.machine_id, mac) for r in moved for mac in r.own_macs],
+            )
+            await tx.executemany(
+                "UPDATE machines SET addresses = ? WHERE machine_id = ?",
+                [("\n".join(r.addresses), r.machine_id) for r in batch],
             )
             await tx.executemany(_DAY_UPSERT, _day_rows(batch))
             await tx.executemany(_SET_UPSERT, [_set_row(r) for r in batch if r.neighbors])

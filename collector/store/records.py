@@ -165,6 +165,9 @@ class HeartbeatRecord:
     components_json: str
     # The agent's clock minus the collector's at the last of them (None: the agent did not say).
     clock_offset_ms: int | None = None
+    # The agent's version and who is logged in (names one per line); None: the agent did not say.
+    agent_version: str | None = None
+    users: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,10 @@ class MachineRecord:
     pending_kind: str | None = None
     # Two live copies are suspected behind this record (see `collector.rules.clones`).
     clone_suspected: bool = False
+    # As last reported (heartbeats; addresses from the network section); None: never reported.
+    agent_version: str | None = None
+    users: tuple[str, ...] | None = None
+    addresses: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,7 @@ class MachineFilter:
     state: MachineState | None = None
     kind: str | None = None
     hostname_contains: str | None = None
+    search: str | None = None  # part of the hostname, an address, a user or the OS
     after_machine_id: str | None = None
     limit: int = 500
 
@@ -437,6 +445,7 @@ class MachineQuery:
     state: MachineState | None = None
     kind: str | None = None
     hostname_contains: str | None = None
+    search: str | None = None  # part of the hostname, an address, a user or the OS
     component: str | None = None
     component_status: ComponentStatusFilter | None = None
     seen_before: datetime | None = None

@@ -10,7 +10,7 @@ from collector.store.sql import Dialect, Row
 MACHINE_COLUMNS = (
     "machine_id, client_id, hardware_id, hostname, os, kind, first_seen, last_seen, "
     "components, offboard_state, offboarded_at, agent_id, clock_offset_ms, "
-    "pending_kind, clone_suspected_at"
+    "pending_kind, clone_suspected_at, agent_version, users, addresses"
 )
 
 COMMAND_COLUMNS = (
@@ -24,6 +24,13 @@ COMMAND_COLUMNS = (
 def qualified(columns: str, alias: str) -> str:
     """`columns` each prefixed with `alias.` (for joins)."""
     return ", ".join(f"{alias}.{name.strip()}" for name in columns.split(","))
+
+
+def lines(text: str | None) -> tuple[str, ...] | None:
+    """A list the machine row keeps one item per line; None when never reported."""
+    if text is None:
+        return None
+    return tuple(text.split("\n")) if text else ()
 
 
 def machine_from_row(r: Row, d: Dialect) -> MachineRecord:
@@ -43,6 +50,9 @@ def machine_from_row(r: Row, d: Dialect) -> MachineRecord:
         clock_offset_ms=r[12],
         pending_kind=r[13],
         clone_suspected=r[14] is not None,
+        agent_version=r[15],
+        users=lines(r[16]),
+        addresses=lines(r[17]),
     )
 
 

@@ -53,6 +53,9 @@ _OVERVIEW_STATES: tuple[MachineState, ...] = (
     "offboarded",
     "moved",
 )
+# What a search looks into: the hostname, the OS, the machine's own addresses and the users
+# logged in (those two kept one per line), each as a case-insensitive part.
+_SEARCHED = ("hostname", "os", "COALESCE(addresses, '')", "COALESCE(users, '')")
 # Not closed: neither offboarded nor moved to another client (`ENDED_STATES`).
 _NOT_OFFBOARDED = "COALESCE(offboard_state, '') NOT IN ('offboarded', 'moved')"
 
@@ -78,6 +81,7 @@ class Views(StorePart):
         hostname_contains: str | None,
         state: MachineState | None,
         windows: StateWindows,
+        search: str | None = None,
     ) -> tuple[list[str], list[Any]]:
         """The filters the API's machine list and the web pages share."""
         conditions: list[str] = []
@@ -91,6 +95,11 @@ class Views(StorePart):
         if hostname_contains:
             conditions.append(self.dialect.contains_ci("hostname"))
             args.append(hostname_contains)
+        if search:
+            conditions.append(
+                "(" + " OR ".join(self.dialect.contains_ci(column) for column in _SEARCHED) + ")"
+            )
+            args.extend([search] * len(_SEARCHED))
         if state is not None:
             condition, extra = _state_condition(state, windows)
             conditions.append(condition)
@@ -133,7 +142,7 @@ class Views(StorePart):
     ) -> list[MachineRecord]:
         f = machine_filter
         conditions, args = self._machine_conditions(
-            f.client_id, f.kind, f.hostname_contains, f.state, windows
+            f.client_id, f.kind, f.hostname_contains, f.state, windows, f.search
         )
         scope, scope_args = one_of("client_id", f.client_ids)
         if scope is not None:
@@ -237,7 +246,7 @@ class Views(StorePart):
         """One page of machines matching `query`, and how many match in all."""
         q = query
         conditions, args = self._machine_conditions(
-            q.client_id, q.kind, q.hostname_contains, q.state, windows
+            q.client_id, q.kind, q.hostname_contains, q.state, windows, q.search
         )
         if q.seen_before is not None:
             conditions.append("last_seen <= ?")

@@ -153,7 +153,7 @@ async def machines(request: web.Request) -> web.Response:
         client_id=params["client"] or None,
         state=cast(MachineState | None, state),
         kind=kind,
-        hostname_contains=params["q"] or None,
+        search=params["q"] or None,
         component=params["component"] or None,
         component_status=cast(ComponentStatusFilter | None, status),
         seen_before=None if offline_days is None else windows.now - timedelta(days=offline_days),

@@ -25,8 +25,10 @@ _FLUSH_CHUNK = 2000
 _APPLY_SQL = """
     WITH b AS (
         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],
-                             $4::text[], $5::text[], $6::text[], $7::text[], $9::integer[])
-            AS b(machine_id, first_at, last_at, hostname, os, kind, components, clock_offset_ms)
+                             $4::text[], $5::text[], $6::text[], $7::text[], $9::integer[],
+                             $10::text[], $11::text[])
+            AS b(machine_id, first_at, last_at, hostname, os, kind, components, clock_offset_ms,
+                 agent_version, users)
     ),
     cur AS MATERIALIZED (
         SELECT m.machine_id, m.presence_start, m.last_seen, b.first_at, b.last_at,
@@ -45,6 +47,8 @@ _APPLY_SQL = """
                CASE WHEN b.kind IS NULL THEN m.pending_kind
                     WHEN b.kind = m.kind THEN NULL ELSE b.kind END AS pending_kind,
                COALESCE(b.clock_offset_ms, m.clock_offset_ms) AS clock_offset_ms,
+               COALESCE(b.agent_version, m.agent_version) AS agent_version,
+               COALESCE(b.users, m.users) AS users,
                b.components
         FROM machines m JOIN b ON b.machine_id = m.machine_id
     ),
@@ -71,6 +75,8 @@ _APPLY_SQL = """
         pending_kind = CASE WHEN cur.newest THEN cur.pending_kind ELSE m.pending_kind END,
         clock_offset_ms = CASE WHEN cur.newest THEN cur.clock_offset_ms
                                ELSE m.clock_offset_ms END,
+        agent_version = CASE WHEN cur.newest THEN cur.agent_version ELSE m.agent_version END,
+        users = CASE WHEN cur.newest THEN cur.users ELSE m.users END,
         components = CASE WHEN cur.fresh AND cur.last_at >= m.facts_since
                             THEN cur.components ELSE m.components END,
         facts_since = CASE WHEN cur.fresh AND cur.changed AND cur.last_at >= m.facts_since
@@ -96,4 +102,6 @@ async def apply_heartbeats(conn: Any, batch: Sequence[HeartbeatRecord], gap: tim
             [r.components_json for r in chunk],
             gap,
             [r.clock_offset_ms for r in chunk],
+            [r.agent_version for r in chunk],
+            [r.users for r in chunk],
         )

@@ -369,4 +369,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE resolved_at IS NULL;
         """,
     ),
+    (
+        "0009_machine_details",
+        """
+        -- What the machines list shows beside the facts, latest value only (no history): the
+        -- agent's version and who is logged in (one name per line), from heartbeats, and the
+        -- machine's own addresses (one per line), from its network section. NULL: never said.
+        ALTER TABLE machines ADD COLUMN agent_version text;
+        ALTER TABLE machines ADD COLUMN users text;
+        ALTER TABLE machines ADD COLUMN addresses text;
+        UPDATE machines SET agent_version = (
+            SELECT a.agent_version FROM agents a WHERE a.agent_id = machines.agent_id)
+        WHERE agent_id IS NOT NULL;
+        """,
+    ),
 )

@@ -37,7 +37,7 @@ def apply_heartbeats(
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS heartbeat_batch (machine_id TEXT PRIMARY KEY, "
         "first_at INTEGER, last_at INTEGER, hostname TEXT, os TEXT, kind TEXT, "
-        "components TEXT, clock_offset_ms INTEGER)"
+        "components TEXT, clock_offset_ms INTEGER, agent_version TEXT, users TEXT)"
     )
     conn.execute(
         # No key on rid: the update then walks the plan and finds each machine by
@@ -45,10 +45,11 @@ def apply_heartbeats(
         "CREATE TEMP TABLE IF NOT EXISTS heartbeat_plan (rid INTEGER, "
         "machine_id TEXT, presence_start INTEGER, last_seen INTEGER, first_at INTEGER, "
         "last_at INTEGER, hostname TEXT, os TEXT, pending_kind TEXT, components TEXT, "
-        "clock_offset_ms INTEGER, new_run INTEGER, newest INTEGER, changed INTEGER)"
+        "clock_offset_ms INTEGER, agent_version TEXT, users TEXT, new_run INTEGER, "
+        "newest INTEGER, changed INTEGER)"
     )
-    # Eight parameters a row, within what this SQLite build binds in one statement.
-    rows = min(_FLUSH_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8)
+    # Ten parameters a row, within what this SQLite build binds in one statement.
+    rows = min(_FLUSH_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 10)
     for start in range(0, len(batch), rows):
         chunk = batch[start : start + rows]
         values = [
@@ -63,11 +64,13 @@ def apply_heartbeats(
                 r.kind,
                 r.components_json,
                 r.clock_offset_ms,
+                r.agent_version,
+                r.users,
             )
         ]
         conn.execute(
             "INSERT OR REPLACE INTO temp.heartbeat_batch VALUES "
-            + ",".join(["(?,?,?,?,?,?,?,?)"] * len(chunk)),
+            + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
             values,
         )
     conn.execute(
@@ -77,6 +80,7 @@ def apply_heartbeats(
         "COALESCE(b.os, m.os), CASE WHEN b.kind IS NULL THEN m.pending_kind "
         "WHEN b.kind = m.kind THEN NULL ELSE b.kind END, b.components, "
         "COALESCE(b.clock_offset_ms, m.clock_offset_ms), "
+        "COALESCE(b.agent_version, m.agent_version), COALESCE(b.users, m.users), "
         # A gap longer than the online window ends the current run of presence.
         "b.first_at - m.last_seen > ?, b.last_at >= m.last_seen, "
         # Facts change only from a heartbeat newer than the row and than its facts (an
@@ -110,6 +114,9 @@ def apply_heartbeats(
         "pending_kind = CASE WHEN p.newest THEN p.pending_kind ELSE machines.pending_kind END, "
         "clock_offset_ms = CASE WHEN p.newest THEN p.clock_offset_ms "
         "ELSE machines.clock_offset_ms END, "
+        "agent_version = CASE WHEN p.newest THEN p.agent_version "
+        "ELSE machines.agent_version END, "
+        "users = CASE WHEN p.newest THEN p.users ELSE machines.users END, "
         "components = CASE WHEN p.newest AND p.last_at >= machines.facts_since "
         "THEN p.components ELSE machines.components END, "
         "facts_since = CASE WHEN p.changed THEN p.last_at ELSE machines.facts_since END "
