@@ -5,12 +5,18 @@ and the OS. Every test that uses the store runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import asyncpg
+import pytest
 
 from collector.handlers_agent import users_text
 from collector.rules.network import network_report, own_addresses
+from collector.store import open_store
 from collector.store.base import (
     HeartbeatRecord,
     MachineFilter,
@@ -18,10 +24,13 @@ from collector.store.base import (
     StateWindows,
     Store,
 )
-from tests.collector.conftest import Harness
+from collector.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from collector.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from tests.collector.conftest import Harness, PostgresDatabase, StoreLocation
 from tests.collector.test_bulk_enrollment import _client_with_token
 from tests.collector.test_flush import _enrollment
-from wire.times import parse_instant
+from tests.support import postgres as pg
+from wire.times import parse_instant, to_micros
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GAP_S = 180.0
@@ -202,3 +211,78 @@ async def test_the_document_describes_the_new_fields_and_the_search_parameter(
     assert {"agent_version", "users", "addresses"} <= machine.keys()
     params = {p["name"] for p in spec["paths"]["/v1/machines"]["get"]["parameters"]}
     assert "q" in params
+
+
+@pytest.fixture
+def fresh_location(
+    store_location: StoreLocation, tmp_path: Path, request: pytest.FixtureRequest
+) -> str:
+    """A location with nothing there yet (no file, no database)."""
+    if store_location.engine == "sqlite":
+        return str(tmp_path / "fresh" / "collector.sqlite3")
+    database: PostgresDatabase = request.getfixturevalue("postgres_database")
+    return pg.with_database(database.url, database.url.rsplit("/", 1)[-1] + "_details")
+
+
+_AT_0008 = [
+    "INSERT INTO clients (client_id, name, created_at) VALUES ('c', 'Acme', ?)",
+    "INSERT INTO machines (machine_id, client_id, hardware_id, hostname, os, kind, components, "
+    "first_seen, presence_start, last_seen, facts_since, agent_id) "
+    "VALUES ('m', 'c', 'hw', 'pc-1', 'Linux', 'pc', '[]', ?, ?, ?, ?, 'agent-new')",
+    "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, created_at) "
+    "VALUES ('agent-old', 'm', 'h-old', '0.8.0', ?)",
+    "INSERT INTO agents (agent_id, machine_id, token_hash, agent_version, created_at) "
+    "VALUES ('agent-new', 'm', 'h-new', '0.9.1', ?)",
+]
+
+
+async def _state_at_0008(engine: str, location: str) -> None:
+    """The state as the collector left it before migration 0009, with one enrolled machine
+    whose current agent is the second it had."""
+    if engine == "sqlite":
+        Path(location).parent.mkdir(parents=True)
+        conn = sqlite3.connect(location)
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+        for name, sql in SQLITE_MIGRATIONS[:8]:
+            conn.executescript(sql)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (?)", (name,))
+        at = to_micros(NOW)
+        for statement in _AT_0008:
+            conn.execute(statement, (at,) * statement.count("?"))
+        conn.commit()
+        conn.close()
+        return
+    await pg.create_named_database(pg.base_url(), location)
+    pg_conn = await asyncpg.connect(location)
+    try:
+        await pg_conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, sql in POSTGRES_MIGRATIONS[:8]:
+            await pg_conn.execute(sql)
+            await pg_conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+        for statement in _AT_0008:
+            numbered = statement
+            for n in range(1, statement.count("?") + 1):
+                numbered = numbered.replace("?", f"${n}", 1)
+            await pg_conn.execute(numbered, *(NOW,) * statement.count("?"))
+    finally:
+        await pg_conn.close()
+
+
+async def test_migration_0009_gives_existing_machines_their_current_agents_version(
+    store_location: StoreLocation, fresh_location: str
+) -> None:
+    await _state_at_0008(store_location.engine, fresh_location)
+    try:
+        store = await open_store(fresh_location)
+        try:
+            machine = await store.get_machine("m")
+        finally:
+            await store.close()
+        assert machine is not None
+        assert machine.agent_version == "0.9.1"
+        assert machine.users is None and machine.addresses is None
+    finally:
+        if store_location.engine == "postgres":
+            await pg.drop_database(pg.base_url(), fresh_location)
