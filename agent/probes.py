@@ -238,13 +238,14 @@ class Prober:
             return None
 
 
-def logged_in_users(ps: Any = None) -> list[str]:
-    """Who is logged in (console, remote desktop, ssh), by name, each once; [] if unreadable."""
+def logged_in_users(ps: Any = None) -> list[str] | None:
+    """Who is logged in (console, remote desktop, ssh), by name, each once; None if unreadable
+    (the heartbeat then says nothing, rather than that nobody is logged in)."""
     try:
         sessions = (ps or psutil).users()
     except Exception as exc:
         log.debug("logged-in users could not be read: %s", exc)
-        return []
+        return None
     names = {str(s.name).strip() for s in sessions if s.name and str(s.name).strip()}
     return sorted(name[:256] for name in names if "\x00" not in name)[:64]
 

@@ -115,7 +115,7 @@ class Agent:
         on_unauthorized: Callable[[], Awaitable[bool]] | None = None,
         offboard_policy: tuple[int, list[str]] | None = None,
         network: NetworkWatcher | None = None,
-        users: Callable[[], list[str]] | None = None,
+        users: Callable[[], list[str] | None] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -143,7 +143,7 @@ class Agent:
         self._departed = False
         self._network = network
         self._users = users or logged_in_users
-        self._logged_in: list[str] = []
+        self._logged_in: list[str] | None = None
         self._sleep: Sleep = sleep or self.wait
         self._retrying = retrying(max_wait=config.retry_max_s, sleep=self._sleep)
         self._self_component = Component(

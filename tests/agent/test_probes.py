@@ -19,6 +19,7 @@ from agent.probes import (
     SystemdServices,
     executable_from_command_line,
     launchd_state,
+    logged_in_users,
 )
 from agent.system import Completed
 from agent.versions import VersionReader, linux_package_version, parse_dpkg_search
@@ -396,3 +397,31 @@ def test_without_systemd_a_component_with_processes_is_read_from_them_and_says_s
     )
     alive = prober(specs, FakePsutil([FakeProcess(90, "dnsmasq")]), services).sample()
     assert statuses(alive.components)["dns_protection"] == "running"
+
+
+# psutil's own record type for a logged-in session (its module moved between psutil versions).
+SUSER = (getattr(psutil, "_ntuples", None) or psutil._common).suser
+
+
+class FakeSessions:
+    def __init__(self, sessions: list[Any] | Exception) -> None:
+        self._sessions = sessions
+
+    def users(self) -> list[Any]:
+        if isinstance(self._sessions, Exception):
+            raise self._sessions
+        return self._sessions
+
+
+def test_logged_in_users_are_named_once_each_and_unreadable_sessions_say_nothing() -> None:
+    """Unreadable is not "nobody": the heartbeat then leaves `users` out and the collector
+    keeps what it knew."""
+    sessions = [
+        SUSER("reception", "console", None, 1.0, 100),
+        SUSER("alice", "pts/0", "10.0.0.5", 2.0, 200),
+        SUSER("reception", "rdp-tcp#1", None, 3.0, 300),
+        SUSER("  ", "pts/1", None, 4.0, 400),
+    ]
+    assert logged_in_users(FakeSessions(sessions)) == ["alice", "reception"]
+    assert logged_in_users(FakeSessions([])) == []  # nobody logged in
+    assert logged_in_users(FakeSessions(PermissionError("utmp unreadable"))) is None
