@@ -267,8 +267,8 @@ def test_a_technician_offboards_a_machine_and_watches_it_finish(
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 
     page.get_by_role("link", name="Machines", exact=True).click()
-    page.get_by_label("Hostname contains").fill("front-desk")
-    page.get_by_label("Hostname contains").press("Enter")
+    page.get_by_label("Search", exact=True).fill("front-desk")
+    page.get_by_label("Search", exact=True).press("Enter")
     page.get_by_role("link", name=HOSTNAME).click()
     expect(page.get_by_role("heading", name=HOSTNAME)).to_contain_text("Online")
     expect(page.locator("svg.timeline-svg rect")).to_have_count(90)
