@@ -31,7 +31,7 @@ class HeartbeatBuffer:
         components_json: str,
         clock_offset_ms: int | None = None,
         agent_version: str | None = None,
-        users: str | None = None,
+        users: list[str] | None = None,
     ) -> None:
         record = self._pending.get(machine_id)
         if record is None:

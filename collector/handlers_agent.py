@@ -70,12 +70,6 @@ def components_json(components: list[Component]) -> str:
     return _encode(sorted(components, key=_by_name)).decode()
 
 
-def users_text(users: list[str]) -> str:
-    """Who is logged in as the store keeps it: each name once, one per line, in order (a name
-    with a line break in it is no account name and is left out)."""
-    return "\n".join(sorted({name for name in users if "\n" not in name and "\r" not in name}))
-
-
 def next_heartbeat_s(interval_s: int, agent_id: str) -> int:
     """The interval with a fixed per-agent jitter of up to ±10%, so a fleet does not synchronise."""
     spread = (zlib.crc32(agent_id.encode()) % 2001 - 1000) / 10_000
@@ -210,7 +204,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         components_json=components_json(body.components),
         clock_offset_ms=None if body.agent_time is None else clock_offset_ms(body.agent_time, now),
         agent_version=body.agent_version,
-        users=None if body.users is None else users_text(body.users),
+        users=body.users,
     )
     if body.offboard_approvals is not None:
         await _follow_approval_policy(request, identity, body, now)

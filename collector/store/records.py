@@ -165,9 +165,9 @@ class HeartbeatRecord:
     components_json: str
     # The agent's clock minus the collector's at the last of them (None: the agent did not say).
     clock_offset_ms: int | None = None
-    # The agent's version and who is logged in (names one per line); None: the agent did not say.
+    # The agent's version and who is logged in, as it said them; None: the agent did not say.
     agent_version: str | None = None
-    users: str | None = None
+    users: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

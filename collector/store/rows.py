@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import cast
 
 from collector.store.records import CommandRecord, CommandState, MachineRecord, OffboardState
@@ -24,6 +25,14 @@ COMMAND_COLUMNS = (
 def qualified(columns: str, alias: str) -> str:
     """`columns` each prefixed with `alias.` (for joins)."""
     return ", ".join(f"{alias}.{name.strip()}" for name in columns.split(","))
+
+
+def users_text(names: Iterable[str] | None) -> str | None:
+    """Names as the machine row keeps them: each once, sorted, one per line (a name with a line
+    break in it is no account name, and is left out)."""
+    if names is None:
+        return None
+    return "\n".join(sorted({name for name in names if "\n" not in name and "\r" not in name}))
 
 
 def lines(text: str | None) -> tuple[str, ...] | None:

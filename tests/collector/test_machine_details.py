@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from collector.handlers_agent import users_text
 from collector.rules.network import network_report, own_addresses
 from collector.store import open_store
 from collector.store.base import (
@@ -25,6 +24,7 @@ from collector.store.base import (
     Store,
 )
 from collector.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from collector.store.rows import users_text
 from collector.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from tests.collector.conftest import Harness, PostgresDatabase, StoreLocation
 from tests.collector.test_bulk_enrollment import _client_with_token
@@ -50,10 +50,11 @@ def test_addresses_are_kept_valid_canonical_once_each_in_the_agents_order() -> N
     ) == ("192.168.1.10", "2001:db8::10", "172.17.0.1")
 
 
-def test_logged_in_users_are_kept_once_each_one_per_line() -> None:
+def test_logged_in_users_are_kept_once_each_sorted_one_per_line() -> None:
     assert users_text(["bob", "alice", "bob"]) == "alice\nbob"
     assert users_text(["alice", "mallory\nroot"]) == "alice"
     assert users_text([]) == ""
+    assert users_text(None) is None
 
 
 async def test_the_flush_keeps_the_latest_version_and_users_and_a_heartbeat_without_them_keeps_them(
@@ -68,7 +69,7 @@ async def test_the_flush_keeps_the_latest_version_and_users_and_a_heartbeat_with
     assert first.users is None and first.addresses is None  # never reported
     at = NOW + timedelta(minutes=1)
     await store.apply_heartbeats(
-        [beat(machine_id, at, agent_version="1.1", users="alice\nbob")], gap_s=GAP_S
+        [beat(machine_id, at, agent_version="1.1", users=["bob", "alice"])], gap_s=GAP_S
     )
     machine = await store.get_machine(machine_id)
     assert machine is not None
@@ -79,7 +80,7 @@ async def test_the_flush_keeps_the_latest_version_and_users_and_a_heartbeat_with
     assert (kept.agent_version, kept.users) == ("1.1", ("alice", "bob"))
     assert kept.last_seen == at + timedelta(minutes=1)
     await store.apply_heartbeats(
-        [beat(machine_id, at + timedelta(minutes=2), users="")], gap_s=GAP_S
+        [beat(machine_id, at + timedelta(minutes=2), users=[])], gap_s=GAP_S
     )
     nobody = await store.get_machine(machine_id)
     assert nobody is not None and nobody.users == ()
@@ -90,11 +91,11 @@ async def test_a_heartbeat_flushed_late_never_overwrites_newer_details(store: St
     enrolled = await store.enroll(_enrollment("pc-1", "agent-a"), now=NOW, gap_s=GAP_S)
     machine_id = enrolled.machine_id
     await store.apply_heartbeats(
-        [beat(machine_id, NOW + timedelta(minutes=5), agent_version="2.0", users="carol")],
+        [beat(machine_id, NOW + timedelta(minutes=5), agent_version="2.0", users=["carol"])],
         gap_s=GAP_S,
     )
     await store.apply_heartbeats(
-        [beat(machine_id, NOW + timedelta(minutes=4), agent_version="1.9", users="dave")],
+        [beat(machine_id, NOW + timedelta(minutes=4), agent_version="1.9", users=["dave"])],
         gap_s=GAP_S,
     )
     machine = await store.get_machine(machine_id)
@@ -121,7 +122,7 @@ async def test_the_network_section_keeps_the_machines_addresses_and_search_finds
     front = await store.enroll(_enrollment("front-desk", "agent-a"), now=NOW, gap_s=GAP_S)
     at = NOW + timedelta(minutes=1)
     await store.apply_heartbeats(
-        [beat(front.machine_id, at, agent_version="1.1", users="Alice.Smith")], gap_s=GAP_S
+        [beat(front.machine_id, at, agent_version="1.1", users=["Alice.Smith"])], gap_s=GAP_S
     )
     await store.apply_network(
         [

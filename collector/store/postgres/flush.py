@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from collector.store.records import HeartbeatRecord
+from collector.store.rows import users_text
 from collector.store.sql import LOCK_FLUSH
 
 # A flush writes this many machines per statement, so encoding one statement's arguments never
@@ -103,5 +104,5 @@ async def apply_heartbeats(conn: Any, batch: Sequence[HeartbeatRecord], gap: tim
             gap,
             [r.clock_offset_ms for r in chunk],
             [r.agent_version for r in chunk],
-            [r.users for r in chunk],
+            [users_text(r.users) for r in chunk],
         )

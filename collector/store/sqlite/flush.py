@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from collector.store.records import HeartbeatRecord
+from collector.store.rows import users_text
 from wire.times import to_micros
 
 _FLUSH_CHUNK = 2_000
@@ -65,7 +66,7 @@ def apply_heartbeats(
                 r.components_json,
                 r.clock_offset_ms,
                 r.agent_version,
-                r.users,
+                users_text(r.users),
             )
         ]
         conn.execute(
