@@ -154,7 +154,7 @@ class HeldEnrollmentInfo:
 
 @dataclass(slots=True)
 class HeartbeatRecord:
-    """Heartbeats of one machine coalesced between two flushes."""
+    """Heartbeats of one machine coalesced between two flushes (None: the agent did not say)."""
 
     machine_id: str
     first_at: datetime
@@ -163,9 +163,8 @@ class HeartbeatRecord:
     os: str | None
     kind: str | None
     components_json: str
-    # The agent's clock minus the collector's at the last of them (None: the agent did not say).
+    # At the last of them: the agent's clock minus the collector's, its version, who is logged in.
     clock_offset_ms: int | None = None
-    # The agent's version and who is logged in, as it said them; None: the agent did not say.
     agent_version: str | None = None
     users: list[str] | None = None
 
@@ -189,7 +188,7 @@ class MachineRecord:
     pending_kind: str | None = None
     # Two live copies are suspected behind this record (see `collector.rules.clones`).
     clone_suspected: bool = False
-    # As last reported (heartbeats; addresses from the network section); None: never reported.
+    # As last reported (addresses: by the network section); None: never reported.
     agent_version: str | None = None
     users: tuple[str, ...] | None = None
     addresses: tuple[str, ...] | None = None
