@@ -144,14 +144,31 @@ class Network(StorePart):
                 "ON CONFLICT (machine_id, mac) DO NOTHING",
                 [(r.machine_id, mac) for r in moved for mac in r.own_macs],
             )
-            await tx.executemany(
-                "UPDATE machines SET addresses = ? WHERE machine_id = ?",
-                [("\n".join(r.addresses), r.machine_id) for r in batch],
-            )
+            await self._store_addresses(tx, batch)
             await tx.executemany(_DAY_UPSERT, _day_rows(batch))
             await tx.executemany(_SET_UPSERT, [_set_row(r) for r in batch if r.neighbors])
 
         await self._engine.write(run)
+
+    async def _store_addresses(self, tx: Tx, batch: Sequence[NetworkReport]) -> None:
+        """A machine's own addresses (one per line) rarely change: read for the whole batch,
+        rewritten only for the machines whose addresses did."""
+        latest = {r.machine_id: "\n".join(r.addresses) for r in batch}  # the last one wins
+        stored: dict[str, str | None] = {}
+        ids = list(latest)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for machine_id, addresses in await tx.fetch(
+                f"SELECT machine_id, addresses FROM machines WHERE machine_id IN ({marks})", *chunk
+            ):
+                stored[machine_id] = addresses
+        changed = [
+            (text, machine_id)
+            for machine_id, text in latest.items()
+            if machine_id in stored and stored[machine_id] != text
+        ]
+        await tx.executemany("UPDATE machines SET addresses = ? WHERE machine_id = ?", changed)
 
     async def compact_sightings(self, *, horizon_start: datetime) -> int:
         """Drop sightings no answer as of `horizon_start` or later reads (those 30 days and a

@@ -152,6 +152,13 @@ async def test_the_network_section_keeps_the_machines_addresses_and_search_finds
     for search in ("192.168.8", "bob", "windows", "1.1"):
         assert not await store.list_machines(MachineFilter(search=search), windows), search
         assert (await store.machine_page(MachineQuery(search=search), windows)).total == 0
+    moved = network_report(front.machine_id, front.client_id, at, [], [], ["192.168.9.4"])
+    await store.apply_network([moved])
+    renumbered = await store.get_machine(front.machine_id)
+    assert renumbered is not None and renumbered.addresses == ("192.168.9.4",)
+    await store.apply_network([replace(moved, addresses=("192.168.7.21", "fd00::21")), moved])
+    kept = await store.get_machine(front.machine_id)
+    assert kept is not None and kept.addresses == ("192.168.9.4",)  # the later one wins
 
 
 async def test_the_api_shows_the_details_a_heartbeat_reported_and_filters_with_q(
