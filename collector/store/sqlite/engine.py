@@ -40,6 +40,7 @@ _READERS = 4
 # A request waits this long for a lock another process holds, then is told to retry (503):
 # long stalls must not hold requests, and a failed flush simply runs again a second later.
 _BUSY_TIMEOUT_MS = 2_000
+_OPEN_BUSY_TIMEOUT_MS = 60_000
 _WRITE_LOCK_WAIT_S = 2.0
 
 
@@ -53,6 +54,15 @@ def _param(value: Any) -> Any:
 
 def _params(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(_param(a) for a in args)
+
+
+def _migrations_pending(conn: sqlite3.Connection) -> bool:
+    """Whether the file (as last committed) lacks a migration; reading takes no lock."""
+    try:
+        applied = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    except sqlite3.OperationalError:  # a new file: no table yet
+        return True
+    return any(name not in applied for name, _ in MIGRATIONS)
 
 
 def translate(exc: sqlite3.Error) -> StoreError:
@@ -203,9 +213,11 @@ class SQLiteEngine:
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        # Switching a new file to WAL and migrating it wait for instances opening it too
+        # (each migrates in turn); `_migrate` then sets the short wait requests have.
+        conn.execute(f"PRAGMA busy_timeout={_OPEN_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=ON")
         # The flush's scratch tables stay in memory, and the machine pages it updates every
         # second stay cached (64 MiB) rather than being read back from the file each time.
@@ -215,6 +227,10 @@ class SQLiteEngine:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
+        if not _migrations_pending(conn):
+            # Migrated already: a lock held now is another process's work, not a migration
+            # about to end, and is reported as soon as a request would be.
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -233,6 +249,7 @@ class SQLiteEngine:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
     async def close(self) -> None:
         if self._closed:
