@@ -16,12 +16,14 @@ run: $(STAMP)
 	$(BIN)/rmm-collector quickstart
 
 # The browser tests drive Debian's chromium (never a downloaded browser): installed if missing.
+# Tests run in up to four processes (most wait on real agents, servers and browsers); each
+# process has its own PostgreSQL database.
 test: $(STAMP)
 	@test -x /usr/bin/chromium || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
