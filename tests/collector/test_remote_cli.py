@@ -17,6 +17,9 @@ from collector.cli import main
 from tests.collector.conftest import Harness, StoreLocation
 from tests.collector.test_offboarding import report
 
+# Offboard without a prompt and follow it closely, as a test can.
+OFFBOARD_AND_WAIT = ("--reason", "returned", "--yes", "--wait", "--poll", "0.05", "--timeout", "30")
+
 
 @pytest.fixture
 async def store_location(tmp_path: Path) -> StoreLocation:
@@ -201,20 +204,7 @@ async def test_offboard_wait_says_which_step_failed_its_exit_status_and_how_its_
     fleet: Harness, setup: Setup
 ) -> None:
     cli, agent, headers = setup
-    waiting = asyncio.create_task(
-        cli(
-            "offboard",
-            agent["machine_id"],
-            "--reason",
-            "returned",
-            "--yes",
-            "--wait",
-            "--poll",
-            "0.05",
-            "--timeout",
-            "30",
-        )
-    )
+    waiting = asyncio.create_task(cli("offboard", agent["machine_id"], *OFFBOARD_AND_WAIT))
     command_id = await requested(fleet, agent["machine_id"], headers)
     await fleet.heartbeat(agent["agent_token"])  # delivered
     await report(
@@ -261,20 +251,7 @@ async def test_offboard_wait_says_which_step_failed_its_exit_status_and_how_its_
 
 async def test_offboard_wait_exits_0_once_offboarded(fleet: Harness, setup: Setup) -> None:
     cli, agent, headers = setup
-    waiting = asyncio.create_task(
-        cli(
-            "offboard",
-            agent["machine_id"],
-            "--reason",
-            "returned",
-            "--yes",
-            "--wait",
-            "--poll",
-            "0.05",
-            "--timeout",
-            "30",
-        )
-    )
+    waiting = asyncio.create_task(cli("offboard", agent["machine_id"], *OFFBOARD_AND_WAIT))
     command_id = await requested(fleet, agent["machine_id"], headers)
     await fleet.heartbeat(agent["agent_token"])
     steps = [

@@ -7,7 +7,12 @@ import json
 
 from collector.store.base import CommandFilter
 from tests.collector.web.conftest import BrowserFactory
-from tests.collector.web.test_offboard_result_pages import DEPLOYED, offboarded, section
+from tests.collector.web.test_offboard_result_pages import (
+    DEPLOYED,
+    deployed_machine,
+    offboarded,
+    section,
+)
 
 WITH_AGENT = [*DEPLOYED, {"name": "rmm", "status": "running", "version": "0.1.0"}]
 
@@ -16,10 +21,7 @@ async def test_the_form_lists_the_machines_components_and_the_steps_that_will_ru
     browser: BrowserFactory,
 ) -> None:
     b = await browser()
-    _, enrollment = await b.harness.add_client("Acme Dental")
-    agent = await b.harness.enroll(enrollment, "hw-1", hostname="front-desk")
-    await b.harness.heartbeat(agent["agent_token"], WITH_AGENT)
-    await b.harness.flush()
+    agent = await deployed_machine(b, WITH_AGENT)
     await b.sign_in("technician", name="tina")
     path = f"/machines/{agent['machine_id']}/offboard"
     form = await b.get(path)

@@ -40,6 +40,26 @@ def section(page: Page, pattern: str) -> str:
     return text_of(found.group(0))
 
 
+async def deployed_machine(
+    b: Browser, components: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """front-desk of Acme Dental, enrolled and reporting `components` (the deployment)."""
+    _, enrollment = await b.harness.add_client("Acme Dental")
+    agent = await b.harness.enroll(enrollment, "hw-1", hostname="front-desk")
+    await b.harness.heartbeat(agent["agent_token"], DEPLOYED if components is None else components)
+    await b.harness.flush()
+    return agent
+
+
+async def offboard_requested(b: Browser, machine_id: str) -> str:
+    """The command id of an offboard technician tina requested through the API."""
+    tech = await b.harness.api_token("technician", name="tina")
+    resp = await b.harness.client.post(
+        f"/v1/machines/{machine_id}/offboard", headers=tech, json={"reason": "returned"}
+    )
+    return str((await resp.json())["command_id"])
+
+
 async def offboarded(
     browser: BrowserFactory,
     status: str = "succeeded",
@@ -48,15 +68,8 @@ async def offboarded(
 ) -> tuple[Browser, dict[str, Any], str]:
     """A machine reporting its deployment, offboarded through the API; a technician signed in."""
     b = await browser()
-    _, enrollment = await b.harness.add_client("Acme Dental")
-    agent = await b.harness.enroll(enrollment, "hw-1", hostname="front-desk")
-    await b.harness.heartbeat(agent["agent_token"], DEPLOYED)
-    await b.harness.flush()
-    tech = await b.harness.api_token("technician", name="tina")
-    resp = await b.harness.client.post(
-        f"/v1/machines/{agent['machine_id']}/offboard", headers=tech, json={"reason": "returned"}
-    )
-    command_id = (await resp.json())["command_id"]
+    agent = await deployed_machine(b)
+    command_id = await offboard_requested(b, agent["machine_id"])
     b.harness.clock.advance(minutes=1)
     await b.harness.heartbeat(agent["agent_token"], DEPLOYED)
     await b.harness.flush()

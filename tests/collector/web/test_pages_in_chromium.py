@@ -13,7 +13,11 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from tests.collector.web.conftest import Browser, BrowserFactory
-from tests.collector.web.test_offboard_result_pages import DEPLOYED
+from tests.collector.web.test_offboard_result_pages import (
+    DEPLOYED,
+    deployed_machine,
+    offboard_requested,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -72,15 +76,8 @@ async def test_the_follow_page_shows_the_failed_step_when_the_offboard_fails(
     browser: BrowserFactory,
 ) -> None:
     b = await browser()
-    _, enrollment = await b.harness.add_client("Acme Dental")
-    agent = await b.harness.enroll(enrollment, "hw-1", hostname="front-desk")
-    await b.harness.heartbeat(agent["agent_token"], DEPLOYED)
-    await b.harness.flush()
-    tech = await b.harness.api_token("technician", name="tina")
-    resp = await b.harness.client.post(
-        f"/v1/machines/{agent['machine_id']}/offboard", headers=tech, json={"reason": "returned"}
-    )
-    command_id = (await resp.json())["command_id"]
+    agent = await deployed_machine(b)
+    command_id = await offboard_requested(b, agent["machine_id"])
     await b.harness.heartbeat(agent["agent_token"], DEPLOYED)
     await b.sign_in("viewer")
     async with chromium_page(b, f"/commands/{command_id}") as page:
