@@ -43,6 +43,19 @@ async def seed(db: str, count: int) -> tuple[list[VirtualAgent], str, float]:
     return report.agents, token, report.seconds
 
 
+def once_through(servers: Servers, tokens: Path, body: Path, count: int) -> None:
+    """One `body` with each of the `count` tokens, to every process (wrk stops at its time)."""
+    wrk.run(
+        servers.urls,
+        tokens,
+        body,
+        seconds=max(8.0, count / 4000),
+        connections=CONNECTIONS,
+        threads=2,
+        once=True,
+    )
+
+
 def _warm(servers: Servers, tokens: Path, body: Path, count: int) -> float:
     """Every token through every process once, so each process's token cache is warm.
 
@@ -52,15 +65,7 @@ def _warm(servers: Servers, tokens: Path, body: Path, count: int) -> float:
     started = time.perf_counter()
     before = [metric(url, "rmm_heartbeats_total") for url in servers.urls]
     for _ in range(4):
-        wrk.run(
-            servers.urls,
-            tokens,
-            body,
-            seconds=max(8.0, count / 4000),
-            connections=CONNECTIONS,
-            threads=2,
-            once=True,
-        )
+        once_through(servers, tokens, body, count)
         after = [metric(url, "rmm_heartbeats_total") for url in servers.urls]
         if all(a - b >= count for a, b in zip(after, before, strict=True)):
             return time.perf_counter() - started

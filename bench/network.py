@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from bench import postgres, wrk
-from bench.heartbeats import CONNECTIONS, _warm, _write_tokens, seed
+from bench.heartbeats import CONNECTIONS, _warm, _write_tokens, once_through, seed
 from bench.servers import Servers, metric, start_collectors
 from fleetsim.fleet import HeartbeatBodies
 
@@ -87,24 +87,11 @@ def _rounds(servers: Servers, tokens: Path, body: Path, network: Path) -> dict[s
     return figures
 
 
-def _section_everywhere(servers: Servers, tokens: Path, network: Path, count: int) -> None:
-    """Every agent sends its network section once (each is then written this hour)."""
-    wrk.run(
-        servers.urls,
-        tokens,
-        network,
-        seconds=max(8.0, count / 4000),
-        connections=CONNECTIONS,
-        threads=2,
-        once=True,
-    )
-
-
 def compare(servers: Servers, tokens: Path, body: Path, network: Path, warm: int) -> dict[str, Any]:
     try:
         figures: dict[str, Any] = {"warm_up_s": round(_warm(servers, tokens, body, warm), 1)}
         figures["first"] = first = _rounds(servers, tokens, body, network)
-        _section_everywhere(servers, tokens, network, warm)
+        once_through(servers, tokens, network, warm)  # every section written this hour
         figures["repeat"] = repeat = _rounds(servers, tokens, body, network)
         # An hour of a machine's four sections: one written, three repeated.
         plain = statistics.median([first["plain_cpu_us"], repeat["plain_cpu_us"]])
