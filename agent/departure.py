@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -165,3 +165,18 @@ class Departure:
             except OSError as exc:
                 log.error("self-removal could not start: %s", exc)
         self._stop.set()
+
+
+class OnlyOnce:
+    """Departs once however many ask: after a restart the resumed offboard and the 401 that a
+    heartbeat meets once the collector has the final report can both ask at the same moment;
+    the second waits for the first instead of removing the state folder under it."""
+
+    def __init__(self, depart: Callable[[str], Awaitable[None]]) -> None:
+        self._depart = depart
+        self._departing: asyncio.Future[None] | None = None
+
+    async def __call__(self, command_id: str) -> None:
+        if self._departing is None:
+            self._departing = asyncio.ensure_future(self._depart(command_id))
+        await self._departing

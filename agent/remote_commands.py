@@ -13,7 +13,7 @@ import msgspec
 from agent.client import CollectorClient, Rejected
 from agent.commands import CommandHandler, OrderPolicy
 from agent.config import AgentConfig
-from agent.departure import Departure
+from agent.departure import Departure, OnlyOnce
 from agent.ledger import CommandLedger
 from agent.offboard import Offboarder
 from agent.probes import Prober, Sample
@@ -70,7 +70,7 @@ class AgentCommands:
                 progress=self._progress,
             ),
             report=self._report,
-            on_offboarded=self._depart,
+            on_offboarded=OnlyOnce(self._depart),
             orders=OrderPolicy(required=config.offboard_approvals, keys=config.operator_keys),
         )
 
