@@ -39,7 +39,16 @@ class KindRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
 Signature = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=NO_NUL)]
 KeyLine = Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=NOT_BLANK,
+        description="a person's name (not blank)",
+        examples=["Alice Martin"],
+    ),
+]
 CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL)]
 
 

@@ -142,6 +142,8 @@ async def _order(store: Store, command: CommandRecord) -> dict[str, Any] | None:
     counted = set(policy.counted(approvals))
     return {
         "approvals_required": policy.required,
+        # 0 required: the agent said it takes the collector's signature alone, or never said.
+        "policy_reported": policy.pinned is not None,
         "counted": len(counted),
         "approvals": [
             {

@@ -183,6 +183,14 @@ async def test_a_registered_operator_is_named_beside_the_signature(fleet: Harnes
         headers=admin,
     )
     assert again.status == 409
+    blank = await fleet.client.post(
+        "/v1/operators",
+        json={"name": "   ", "public_key": pin_line(BOB.public_key())},
+        headers=admin,
+    )
+    assert blank.status == 400 and (await blank.json())["error"] == "invalid_body"
+    listed = await fleet.get("/v1/operators", admin)
+    assert [o["name"] for o in listed["operators"]] == ["Alice"]  # the blank one changed nothing
     refused = await fleet.client.post(
         "/v1/operators",
         json={"name": "Eve", "public_key": pin_line(BOB.public_key())},

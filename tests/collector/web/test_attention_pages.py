@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,27 @@ async def test_the_follow_page_shows_who_signed_an_order_awaiting_approval(
     assert "Awaiting approval" in page.text
     assert "1 of 2 required signature(s)" in page.text
     assert key_id_for(alice.public_key()) in page.text and "sent by tina" in page.text
+
+
+@pytest.mark.parametrize(
+    ("policy", "said"),
+    [
+        ({"offboard_approvals": 0, "operator_key_ids": []}, "needs no operator signature"),
+        ({}, "has not said what it requires"),
+    ],
+)
+async def test_the_follow_page_of_an_agent_needing_no_signature_says_why_not_0_of_0(
+    browser: BrowserFactory, site: Harness, policy: dict[str, Any], said: str
+) -> None:
+    _, token = await site.add_client()
+    agent = await site.enroll(token, "hw-1")
+    await site.heartbeat(agent["agent_token"], **policy)
+    tech = await site.api_token("technician", name="tina")
+    resp = await site.client.post(
+        f"/v1/machines/{agent['machine_id']}/offboard", json={"reason": "returned"}, headers=tech
+    )
+    requested = await resp.json()
+    viewer = await (await browser()).sign_in("viewer")
+    page = await viewer.get(f"/commands/{requested['command_id']}")
+    assert said in page.text
+    assert "0 of 0" not in page.text

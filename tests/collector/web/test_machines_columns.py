@@ -136,3 +136,18 @@ async def test_nobody_logged_in_reads_as_nobody(browser: BrowserFactory) -> None
     await b.sign_in("viewer")
     rows, _ = table(await b.get("/machines"))
     assert rows[0]["User"] == "nobody"
+
+
+async def test_the_machine_page_shows_every_address_user_and_the_agent_version(
+    browser: BrowserFactory,
+) -> None:
+    b = await browser()
+    await _fleet(b)
+    await b.sign_in("viewer")
+    listed = (await b.harness.get("/v1/machines", await b.harness.api_token("viewer")))["machines"]
+    ids = {m["hostname"]: m["machine_id"] for m in listed}
+    front = (await b.get(f"/machines/{ids['front-desk']}")).text
+    assert "192.168.7.21, 172.17.0.1, 2001:db8::21" in front
+    assert "alice, reception" in front and "1.5.0" in front
+    old = (await b.get(f"/machines/{ids['old-agent']}")).text
+    assert old.count("not reported") >= 2
