@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -34,7 +33,7 @@ from agent.steps import (
 )
 from wire.clock import Clock
 from wire.messages import CommandResultRequest, RunningStep, StepResult
-from wire.text import output_end, printable
+from wire.text import command_line, output_end, printable
 from wire.times import InstantError, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ def failed_step_line(step: StepResult) -> str:
         how = "did not run to an exit status"
     end = " | ".join(output_end(step.output_tail, LOG_OUTPUT_LINES))[-LOG_OUTPUT_CHARS:]
     return (
-        f"{printable(step.component)} failed: step `{printable(shlex.join(step.argv))}` {how}; "
+        f"{printable(step.component)} failed: step `{command_line(step.argv)}` {how}; "
         f"output ends: {end or '(no output)'}"
     )
 

@@ -18,7 +18,7 @@ import aiohttp
 
 from collector import operator_keys, remote_orders, remote_views
 from collector.tables import fields
-from wire.text import printable
+from wire.text import command_line, printable
 
 TOKEN_ENV = "RMM_API_TOKEN"
 URL_ENV = "RMM_API_URL"
@@ -163,7 +163,7 @@ async def follow(api: Api, command_id: str, timeout_s: float, interval_s: float)
         if running and running != running_shown and command["state"] not in FINAL_STATES:
             print(
                 f"  running {printable(running.get('component'))}: "
-                f"`{remote_views.command_line(running.get('argv') or [])}`",
+                f"`{command_line(running.get('argv') or [])}`",
                 file=sys.stderr,
                 flush=True,
             )

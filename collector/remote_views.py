@@ -6,13 +6,12 @@ which step failed, how, and how its output ended, since that is what a technicia
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from collector.remote_orders import signatures_line
 from collector.tables import cell, fields, table
-from wire.text import output_end, printable
+from wire.text import command_line, output_end, printable
 
 # How much of a failed step's output a technician sees (the agent reports up to 4 KiB of its end).
 OUTPUT_LINES = 10
@@ -66,11 +65,6 @@ def machine_summary(machine: dict[str, Any], names: Mapping[str, str]) -> str:
         empty="no components reported",
     )
     return f"{summary}\n\n{components}"
-
-
-def command_line(argv: list[str]) -> str:
-    """A step's argv as one shell-quoted line (it is never run through a shell)."""
-    return printable(shlex.join(argv))
 
 
 def progress_line(step: dict[str, Any]) -> str:

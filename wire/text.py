@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shlex
+from collections.abc import Sequence
 
 # C0 controls (including ESC, which starts terminal escape sequences), DEL and C1 controls.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -27,3 +29,9 @@ def output_end(text: str | None, lines: int) -> list[str]:
     uninstall step's output is where it says why it failed."""
     kept = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
     return [printable(line) for line in kept[-lines:]]
+
+
+def command_line(argv: Sequence[object]) -> str:
+    """An uninstall step's argv as one shell-quoted line, `printable` (it is never run through a
+    shell: the quoting only shows where each argument ends)."""
+    return printable(shlex.join(str(a) for a in argv))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.store.base import AuditEntry, MachineName
+from wire.text import command_line, output_end
 
 # Detail keys that hold a machine's or an agent's id.
 _MACHINE_KEYS = ("machine_id",)
@@ -51,14 +52,13 @@ def named_ids(entries: Iterable[tuple[int, AuditEntry]]) -> frozenset[str]:
 
 def _step_text(step: dict[str, Any]) -> str:
     argv = step.get("argv") or []
-    what = " ".join(str(a) for a in argv) if argv else "check"
+    what = command_line(argv) if argv else "check"
     text = f"{step.get('component') or '—'}: {what} {step.get('status') or '—'}"
     if step.get("exit_code") is not None:
         text += f", exit code {step['exit_code']}"
-    output = str(step.get("output_tail") or "").strip()
-    if output:
-        last = output.splitlines()[-1].strip()
-        text += f"; output ends: {last[-200:]}"
+    last = output_end(str(step.get("output_tail") or ""), 1)
+    if last:
+        text += f"; output ends: {last[0].strip()[-200:]}"
     return text
 
 

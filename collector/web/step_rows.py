@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wire.text import command_line
+
 TAIL_LINES = 15
 TAIL_CHARS = 2000
 FAILED = frozenset({"failed", "timeout"})
@@ -74,7 +76,7 @@ def step_row(step: dict[str, Any]) -> StepRow:
     status = _text(step.get("status"))
     return StepRow(
         component=_text(step.get("component")),
-        command=" ".join(str(a) for a in argv) if argv else "(a check, no command run)",
+        command=command_line(argv) if argv else "(a check, no command run)",
         status=status,
         exit_code=_text(step.get("exit_code")),
         duration=_duration(step.get("duration_s")),
